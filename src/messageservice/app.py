@@ -1,0 +1,74 @@
+"""Builds the ASGI application: the REST endpoint, OAuth, health, and the background event worker."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from messageservice import __version__
+from messageservice.config import Settings, get_settings
+from messageservice.core.context import Core
+from messageservice.core.portal import set_public_url
+from messageservice.delivery.app_events import EventWorker
+from messageservice.methods import build_registry
+from messageservice.oauth.routes import build_routes as oauth_routes
+from messageservice.rest.endpoint import RestEndpoint
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+
+
+def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
+    settings = settings or get_settings()
+    core = Core.open(settings)
+    registry = build_registry()
+    rest = RestEndpoint(core, registry)
+    worker = EventWorker(core)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if public_url and not settings.public_url:
+            await set_public_url(core, public_url)
+        worker.start()
+        try:
+            yield
+        finally:
+            await worker.stop()
+            await core.close()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def index(request: Request) -> Response:
+        return PlainTextResponse(
+            "messageservice: a Bitrix24-compatible messageservice portal.\n"
+            "REST: /rest/{method}   OAuth: /oauth/authorize/ /oauth/token/   Health: /health\n"
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return JSONResponse(
+            {
+                "error": "NOT_FOUND" if status == 404 else "ERROR_CORE",
+                "error_description": "Not found" if status == 404 else "Request failed",
+            },
+            status_code=status,
+        )
+
+    routes = [
+        Route("/rest/{path:path}", rest.__call__, methods=ALL_METHODS),
+        Route("/rest", rest.__call__, methods=ALL_METHODS),
+        *oauth_routes(core),
+        Route("/health", health),
+        Route("/", index),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.core = core
+    app.state.registry = registry
+    app.state.event_worker = worker
+    return app

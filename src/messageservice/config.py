@@ -1,0 +1,66 @@
+"""Settings: every knob in one place, read from MESSAGESERVICE_* environment variables or .env."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs people type and pick the async driver we ship."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESSAGESERVICE_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///var/messageservice.db"
+    # Where clients reach this server; written into client_endpoint. Unset: `serve` records its own.
+    public_url: str | None = None
+    # Folder for the SQLite file, the encryption key and the TLS certificate.
+    data_dir: Path = Path("var")
+    # Fernet key for secrets that must be readable again (application tokens). Unset: var/secret.key.
+    secret_key: str | None = None
+
+    # Leaky bucket per app or webhook (Bitrix: 50 deep, drains 2/s). Ours is generous by default.
+    rate_limit_burst: int = 10_000
+    rate_limit_per_second: float = 5_000.0
+    # Seconds of method time per app and method in 10 minutes; 0 switches the limit off (as on the box).
+    operating_limit_seconds: float = 0.0
+
+    max_body_bytes: int = 1_048_576
+    # Bitrix serves webhooks over https only; local development needs plain http.
+    webhook_require_https: bool = False
+
+    access_token_ttl: int = 3600
+    refresh_token_ttl: int = 180 * 24 * 3600
+    auth_code_ttl: int = 30
+
+    # ONAPPINSTALL and other app events: delays between attempts, seconds.
+    event_retry_schedule: str = "5,30,120,600,3600"
+    event_timeout_seconds: float = 10.0
+
+    @property
+    def async_database_url(self) -> str:
+        return normalize_database_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+    @property
+    def event_retry_delays(self) -> list[float]:
+        return [float(part) for part in self.event_retry_schedule.split(",") if part.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

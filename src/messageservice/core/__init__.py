@@ -1,0 +1,1 @@
+"""Core services: the portal, its users, apps, tokens and senders. No HTTP in here."""

@@ -1,0 +1,229 @@
+"""Applications: registration, install (ONAPPINSTALL), version update and uninstall (spec 1.9, 3.9)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messageservice.core.context import Core
+from messageservice.core.errors import CoreError
+from messageservice.core.portal import get_portal, get_user
+from messageservice.core.scopes import join_scopes, parse_scopes
+from messageservice.core.secrets import hash_secret, new_alnum, new_hex
+from messageservice.core.tokens import mint_tokens
+from messageservice.delivery.app_events import enqueue_event
+from messageservice.store.tables import access_tokens, apps, refresh_tokens, senders
+
+
+@dataclass(frozen=True)
+class App:
+    id: int
+    client_id: str
+    name: str
+    url: str
+    scopes: list[str]
+    version: int
+    status: str
+    installed: bool
+    language_id: str
+    installed_at: float | None
+
+
+def _app(row: Any) -> App:
+    return App(
+        id=row.id,
+        client_id=row.client_id,
+        name=row.name,
+        url=row.url,
+        scopes=row.scopes.split(","),
+        version=row.version,
+        status=row.status,
+        installed=bool(row.installed),
+        language_id=row.language_id,
+        installed_at=row.installed_at,
+    )
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CoreError("ERROR_ARGUMENT", f"app URL must be an http(s) URL: {url!r}")
+    return url.strip()
+
+
+def _new_client_id() -> str:
+    # The shape of a Bitrix24 local app's client_id: local.<14 hex>.<8 digits>.
+    return f"local.{new_hex(7)}.{secrets.randbelow(90_000_000) + 10_000_000}"
+
+
+async def add_app(core: Core, name: str, url: str, scopes: str | list[str]) -> tuple[App, str]:
+    """Register an app; returns it with its client_secret, which is stored only as a hash."""
+    if not name.strip():
+        raise CoreError("ERROR_ARGUMENT", "app name must not be empty")
+    scope_list = parse_scopes(scopes)
+    client_secret = new_alnum(50)
+    async with core.engine.begin() as conn:
+        result = await conn.execute(
+            insert(apps)
+            .values(
+                client_id=_new_client_id(),
+                client_secret_hash=hash_secret(client_secret),
+                name=name.strip(),
+                url=_check_url(url),
+                scopes=join_scopes(scope_list),
+                version=1,
+                status="L",
+                installed=False,
+                language_id="en",
+                created_at=core.clock(),
+            )
+            .returning(apps)
+        )
+        return _app(result.one()), client_secret
+
+
+async def get_app(core: Core, client_id: str) -> App:
+    async with core.engine.connect() as conn:
+        row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
+    if row is None:
+        raise CoreError("APPLICATION_NOT_FOUND", f"Application {client_id} not found", 404)
+    return _app(row)
+
+
+async def list_apps(core: Core) -> list[App]:
+    async with core.engine.connect() as conn:
+        rows = (await conn.execute(select(apps).order_by(apps.c.id))).all()
+    return [_app(row) for row in rows]
+
+
+async def _locked_app(conn: AsyncConnection, client_id: str) -> Any:
+    row = (await conn.execute(select(apps).where(apps.c.client_id == client_id).with_for_update())).first()
+    if row is None:
+        raise CoreError("APPLICATION_NOT_FOUND", f"Application {client_id} not found", 404)
+    return row
+
+
+async def application_token(core: Core, client_id: str) -> str | None:
+    async with core.engine.connect() as conn:
+        row = (await conn.execute(select(apps.c.application_token_enc).where(apps.c.client_id == client_id))).first()
+    if row is None or row.application_token_enc is None:
+        return None
+    return core.box.decrypt(row.application_token_enc)
+
+
+async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
+    """Install (or reinstall) an app and queue ONAPPINSTALL to its URL; returns the application_token."""
+    installer = await get_user(core, user_id)
+    if installer is None or not installer.is_admin:
+        raise CoreError("ERROR_ARGUMENT", f"user {user_id} is not an admin of this portal")
+    portal = await get_portal(core)
+    token = new_hex(16)
+    async with core.engine.begin() as conn:
+        row = await _locked_app(conn, client_id)
+        await conn.execute(
+            update(apps)
+            .where(apps.c.id == row.id)
+            .values(installed=True, application_token_enc=core.box.encrypt(token), installed_at=core.clock())
+        )
+        row = (await conn.execute(select(apps).where(apps.c.id == row.id))).one()
+        auth = await mint_tokens(core, conn, row, user_id, portal=portal)
+        auth["application_token"] = token
+        await enqueue_event(
+            core,
+            conn,
+            row,
+            "ONAPPINSTALL",
+            {"VERSION": row.version, "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": row.language_id},
+            auth,
+        )
+    return token
+
+
+async def _forget_app_state(conn: AsyncConnection, app_id: int) -> None:
+    # Bitrix's OnRestAppDelete / OnRestAppUpdate drop every sender of the app (spec 1.9).
+    await conn.execute(delete(senders).where(senders.c.app_id == app_id))
+
+
+async def update_app(
+    core: Core,
+    client_id: str,
+    *,
+    version: int | None = None,
+    url: str | None = None,
+    scopes: str | list[str] | None = None,
+    name: str | None = None,
+    user_id: int = 1,
+) -> App:
+    """Change an app. A new version behaves as in Bitrix: senders deleted, new application_token, ONAPPUPDATE."""
+    portal = await get_portal(core)
+    async with core.engine.begin() as conn:
+        row = await _locked_app(conn, client_id)
+        values: dict[str, Any] = {}
+        if url is not None:
+            values["url"] = _check_url(url)
+        if scopes is not None:
+            values["scopes"] = join_scopes(parse_scopes(scopes))
+        if name is not None:
+            if not name.strip():
+                raise CoreError("ERROR_ARGUMENT", "app name must not be empty")
+            values["name"] = name.strip()
+        new_version = version if version is not None else None
+        if new_version is not None and new_version <= row.version:
+            raise CoreError("ERROR_ARGUMENT", f"version must be greater than {row.version}")
+        if new_version is not None:
+            values["version"] = new_version
+        if not values:
+            raise CoreError("ERROR_ARGUMENT", "nothing to update")
+        token: str | None = None
+        if new_version is not None and row.installed:
+            token = new_hex(16)
+            values["application_token_enc"] = core.box.encrypt(token)
+        await conn.execute(update(apps).where(apps.c.id == row.id).values(**values))
+        updated = (await conn.execute(select(apps).where(apps.c.id == row.id))).one()
+        if token is not None:
+            await _forget_app_state(conn, row.id)
+            auth = await mint_tokens(core, conn, updated, user_id, portal=portal)
+            auth["application_token"] = token
+            await enqueue_event(
+                core,
+                conn,
+                updated,
+                "ONAPPUPDATE",
+                {"VERSION": new_version, "PREVIOUS_VERSION": row.version, "LANGUAGE_ID": row.language_id},
+                auth,
+            )
+        return _app(updated)
+
+
+async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> None:
+    """Uninstall: senders and tokens go, ONAPPUNINSTALL is queued with the minimal auth block."""
+    portal = await get_portal(core)
+    async with core.engine.begin() as conn:
+        row = await _locked_app(conn, client_id)
+        if not row.installed:
+            raise CoreError("ERROR_ARGUMENT", f"Application {client_id} is not installed")
+        token = core.box.decrypt(row.application_token_enc) if row.application_token_enc else ""
+        await _forget_app_state(conn, row.id)
+        await conn.execute(delete(access_tokens).where(access_tokens.c.app_id == row.id))
+        await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.app_id == row.id))
+        await conn.execute(update(apps).where(apps.c.id == row.id).values(installed=False, application_token_enc=None))
+        auth = {
+            "domain": portal.domain,
+            "server_endpoint": portal.client_endpoint,
+            "client_endpoint": portal.client_endpoint,
+            "member_id": portal.member_id,
+            "application_token": token,
+        }
+        await enqueue_event(
+            core,
+            conn,
+            row,
+            "ONAPPUNINSTALL",
+            {"LANGUAGE_ID": row.language_id, "CLEAN": 1 if clean else 0},
+            auth,
+        )

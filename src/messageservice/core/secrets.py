@@ -1,0 +1,55 @@
+"""Random credentials, hashing for secrets we only compare, and encryption for secrets we send again."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+def new_hex(n_bytes: int = 16) -> str:
+    return secrets.token_hex(n_bytes)
+
+
+def new_alnum(length: int) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def hash_secret(value: str) -> str:
+    """Credentials here are long random strings, so one sha256 suffices (no password stretching)."""
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def secret_matches(value: str, expected_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(value), expected_hash)
+
+
+class SecretBox:
+    """Symmetric encryption for values that must leave the server again (application tokens)."""
+
+    def __init__(self, key: str | bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def from_settings(cls, secret_key: str | None, data_dir: Path) -> SecretBox:
+        if secret_key:
+            return cls(secret_key)
+        key_file = data_dir / "secret.key"
+        if not key_file.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            key_file.write_bytes(Fernet.generate_key())
+            key_file.chmod(0o600)
+        return cls(key_file.read_bytes().strip())
+
+    def encrypt(self, value: str) -> str:
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise RuntimeError("secret key does not match the database (MESSAGESERVICE_SECRET_KEY)") from exc

@@ -1,0 +1,190 @@
+"""OAuth 2.0 as Bitrix24 runs it: authorization codes, access tokens (1 h) and rotating refresh tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messageservice.core.context import Core
+from messageservice.core.portal import Portal, get_portal
+from messageservice.core.secrets import hash_secret, new_hex, secret_matches
+from messageservice.store.tables import access_tokens, apps, auth_codes, refresh_tokens, users
+
+
+class OAuthError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """Who an access token speaks for."""
+
+    app_id: int
+    client_id: str
+    user_id: int
+    is_admin: bool
+    scopes: frozenset[str]
+    expires_at: float
+
+
+async def mint_tokens(
+    core: Core, conn: AsyncConnection, app_row: Any, user_id: int, *, portal: Portal | None = None
+) -> dict[str, Any]:
+    """Create an access and a refresh token; returns the body /oauth/token/ answers with, in Bitrix's order."""
+    portal = portal or await get_portal(core)
+    now = core.clock()
+    access_token = new_hex(35)
+    refresh_token = new_hex(35)
+    expires = int(now + core.settings.access_token_ttl)
+    await conn.execute(
+        insert(access_tokens).values(
+            token_hash=hash_secret(access_token), app_id=app_row.id, user_id=user_id, expires_at=expires
+        )
+    )
+    await conn.execute(
+        insert(refresh_tokens).values(
+            token_hash=hash_secret(refresh_token),
+            app_id=app_row.id,
+            user_id=user_id,
+            expires_at=now + core.settings.refresh_token_ttl,
+        )
+    )
+    return {
+        "access_token": access_token,
+        "expires": expires,
+        "expires_in": core.settings.access_token_ttl,
+        "scope": app_row.scopes,
+        "domain": portal.domain,
+        "server_endpoint": portal.client_endpoint,
+        "status": app_row.status,
+        "client_endpoint": portal.client_endpoint,
+        "member_id": portal.member_id,
+        "user_id": user_id,
+        "refresh_token": refresh_token,
+    }
+
+
+async def _active_user(conn: AsyncConnection, user_id: int) -> bool:
+    row = (await conn.execute(select(users.c.active).where(users.c.id == user_id))).first()
+    return row is not None and bool(row.active)
+
+
+async def _client(conn: AsyncConnection, client_id: str, client_secret: str | None) -> Any:
+    row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
+    if row is None or client_secret is None or not secret_matches(client_secret, row.client_secret_hash):
+        raise OAuthError("invalid_client", "Invalid client credentials", 401)
+    if not row.installed:
+        raise OAuthError("invalid_client", "Application is not installed", 401)
+    return row
+
+
+async def issue_code(core: Core, client_id: str, user_id: int) -> tuple[str, Any]:
+    """An authorization code for an installed app and an active user; it lives `auth_code_ttl` seconds."""
+    async with core.engine.begin() as conn:
+        app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
+        if app_row is None or not app_row.installed:
+            raise OAuthError("invalid_client", "Application not found", 401)
+        if not await _active_user(conn, user_id):
+            raise OAuthError("invalid_request", "Unknown or inactive user", 400)
+        code = new_hex(35)
+        await conn.execute(
+            insert(auth_codes).values(
+                code_hash=hash_secret(code),
+                app_id=app_row.id,
+                user_id=user_id,
+                expires_at=core.clock() + core.settings.auth_code_ttl,
+            )
+        )
+    return code, app_row
+
+
+async def exchange_code(core: Core, client_id: str, client_secret: str | None, code: str) -> dict[str, Any]:
+    async with core.engine.begin() as conn:
+        app_row = await _client(conn, client_id, client_secret)
+        # Delete-then-check makes a code single-use even when two exchanges race.
+        result = await conn.execute(
+            delete(auth_codes)
+            .where(auth_codes.c.code_hash == hash_secret(code))
+            .returning(auth_codes.c.app_id, auth_codes.c.user_id, auth_codes.c.expires_at)
+        )
+        row = result.first()
+        if row is None or row.app_id != app_row.id or row.expires_at < core.clock():
+            raise OAuthError("invalid_grant", "Invalid authorization code", 400)
+        if not await _active_user(conn, row.user_id):
+            raise OAuthError("invalid_grant", "User is not active", 400)
+        return await mint_tokens(core, conn, app_row, row.user_id)
+
+
+async def refresh(core: Core, client_id: str, client_secret: str | None, token: str) -> dict[str, Any]:
+    async with core.engine.begin() as conn:
+        app_row = await _client(conn, client_id, client_secret)
+        result = await conn.execute(
+            delete(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == hash_secret(token))
+            .returning(refresh_tokens.c.app_id, refresh_tokens.c.user_id, refresh_tokens.c.expires_at)
+        )
+        row = result.first()
+        if row is None or row.app_id != app_row.id or row.expires_at < core.clock():
+            raise OAuthError("invalid_grant", "Invalid refresh token", 400)
+        if not await _active_user(conn, row.user_id):
+            raise OAuthError("invalid_grant", "User is not active", 400)
+        return await mint_tokens(core, conn, app_row, row.user_id)
+
+
+async def mint_for_user(core: Core, client_id: str, user_id: int) -> dict[str, Any]:
+    """The admin shortcut behind `messageservice token`: skip the browser, same answer as /oauth/token/."""
+    async with core.engine.begin() as conn:
+        app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
+        if app_row is None:
+            raise OAuthError("invalid_client", "Application not found", 401)
+        if not app_row.installed:
+            raise OAuthError("invalid_client", "Application is not installed", 401)
+        if not await _active_user(conn, user_id):
+            raise OAuthError("invalid_request", f"User {user_id} does not exist or is inactive", 400)
+        return await mint_tokens(core, conn, app_row, user_id)
+
+
+async def lookup_access_token(core: Core, token: str) -> TokenAuth | None:
+    """None when the token is unknown or its app or user is gone; expiry is the caller's to judge."""
+    query = (
+        select(
+            access_tokens.c.app_id,
+            access_tokens.c.user_id,
+            access_tokens.c.expires_at,
+            apps.c.client_id,
+            apps.c.scopes,
+            apps.c.installed,
+            users.c.is_admin,
+            users.c.active,
+        )
+        .join(apps, apps.c.id == access_tokens.c.app_id)
+        .join(users, users.c.id == access_tokens.c.user_id)
+        .where(access_tokens.c.token_hash == hash_secret(token))
+    )
+    async with core.engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None or not row.installed or not row.active:
+        return None
+    return TokenAuth(
+        app_id=row.app_id,
+        client_id=row.client_id,
+        user_id=row.user_id,
+        is_admin=bool(row.is_admin),
+        scopes=frozenset(row.scopes.split(",")),
+        expires_at=row.expires_at,
+    )
+
+
+async def purge_expired(core: Core) -> None:
+    now = core.clock()
+    async with core.engine.begin() as conn:
+        await conn.execute(delete(access_tokens).where(access_tokens.c.expires_at < now - 86400))
+        await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < now))
+        await conn.execute(delete(auth_codes).where(auth_codes.c.expires_at < now))

@@ -1,0 +1,1 @@
+"""Outbound calls: app lifecycle events now, HANDLER deliveries later."""

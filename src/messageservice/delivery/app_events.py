@@ -1,0 +1,181 @@
+"""App lifecycle events (ONAPPINSTALL, ONAPPUPDATE, ONAPPUNINSTALL): an outbox with retries.
+
+An event is committed together with the change that caused it, then POSTed form-encoded to the
+app's URL as Bitrix's queue servers do. Failures are retried on `event_retry_schedule` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messageservice.core.context import Core
+from messageservice.phpquery import http_build_query
+from messageservice.store.tables import app_events
+
+log = logging.getLogger("messageservice.events")
+
+USER_AGENT = "Bitrix24 Webhook Engine"
+# A sweep while idle picks up events queued by another process (the CLI); cheap, and rare.
+IDLE_SWEEP_SECONDS = 60.0
+# How long a claimed event stays invisible to other workers while its POST runs.
+LEASE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    event_id: int
+    ok: bool
+    detail: str
+
+
+async def enqueue_event(
+    core: Core,
+    conn: AsyncConnection,
+    app_row: Any,
+    event: str,
+    data: dict[str, Any],
+    auth: dict[str, Any],
+) -> int:
+    now = core.clock()
+    body = http_build_query({"event": event, "data": data, "ts": int(now), "auth": auth})
+    result = await conn.execute(
+        insert(app_events)
+        .values(
+            app_id=app_row.id,
+            event=event,
+            url=app_row.url,
+            body=body,
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        .returning(app_events.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def _claim_due(core: Core, limit: int = 20) -> list[Any]:
+    now = core.clock()
+    async with core.engine.begin() as conn:
+        rows = (
+            await conn.execute(
+                select(app_events)
+                .where(app_events.c.state == "pending", app_events.c.next_attempt_at <= now)
+                .order_by(app_events.c.next_attempt_at)
+                .limit(limit)
+            )
+        ).all()
+        claimed = []
+        for row in rows:
+            # Optimistic claim: only one worker moves next_attempt_at from the value it read.
+            result = await conn.execute(
+                update(app_events)
+                .where(app_events.c.id == row.id, app_events.c.next_attempt_at == row.next_attempt_at)
+                .values(next_attempt_at=now + LEASE_SECONDS)
+            )
+            if result.rowcount == 1:
+                claimed.append(row)
+    return claimed
+
+
+async def _post(session: aiohttp.ClientSession, row: Any, timeout: float) -> tuple[bool, str]:
+    try:
+        async with session.post(
+            row.url,
+            data=row.body.encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as response:
+            head = (await response.content.read(200)).decode("utf-8", "replace")
+            return 200 <= response.status < 300, f"HTTP {response.status} {head}".strip()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+async def _record(core: Core, row: Any, ok: bool, detail: str) -> None:
+    now = core.clock()
+    attempts = row.attempts + 1
+    delays = core.settings.event_retry_delays
+    values: dict[str, Any] = {"attempts": attempts, "last_error": None if ok else detail[:1000]}
+    if ok:
+        values.update(state="delivered", finished_at=now)
+        log.info("%s delivered to %s (attempt %d)", row.event, row.url, attempts)
+    elif attempts > len(delays):
+        values.update(state="failed", finished_at=now)
+        log.warning("%s to %s failed for good after %d attempts: %s", row.event, row.url, attempts, detail)
+    else:
+        values["next_attempt_at"] = now + delays[attempts - 1]
+        log.warning("%s to %s failed (attempt %d), retrying: %s", row.event, row.url, attempts, detail)
+    async with core.engine.begin() as conn:
+        await conn.execute(update(app_events).where(app_events.c.id == row.id).values(**values))
+
+
+async def deliver_due(core: Core) -> list[AttemptResult]:
+    """One pass: POST every due event once. Used by the worker and by the CLI right after an install."""
+    rows = await _claim_due(core)
+    if not rows:
+        return []
+    results = []
+    async with aiohttp.ClientSession() as session:
+        outcomes = await asyncio.gather(*(_post(session, row, core.settings.event_timeout_seconds) for row in rows))
+        for row, (ok, detail) in zip(rows, outcomes, strict=True):
+            await _record(core, row, ok, detail)
+            results.append(AttemptResult(row.id, ok, detail))
+    return results
+
+
+async def next_due_in(core: Core) -> float | None:
+    async with core.engine.connect() as conn:
+        due = (
+            await conn.execute(
+                select(app_events.c.next_attempt_at)
+                .where(app_events.c.state == "pending")
+                .order_by(app_events.c.next_attempt_at)
+                .limit(1)
+            )
+        ).scalar()
+    return None if due is None else max(0.0, due - core.clock())
+
+
+class EventWorker:
+    """Delivers app events in the server process; `wake()` after queueing one skips the wait."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="app-event-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await deliver_due(self._core)
+                wait = await next_due_in(self._core)
+            except Exception:  # the worker must outlive a database hiccup
+                log.exception("app event worker pass failed")
+                wait = 5.0
+            wait = IDLE_SWEEP_SECONDS if wait is None else min(wait, IDLE_SWEEP_SECONDS)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)

@@ -1,0 +1,116 @@
+"""/oauth/authorize/ (authorization code, 30 s) and /oauth/token/ (GET query or POST form)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from messageservice.core.context import Core
+from messageservice.core.errors import CoreError
+from messageservice.core.portal import get_portal
+from messageservice.core.tokens import OAuthError, exchange_code, issue_code, refresh
+from messageservice.phpquery import EncodingError, parse_str
+from messageservice.rest.envelope import php_json
+from messageservice.rest.params import read_body
+
+log = logging.getLogger("messageservice.oauth")
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(
+        php_json(body),
+        status,
+        media_type="application/json; charset=utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _error(error: OAuthError) -> Response:
+    return _json({"error": error.error, "error_description": error.description}, error.status)
+
+
+async def _params(request: Request, core: Core) -> dict[str, Any]:
+    try:
+        params = parse_str(request.scope.get("query_string", b""))
+        if request.method == "POST":
+            params.update(parse_str(await read_body(request, core.settings.max_body_bytes)))
+    except EncodingError:
+        raise OAuthError("invalid_request", "Wrong request encoding") from None
+    except CoreError as exc:
+        raise OAuthError("invalid_request", exc.description, exc.status) from None
+    return params
+
+
+def _text(params: dict[str, Any], key: str) -> str | None:
+    value = params.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _same_origin(a: str, b: str) -> bool:
+    first, second = urlsplit(a), urlsplit(b)
+    return (first.scheme, first.netloc.lower()) == (second.scheme, second.netloc.lower())
+
+
+def build_routes(core: Core) -> list[Route]:
+    async def authorize(request: Request) -> Response:
+        try:
+            params = await _params(request, core)
+            client_id = _text(params, "client_id")
+            if client_id is None:
+                raise OAuthError("invalid_request", "client_id is required")
+            user_text = _text(params, "user_id") or "1"
+            if not user_text.isdigit():
+                raise OAuthError("invalid_request", "user_id must be a number")
+            code, app_row = await issue_code(core, client_id, int(user_text))
+        except OAuthError as exc:
+            return _error(exc)
+        portal = await get_portal(core)
+        redirect = _text(params, "redirect_uri")
+        # Only the app's own origin may receive its codes.
+        target = redirect if redirect and _same_origin(redirect, app_row.url) else app_row.url
+        query = {
+            "code": code,
+            "state": _text(params, "state") or "",
+            "domain": portal.domain,
+            "member_id": portal.member_id,
+            "scope": app_row.scopes,
+            "server_domain": urlsplit(portal.public_url).netloc,
+        }
+        separator = "&" if "?" in target else "?"
+        return RedirectResponse(f"{target}{separator}{urlencode(query)}", status_code=302)
+
+    async def token(request: Request) -> Response:
+        try:
+            params = await _params(request, core)
+            grant = _text(params, "grant_type")
+            client_id = _text(params, "client_id")
+            secret = _text(params, "client_secret")
+            if client_id is None:
+                raise OAuthError("invalid_client", "client_id is required", 401)
+            if grant == "authorization_code":
+                code = _text(params, "code")
+                if code is None:
+                    raise OAuthError("invalid_request", "code is required")
+                body = await exchange_code(core, client_id, secret, code)
+            elif grant == "refresh_token":
+                refresh_token = _text(params, "refresh_token")
+                if refresh_token is None:
+                    raise OAuthError("invalid_request", "refresh_token is required")
+                body = await refresh(core, client_id, secret, refresh_token)
+            else:
+                raise OAuthError("invalid_request", "grant_type must be authorization_code or refresh_token")
+        except OAuthError as exc:
+            return _error(exc)
+        return _json(body)
+
+    return [
+        Route("/oauth/authorize/", authorize, methods=["GET", "POST"]),
+        Route("/oauth/authorize", authorize, methods=["GET", "POST"]),
+        Route("/oauth/token/", token, methods=["GET", "POST"]),
+        Route("/oauth/token", token, methods=["GET", "POST"]),
+    ]

@@ -1,0 +1,137 @@
+"""PHP's query-string format: `parse_str` for what clients send, `http_build_query` for what we send.
+
+qs-codec was evaluated first: it follows the JavaScript `qs` package (array limits, depth 5, no
+PHP name mangling), so bracketed Bitrix parameters would parse differently from PHP. Both
+directions are small enough to write to PHP's own rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote_plus, unquote_to_bytes
+
+# PHP's defaults: max_input_nesting_level=64, max_input_vars=1000 (we allow more; batches are large).
+MAX_DEPTH = 64
+MAX_VARS = 10_000
+
+
+class EncodingError(ValueError):
+    """The query decodes to bytes that are not UTF-8."""
+
+
+def _decode(component: bytes) -> str:
+    raw = unquote_to_bytes(component.replace(b"+", b" "))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EncodingError(str(exc)) from exc
+
+
+def _split_key(key: str) -> list[str] | None:
+    """`a[b][]` -> ['a', 'b', '']; PHP's mangling of the base name included."""
+    key = key.lstrip(" ")
+    bracket = key.find("[")
+    if bracket <= 0:
+        if bracket == 0 or not key:
+            return None
+        return [key.replace(".", "_").replace(" ", "_")]
+    base = key[:bracket]
+    rest = key[bracket:]
+    parts: list[str] = []
+    pos = 0
+    while pos < len(rest) and rest[pos] == "[":
+        close = rest.find("]", pos + 1)
+        if close == -1:
+            if not parts:
+                # An unmatched '[' in the first segment: PHP turns it into '_' and keeps the rest.
+                return [(base + "_" + rest[1:]).replace(".", "_").replace(" ", "_")]
+            break
+        parts.append(rest[pos + 1 : close])
+        pos = close + 1
+    base = base.replace(".", "_").replace(" ", "_")
+    return [base, *parts[: MAX_DEPTH - 1]]
+
+
+def _next_index(container: dict[str, Any]) -> str:
+    ints = [int(k) for k in container if _is_php_int(k)]
+    return str(max(ints) + 1 if ints else 0)
+
+
+def _is_php_int(key: str) -> bool:
+    # PHP turns "12" and "-3" into integer keys, but not "012", "+1" or " 1".
+    if not key:
+        return False
+    body = key[1:] if key[0] == "-" else key
+    return body.isdigit() and body.isascii() and (body == "0" or body[0] != "0") and key != "-0"
+
+
+def parse_str(query: str | bytes) -> dict[str, Any]:
+    """Parse like PHP's parse_str; arrays with keys 0..n-1 in order become lists."""
+    if isinstance(query, str):
+        query = query.encode("utf-8", "surrogateescape")
+    root: dict[str, Any] = {}
+    for count, pair in enumerate(p for p in query.split(b"&") if p):
+        if count >= MAX_VARS:
+            break
+        name, _, value = pair.partition(b"=")
+        parts = _split_key(_decode(name))
+        if parts is None:
+            continue
+        _assign(root, parts, _decode(value))
+    return listify(root)
+
+
+def _assign(root: dict[str, Any], parts: list[str], value: str) -> None:
+    node = root
+    for depth, part in enumerate(parts):
+        key = _next_index(node) if part == "" else part
+        if depth == len(parts) - 1:
+            node[key] = value
+            return
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+
+
+def listify(value: Any) -> Any:
+    """PHP arrays are ordered maps; JSON shows the ones keyed 0..n-1 as lists, and so do we."""
+    if isinstance(value, dict):
+        converted = {k: listify(v) for k, v in value.items()}
+        if converted and all(k == str(i) for i, k in enumerate(converted)):
+            return list(converted.values())
+        return converted
+    if isinstance(value, list):
+        return [listify(v) for v in value]
+    return value
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _flatten(f"{prefix}[{key}]", item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _flatten(f"{prefix}[{index}]", item)
+    elif isinstance(value, bool):
+        yield prefix, "1" if value else "0"
+    else:
+        yield prefix, str(value)
+
+
+def _php_urlencode(text: str) -> str:
+    # PHP's urlencode keeps only alphanumerics and "-_." ; Python's also keeps "~".
+    return quote_plus(text, safe="").replace("~", "%7E")
+
+
+def http_build_query(data: Mapping[str, Any]) -> str:
+    """Encode like PHP's http_build_query (RFC 1738: space as '+', brackets as %5B/%5D, nulls dropped)."""
+    pairs: list[str] = []
+    for key, value in data.items():
+        for name, text in _flatten(str(key), value):
+            pairs.append(f"{_php_urlencode(name)}={_php_urlencode(text)}")
+    return "&".join(pairs)

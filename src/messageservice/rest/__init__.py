@@ -1,0 +1,1 @@
+"""The Bitrix24 REST protocol: URL forms, parameters, auth, envelopes, errors, batch."""

@@ -1,0 +1,124 @@
+"""The /rest/ endpoint: URL forms, parameters, auth, limits, the call and its envelope."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from messageservice.core.context import Core
+from messageservice.core.errors import CoreError
+from messageservice.rest import errors
+from messageservice.rest.auth import token_caller, webhook_caller
+from messageservice.rest.dispatch import invoke
+from messageservice.rest.envelope import Timing, error_body, php_json, success_body
+from messageservice.rest.limiter import LeakyBucket, OperatingMeter
+from messageservice.rest.params import read_body, request_params, split_auth
+from messageservice.rest.registry import CallContext, Caller, Registry
+from messageservice.rest.xml import php_xml
+
+log = logging.getLogger("messageservice.rest")
+
+COMMON_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "origin, content-type, accept",
+    "X-Content-Type-Options": "nosniff",
+}
+JSON_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    transport: str
+    webhook: tuple[str, str] | None
+
+
+def parse_route(path: str) -> Route | None:
+    """`/rest/m`, `/rest/m.json`, `/rest//m`, `/rest/{uid}/{code}/m`, each with or without a trailing slash."""
+    segments = [s for s in path.split("/") if s]
+    if len(segments) not in (1, 3):
+        return None
+    name = segments[-1]
+    transport = "json"
+    base, dot, suffix = name.rpartition(".")
+    if dot and suffix.lower() in ("json", "xml"):
+        name, transport = base, suffix.lower()
+    webhook = (segments[0], segments[1]) if len(segments) == 3 else None
+    return Route(name.lower(), transport, webhook)
+
+
+class RestEndpoint:
+    def __init__(self, core: Core, registry: Registry) -> None:
+        self.core = core
+        self.registry = registry
+        self.bucket = LeakyBucket(core.settings.rate_limit_burst, core.settings.rate_limit_per_second)
+        self.meter = OperatingMeter(core.settings.operating_limit_seconds)
+
+    async def __call__(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(b"", 200, headers=COMMON_HEADERS)
+        started = time.time()
+        route = parse_route(request.path_params.get("path", ""))
+        transport = route.transport if route else "json"
+        try:
+            body, status = await self._handle(request, route, started)
+        except CoreError as exc:
+            body, status = error_body(exc.code, exc.description), exc.status
+        except SQLAlchemyError:
+            log.exception("database error in %s", request.url.path)
+            exc = errors.sql_error()
+            body, status = error_body(exc.code, exc.description), exc.status
+        except Exception:
+            log.exception("unhandled error in %s", request.url.path)
+            exc = errors.internal_error()
+            body, status = error_body(exc.code, exc.description), exc.status
+        return self._respond(body, status, transport)
+
+    def _respond(self, body: dict[str, Any], status: int, transport: str) -> Response:
+        if transport == "xml":
+            return Response(php_xml(body), status, headers=COMMON_HEADERS, media_type=XML_TYPE)
+        try:
+            content = php_json(body)
+        except (ValueError, TypeError):
+            content = php_json(error_body("WRONG_ENCODING", "Wrong request encoding"))
+        return Response(content, status, headers=COMMON_HEADERS, media_type=JSON_TYPE)
+
+    async def _handle(self, request: Request, route: Route | None, started: float) -> tuple[dict[str, Any], int]:
+        # The method must exist before anything else is looked at, even auth (spec 3.1).
+        method = self.registry.get(route.method) if route else None
+        if route is None or method is None:
+            raise errors.method_not_found()
+        raw_body = await read_body(request, self.core.settings.max_body_bytes)
+        params = await request_params(request, raw_body)
+        token, params, start = split_auth(params, request.headers.get("authorization"))
+        caller = await self._authenticate(request, route, token)
+        if not self.bucket.admit(caller.limiter_key):
+            raise errors.query_limit_exceeded()
+        if self.meter.blocked(caller.limiter_key, method.name, started):
+            raise errors.operation_time_limit()
+        ctx = CallContext(self.core, caller, self.registry, start=start)
+        began = time.time()
+        outcome = await invoke(ctx, method, params)
+        finished = time.time()
+        operating, reset_at = self.meter.add(caller.limiter_key, method.name, started, finished - began)
+        timing = Timing(started, finished, finished - began)
+        body = success_body(
+            outcome.result,
+            timing.block(operating, reset_at),
+            next_offset=outcome.next,
+            total=outcome.total,
+        )
+        return body, 200
+
+    async def _authenticate(self, request: Request, route: Route, token: str | None) -> Caller:
+        if route.webhook is not None:
+            user_id, code = route.webhook
+            return await webhook_caller(self.core, user_id, code, request.url.scheme == "https")
+        return await token_caller(self.core, token)

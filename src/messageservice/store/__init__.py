@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables and the engine, for SQLite and PostgreSQL alike."""

@@ -1,0 +1,150 @@
+"""The schema. Times are Unix seconds (float) so both engines compare and sort them the same way."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+portal = Table(
+    "portal",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(255), nullable=False),
+    Column("member_id", String(32), nullable=False),
+    Column("public_url", String(1000)),
+    Column("created_at", Float, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("last_name", String(255), nullable=False, default=""),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("time_zone", String(64), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # sha256 of the secret path segment; the secret itself is shown once, at creation.
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("scopes", Text, nullable=False),
+    Column("title", String(255), nullable=False, default=""),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_id", String(128), nullable=False, unique=True),
+    Column("client_secret_hash", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("url", String(1000), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("status", String(1), nullable=False, default="L"),
+    Column("installed", Boolean, nullable=False, default=False),
+    # Sent in every event and HANDLER call, so it is encrypted rather than hashed.
+    Column("application_token_enc", Text),
+    Column("language_id", String(8), nullable=False, default="en"),
+    Column("created_at", Float, nullable=False),
+    Column("installed_at", Float),
+)
+
+auth_codes = Table(
+    "auth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+senders = Table(
+    "senders",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("code", String(128), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("handler", String(1000), nullable=False),
+    Column("author_id", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("app_id", "code", name="uq_senders_app_id_code"),
+)
+
+sender_langs = Table(
+    "sender_langs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sender_id", Integer, ForeignKey("senders.id", ondelete="CASCADE"), nullable=False),
+    # A language id such as "en", or "**" for the default Bitrix falls back to.
+    Column("language_id", String(8), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("description", Text),
+    Column("app_name", String(500)),
+    UniqueConstraint("sender_id", "language_id", name="uq_sender_langs_sender_id_language_id"),
+)
+
+app_events = Table(
+    "app_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("url", String(1000), nullable=False),
+    # The exact form-encoded body, built once so that every attempt sends the same bytes.
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False, default="pending", index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+)

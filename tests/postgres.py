@@ -1,0 +1,83 @@
+"""A throwaway PostgreSQL for the test run, started from the installed server binaries."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_bin_dir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.insert(0, str(Path(os.path.realpath(on_path)).parent))
+    for folder in candidates:
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    return None
+
+
+class TempPostgres:
+    """initdb + pg_ctl in a temporary folder, on a free loopback port; `stop()` removes it all."""
+
+    def __init__(self) -> None:
+        bin_dir = find_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="messageservice-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        # PostgreSQL refuses to run as root; run it as the 'postgres' system user then.
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self.run_as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.run_as, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> TempPostgres:
+        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"
+        )
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        deadline = time.time() + 30
+        while True:
+            try:
+                self._run(str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+                return self.url(name)
+            except subprocess.CalledProcessError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
