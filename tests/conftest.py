@@ -68,9 +68,7 @@ def https_portal(
 
 
 @pytest.fixture
-def fresh_portal(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path
-) -> Iterator[LivePortal]:
+def fresh_portal(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[LivePortal]:
     """A portal of its own, for tests that change portal-wide settings."""
     settings = make_settings(new_database_url(request, backend, tmp_path), tmp_path)
     overrides = getattr(request, "param", {}) or {}

@@ -58,7 +58,15 @@ class TempPostgres:
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         self._run(
-            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
         )
         return self
 
@@ -69,7 +77,9 @@ class TempPostgres:
         deadline = time.time() + 30
         while True:
             try:
-                self._run(str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+                self._run(
+                    str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name
+                )
                 return self.url(name)
             except subprocess.CalledProcessError:
                 if time.time() > deadline:

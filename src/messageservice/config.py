@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # ONAPPINSTALL and other app events: delays between attempts, seconds.
     event_retry_schedule: str = "5,30,120,600,3600"
     event_timeout_seconds: float = 10.0
+    # While idle the server looks for events queued by other processes (the CLI) this often.
+    event_sweep_seconds: float = 10.0
 
     @property
     def async_database_url(self) -> str:

@@ -79,7 +79,8 @@ def parse_str(query: str | bytes) -> dict[str, Any]:
         if parts is None:
             continue
         _assign(root, parts, _decode(value))
-    return listify(root)
+    # The top level is always a map of parameter names, whatever its keys look like.
+    return {key: listify(value) for key, value in root.items()}
 
 
 def _assign(root: dict[str, Any], parts: list[str], value: str) -> None:

@@ -23,8 +23,6 @@ from messageservice.store.tables import app_events
 log = logging.getLogger("messageservice.events")
 
 USER_AGENT = "Bitrix24 Webhook Engine"
-# A sweep while idle picks up events queued by another process (the CLI); cheap, and rare.
-IDLE_SWEEP_SECONDS = 60.0
 # How long a claimed event stays invisible to other workers while its POST runs.
 LEASE_SECONDS = 120.0
 
@@ -46,13 +44,14 @@ async def enqueue_event(
 ) -> int:
     now = core.clock()
     body = http_build_query({"event": event, "data": data, "ts": int(now), "auth": auth})
+    # The body carries live tokens (refresh_token included), so it is encrypted at rest.
     result = await conn.execute(
         insert(app_events)
         .values(
             app_id=app_row.id,
             event=event,
             url=app_row.url,
-            body=body,
+            body=core.box.encrypt(body),
             state="pending",
             attempts=0,
             next_attempt_at=now,
@@ -87,11 +86,11 @@ async def _claim_due(core: Core, limit: int = 20) -> list[Any]:
     return claimed
 
 
-async def _post(session: aiohttp.ClientSession, row: Any, timeout: float) -> tuple[bool, str]:
+async def _post(session: aiohttp.ClientSession, row: Any, body: str, timeout: float) -> tuple[bool, str]:
     try:
         async with session.post(
             row.url,
-            data=row.body.encode(),
+            data=body.encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
@@ -127,7 +126,8 @@ async def deliver_due(core: Core) -> list[AttemptResult]:
         return []
     results = []
     async with aiohttp.ClientSession() as session:
-        outcomes = await asyncio.gather(*(_post(session, row, core.settings.event_timeout_seconds) for row in rows))
+        timeout = core.settings.event_timeout_seconds
+        outcomes = await asyncio.gather(*(_post(session, row, core.box.decrypt(row.body), timeout) for row in rows))
         for row, (ok, detail) in zip(rows, outcomes, strict=True):
             await _record(core, row, ok, detail)
             results.append(AttemptResult(row.id, ok, detail))
@@ -175,7 +175,9 @@ class EventWorker:
             except Exception:  # the worker must outlive a database hiccup
                 log.exception("app event worker pass failed")
                 wait = 5.0
-            wait = IDLE_SWEEP_SECONDS if wait is None else min(wait, IDLE_SWEEP_SECONDS)
+            # The sweep picks up events queued by another process (the CLI): one indexed query.
+            sweep = self._core.settings.event_sweep_seconds
+            wait = sweep if wait is None else min(wait, sweep)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=wait)

@@ -139,7 +139,7 @@ app_events = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
     Column("event", String(64), nullable=False),
     Column("url", String(1000), nullable=False),
-    # The exact form-encoded body, built once so that every attempt sends the same bytes.
+    # The exact form-encoded body, built once so that every attempt sends the same bytes; encrypted.
     Column("body", Text, nullable=False),
     Column("state", String(16), nullable=False, default="pending", index=True),
     Column("attempts", Integer, nullable=False, default=0),
