@@ -291,3 +291,11 @@ def test_profile_and_user_admin(portal: LivePortal) -> None:
     profile = portal.call("profile", token=app.access_token).json()["result"]
     assert profile["ID"] == user_id and profile["ADMIN"] is False and profile["NAME"] == "Plain"
     assert portal.call("user.admin", token=app.access_token).json()["result"] is False
+
+
+@pytest.mark.parametrize("fresh_portal", [{"webhook_require_https": True}], indirect=True)
+def test_webhook_https_required_when_configured(fresh_portal: LivePortal) -> None:
+    hook = fresh_portal.add_webhook(1, "messageservice")
+    response = fresh_portal.session.get(hook + "user.admin", timeout=30)
+    assert response.status_code == 401
+    assert response.json() == {"error": "INVALID_REQUEST", "error_description": "Https required."}

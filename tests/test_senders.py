@@ -318,3 +318,27 @@ def test_delete_only_own(portal: LivePortal, app: AppCredentials, registered: st
 def test_list_empty_is_array(portal: LivePortal, app: AppCredentials) -> None:
     body = portal.call("messageservice.sender.list", token=app.access_token).json()
     assert body["result"] == []
+
+
+def test_concurrent_duplicate_adds_make_one_sender(portal: LivePortal, app: AppCredentials) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    code = unique_code()
+
+    def add(_: int) -> tuple[int, dict[str, Any]]:
+        response = requests.post(
+            portal.rest_url + "messageservice.sender.add", json={**sender(code), "auth": app.access_token}, timeout=30
+        )
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(add, range(8)))
+    assert sorted(status for status, _ in outcomes) == [200] + [400] * 7
+    assert all(
+        body == {"error": "ERROR_SENDER_ALREADY_INSTALLED", "error_description": "Sender already installed!"}
+        for status, body in outcomes
+        if status == 400
+    )
+    assert portal.call("messageservice.sender.list", token=app.access_token).json()["result"] == [code]

@@ -1,0 +1,130 @@
+"""`messageservice serve` as a newcomer meets it: migrations, the portal, the guide on screen, https."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.postgres import free_port
+
+COMMAND = [sys.executable, "-m", "messageservice.cli"]
+
+
+def _env(folder: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESSAGESERVICE_")}
+    # The defaults: SQLite in ./var of the working folder.
+    return env
+
+
+def _wait(url: str, verify: str | bool = True, timeout: float = 30.0) -> requests.Response:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return requests.get(url, timeout=2, verify=verify)
+        except requests.ConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _serve(folder: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [*COMMAND, "serve", "--port", str(port), "--log-level", "warning", *extra],
+        cwd=folder,
+        env=_env(folder),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, port
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    try:
+        out, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+def test_first_run_guides_the_newcomer(tmp_path: Path) -> None:
+    init = subprocess.run(
+        [*COMMAND, "init", "--domain", "newcomer.local", "--json"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(init.stdout)["created"] is True
+    assert (tmp_path / "var" / "messageservice.db").exists()
+    process, port = _serve(tmp_path)
+    try:
+        assert _wait(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
+        # The guide's own steps work: app, install, token, first call.
+        run = lambda *a: json.loads(  # noqa: E731 - a local shorthand
+            subprocess.run(
+                [*COMMAND, *a, "--json"],
+                cwd=tmp_path,
+                env=_env(tmp_path),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        )
+        app = run("app", "add", "--name", "My SMS app", "--url", "http://127.0.0.1:9/", "--scope", "messageservice")
+        run("app", "install", app["client_id"])
+        token = run("token", app["client_id"], "--user", "1")
+        assert token["client_endpoint"] == f"http://127.0.0.1:{port}/rest/"
+        listed = requests.get(
+            f"http://127.0.0.1:{port}/rest/messageservice.sender.list.json",
+            params={"auth": token["access_token"]},
+            timeout=10,
+        ).json()
+        assert listed["result"] == []
+    finally:
+        out = _stop(process)
+    for step in ("create an app", "install it", "get a token", "first call", "NAME[en]=Demo SMS"):
+        assert step in out, out
+
+
+def test_serve_without_init_says_what_to_do(tmp_path: Path) -> None:
+    process, _ = _serve(tmp_path)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "messageservice init --domain" in out and "Traceback" not in out
+
+
+def test_tls_serves_https_with_its_own_certificate(tmp_path: Path) -> None:
+    subprocess.run(
+        [*COMMAND, "init", "--domain", "tls.local"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    process, port = _serve(tmp_path, "--tls")
+    cert = tmp_path / "var" / "tls" / "cert.pem"
+    try:
+        deadline = time.time() + 30
+        while not cert.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        response = _wait(f"https://127.0.0.1:{port}/health", verify=str(cert))
+        assert response.status_code == 200
+        assert _wait(f"https://localhost:{port}/health", verify=str(cert)).status_code == 200
+    finally:
+        out = _stop(process)
+    assert f"REQUESTS_CA_BUNDLE={cert.relative_to(tmp_path)}" in out or f"REQUESTS_CA_BUNDLE={cert}" in out
