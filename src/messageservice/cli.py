@@ -251,6 +251,15 @@ def webhook_add(
     )
 
 
+@cli.command("api-doc")
+def api_doc() -> None:
+    """Print the REST method reference (Markdown), generated from the method registry."""
+    from messageservice.methods import build_registry
+    from messageservice.methods.apidoc import render
+
+    sys.stdout.write(render(build_registry()))
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
