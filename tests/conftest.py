@@ -50,7 +50,7 @@ def portal(
     try:
         yield live
     finally:
-        live.server.stop()
+        live.stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +64,7 @@ def https_portal(
     try:
         yield live
     finally:
-        live.server.stop()
+        live.stop()
 
 
 @pytest.fixture
@@ -77,4 +77,4 @@ def fresh_portal(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -
     try:
         yield live
     finally:
-        live.server.stop()
+        live.stop()

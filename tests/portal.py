@@ -61,6 +61,8 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             lifespan="on",
+            # An idle TLS keep-alive would otherwise hold shutdown for the 30 s SSL close timeout.
+            timeout_graceful_shutdown=2,
             **ssl_options,
         )
         self.server = uvicorn.Server(config)
@@ -117,6 +119,10 @@ class LivePortal:
                 await core.close()
 
         return asyncio.run(main())
+
+    def stop(self) -> None:
+        self.session.close()
+        self.server.stop()
 
     def add_user(self, name: str = "User", *, admin: bool = False) -> int:
         return self.run(lambda core: portal_service.add_user(core, name, admin=admin)).id

@@ -11,4 +11,3 @@ from messageservice.methods.apidoc import render
 def test_docs_api_md_is_current() -> None:
     committed = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     assert committed == render(build_registry()), "run: messageservice api-doc > docs/api.md"
-

@@ -27,7 +27,7 @@ def _wait(url: str, verify: str | bool = True, timeout: float = 30.0) -> request
     deadline = time.time() + timeout
     while True:
         try:
-            return requests.get(url, timeout=2, verify=verify)
+            return requests.get(url, timeout=2, verify=verify, headers={"Connection": "close"})
         except requests.ConnectionError:
             if time.time() > deadline:
                 raise

@@ -291,7 +291,15 @@ def serve(
         ssl_options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         console.print(trust_instructions(cert))
     console.print(getting_started(public_url), markup=False, highlight=False)
-    uvicorn.run(create_app(settings, public_url=public_url), host=host, port=port, log_level=log_level, **ssl_options)
+    uvicorn.run(
+        create_app(settings, public_url=public_url),
+        host=host,
+        port=port,
+        log_level=log_level,
+        # A client's idle TLS keep-alive would otherwise hold a shutdown for the 30 s SSL close timeout.
+        timeout_graceful_shutdown=10,
+        **ssl_options,
+    )
 
 
 def getting_started(public_url: str) -> str:
