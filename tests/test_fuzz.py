@@ -6,9 +6,8 @@ Bitrix success or error envelope. Requests go over a raw socket so that the exac
 (requests and http.client would re-quote broken percent-escapes) and so that an oversized upload can
 stop as soon as the server has answered.
 
-Known server bugs are pinned by the strict-xfail tests at the end of this module. The random strategies
-steer clear of exactly those triggers (each exclusion names its xfail test), so the suite stays green
-and an xfail turns into a failure, not noise, once its bug is fixed.
+The server bugs this module found are pinned by the regression tests at its end, each with the exact
+request that once broke it.
 """
 
 from __future__ import annotations
@@ -352,8 +351,8 @@ def with_query(path: str, *queries: str) -> str:
 
 # Left alone in paths and query strings; '%', '&', '=', '+', '[', ']' come from the other pieces.
 URL_SAFE = string.ascii_letters + string.digits + "-._~!$'()*,;:@"
-# NUL never reaches a stored field: PostgreSQL cannot store it (see test_bug_nul_in_stored_text_postgres).
-TEXT = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
+# NUL included: every engine must refuse it alike (test_bug_nul_in_stored_text_postgres).
+TEXT = st.characters(blacklist_categories=("Cs",))
 LONE_SURROGATES = ["\ud800", "\udbff", "\udc00", "\udfff"]
 
 
@@ -413,18 +412,6 @@ def _route_segments(path: str) -> list[str] | None:
     return None
 
 
-def _uid_bug(path: str) -> bool:
-    """The webhook user id passes str.isdigit() but int() refuses it (test_bug_webhook_user_id_not_int)."""
-    segments = _route_segments(path)
-    if segments is None or len(segments) != 3 or not segments[0].isdigit():
-        return False
-    try:
-        int(segments[0])
-    except ValueError:
-        return True
-    return False
-
-
 def expects_xml(path: str) -> bool:
     """The endpoint's URL forms: one or three segments, the last ending in .xml (any case)."""
     segments = _route_segments(path)
@@ -467,8 +454,8 @@ PARAM_NAMES += ["full", "scope", "name", "FULL", "a.b", "a b", " x", "0", "-1"]
 def php_keys(draw: st.DrawFn) -> str:
     """A parameter name with PHP brackets: a[b][], unmatched '[' or ']', empty base, deep nesting."""
     base = draw(st.one_of(st.sampled_from(PARAM_NAMES).map(lambda s: quote(s, safe="")), url_text))
-    # Indices stay under int()'s 4300-digit limit (test_bug_long_bracket_index).
-    inside = st.one_of(st.just(""), st.from_regex(r"\A-?[0-9]{1,30}\Z"), url_text)
+    # Past int()'s 4300-digit limit too (test_bug_long_bracket_index).
+    inside = st.one_of(st.just(""), st.from_regex(r"\A-?[0-9]{1,30}\Z"), st.just("9" * 4301), url_text)
     shape = draw(st.sampled_from(["flat", "brackets", "brackets", "unmatched", "deep", "stray"]))
     if shape == "brackets":
         return base + "".join(f"[{draw(inside)}]" for _ in range(draw(st.integers(1, 4))))
@@ -572,7 +559,8 @@ CONTENT_TYPES = [
     "garbage",
     "application/json; boundary=B",
 ]
-# utf-7 is left out: it smuggles lone surrogates into multipart fields (test_bug_multipart_utf7_charset).
+# utf-7 smuggles lone surrogates into multipart fields (test_bug_multipart_utf7_charset).
+CONTENT_TYPES.append("multipart/form-data; boundary=B; charset=utf-7")
 content_types = st.one_of(st.sampled_from(CONTENT_TYPES), st.text(URL_SAFE + " ;=/", max_size=30))
 
 
@@ -700,7 +688,7 @@ batch_commands = st.one_of(
     st.integers().map(str),
     st.sampled_from([None, 1, True, ["scope"], {"x": "scope"}]),
 )
-# Keys of the cmd map go into JSON answers; for .xml see test_bug_xml_tags_from_input.
+# Keys of the cmd map go into JSON answers, and into tag names for .xml (test_bug_xml_tags_from_input).
 batch_keys = st.one_of(st.sampled_from(["a", "b", "0", "1", "$result", "[x]"]), st.text(TEXT, max_size=6))
 
 
@@ -743,7 +731,7 @@ def fill(text: str, callers: Callers) -> str:
 
 
 @FUZZ
-@given(path=rest_paths().filter(lambda p: not _uid_bug(p)), verb=st.sampled_from(VERBS), auth=auth_kinds)
+@given(path=rest_paths(), verb=st.sampled_from(VERBS), auth=auth_kinds)
 @example(path="/rest/%C3%A9%FF.xml", verb="GET", auth="query")
 @example(path="/rest/<UID>/<SECRET>/messageservice.sender.list.XML", verb="POST", auth="webhook")
 @example(path="/rest/1/2/3/4/5/scope", verb="DELETE", auth="none")
@@ -1027,7 +1015,8 @@ def test_sender_methods_with_fuzzed_params(
         query = with_query("", php_encode(params), how.query)[1:]
     answer = exchange(portal, "POST", with_query(how.prefix + method, query), headers=headers, body=body)
     data = fuzzed(answer, "POST")
-    if auth in ("plain", "webhook"):  # application context and admin come first
+    if auth in ("plain", "webhook") and data.get("error") != "WRONG_ENCODING":
+        # Application context and admin come first; only unreadable text (NUL) is refused earlier.
         assert answer.status == 403 and data["error"] == "ACCESS_DENIED", answer
     if answer.status == 200 and method.endswith(".add"):
         assert data["result"] is True, answer
@@ -1069,16 +1058,10 @@ def test_portal_still_works_after_fuzzing(portal: LivePortal, callers: Callers) 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Known server bugs, found by this module: strict xfails with the exact request, so the suite stays green
-# and each one turns red (XPASS) the moment it is fixed; then drop the mark and widen the strategy above.
+# Regressions: server bugs this module found, each with the exact request that used to break it.
 # ---------------------------------------------------------------------------------------------------------
 
 
-def bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
-
-
-@bug("rest/auth.py: str.isdigit() accepts '²' and 5000-digit ids, int() then raises ValueError -> 500 ERROR_CORE")
 @pytest.mark.parametrize("uid", ["%C2%B2", "9" * 5000], ids=["superscript-two", "5000-digits"])
 def test_bug_webhook_user_id_not_int(portal: LivePortal, uid: str) -> None:
     answer = exchange(portal, "GET", f"/rest/{uid}/abc/profile")
@@ -1086,7 +1069,6 @@ def test_bug_webhook_user_id_not_int(portal: LivePortal, uid: str) -> None:
     assert answer.status == 401 and data["error"] == "INVALID_CREDENTIALS", answer
 
 
-@bug("phpquery._next_index: int() of a bracket index over 4300 digits raises ValueError -> 500 ERROR_CORE")
 @pytest.mark.parametrize("where", ["query", "form", "batch"])
 def test_bug_long_bracket_index(portal: LivePortal, callers: Callers, where: str) -> None:
     pairs = f"a[{'9' * 4301}]=1&a[]=2"
@@ -1100,7 +1082,6 @@ def test_bug_long_bracket_index(portal: LivePortal, callers: Callers, where: str
     check_answer(answer, "POST" if where == "form" else "GET")
 
 
-@bug("rest/batch.py _lookup: '²'.isdigit() is True, int('²') raises (also > 4300 digits) -> 500 for the whole batch")
 @pytest.mark.parametrize("index", ["²", "9" * 4301], ids=["superscript-two", "4301-digits"])
 def test_bug_batch_reference_index_not_int(portal: LivePortal, callers: Callers, index: str) -> None:
     params = {"auth": callers.admin.access_token, "cmd": {"a": "scope", "b": f"method.get?name=$result[a][{index}]"}}
@@ -1110,7 +1091,6 @@ def test_bug_batch_reference_index_not_int(portal: LivePortal, callers: Callers,
     check_batch(check_answer(answer, "POST"), answer)
 
 
-@bug("rest/params.py _multipart: charset=utf-7 decodes '+2AA-' to a lone surrogate; quote() raises -> 500, pre-auth")
 def test_bug_multipart_utf7_charset(portal: LivePortal) -> None:
     body = b'--B\r\nContent-Disposition: form-data; name="NAME"\r\n\r\n+2AA-\r\n--B--\r\n'
     headers = [("Content-Type", "multipart/form-data; boundary=B; charset=utf-7")]
@@ -1139,32 +1119,25 @@ NUL_CASES = {
 
 
 @pytest.mark.parametrize("case", list(NUL_CASES))
-def test_bug_nul_in_stored_text_postgres(
-    request: pytest.FixtureRequest, portal: LivePortal, callers: Callers, case: str
-) -> None:
-    """SQLite stores U+0000; PostgreSQL refuses it (asyncpg CharacterNotInRepertoireError) -> 500 SQL query error."""
-    if portal.backend == "postgres":
-        request.applymarker(bug("core/senders.py: text with U+0000 reaches PostgreSQL -> 500 'SQL query error!'"))
+def test_bug_nul_in_stored_text_postgres(portal: LivePortal, callers: Callers, case: str) -> None:
+    """PostgreSQL cannot store U+0000 (it once answered 500 'SQL query error!'): refused on every engine alike."""
     method, params = NUL_CASES[case]
     body = json.dumps({**params, "auth": callers.admin.access_token}).encode()
     answer = exchange(portal, "POST", f"/rest/{method}", headers=[("Content-Type", "application/json")], body=body)
-    check_answer(answer, "POST")
-    if answer.status == 200 and method.endswith(".add"):  # leave no sender behind for the final check
-        cleanup = json.dumps({"CODE": params["CODE"], "auth": callers.admin.access_token}).encode()
-        headers = [("Content-Type", "application/json")]
-        assert (
-            exchange(portal, "POST", "/rest/messageservice.sender.delete", headers=headers, body=cleanup).status == 200
-        )
+    data = check_answer(answer, "POST")
+    if method == "batch":
+        data = data["result"]["result_error"]["a"]
+    else:
+        assert answer.status == 400, answer
+    assert data["error"] == "WRONG_ENCODING", data
 
 
-@bug("rest/xml.py _tag: keys taken from input (batch cmd keys) become tag names verbatim -> malformed XML, 200")
 @pytest.mark.parametrize("key", ["a b", "q<", "a&b", "a\x01", "a/b"])
 def test_bug_xml_tags_from_input(portal: LivePortal, callers: Callers, key: str) -> None:
     query = f"auth={callers.admin.access_token}&cmd[{quote(key, safe='')}]=scope"
     check_answer(exchange(portal, "GET", f"/rest/batch.xml?{query}"), xml=True)
 
 
-@bug("phpquery._next_index scans every key on each 'a[]=': 5000 pairs (30 KB, no auth) block the event loop ~3 s")
 def test_bug_quadratic_bracket_append(portal: LivePortal) -> None:
     body = "&".join(["a[]=1"] * 5000).encode()
     started = time.monotonic()
@@ -1174,7 +1147,6 @@ def test_bug_quadratic_bracket_append(portal: LivePortal) -> None:
     assert elapsed < 1.0, f"5000 'a[]=' pairs took {elapsed:.2f} s"
 
 
-@bug("oauth/routes.py: user_id '²' / 30 / 5000 digits and > 4300-digit bracket indices -> 500 text/plain")
 @pytest.mark.parametrize(
     "target",
     [
@@ -1191,13 +1163,19 @@ def test_bug_oauth_bad_numbers(portal: LivePortal, callers: Callers, target: str
     assert answer.headers.get("content-type", "").startswith("application/json"), answer
 
 
-@bug(
-    "Starlette's {path:path} is '.*', which stops at a newline: /rest/a%0Ab/... misses the REST route -> 404 NOT_FOUND"
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [("/rest/a%0Ab/scope", "ERROR_METHOD_NOT_FOUND"), ("/rest/scope%0A", "ERROR_METHOD_NOT_FOUND")],
 )
-@pytest.mark.parametrize("path", ["/rest/%0A/x/scope.xml", "/rest/a%0Ab/scope"])
-def test_newline_in_path_escapes_the_rest_route(portal: LivePortal, path: str) -> None:
+def test_newline_in_path_stays_in_the_rest_route(portal: LivePortal, path: str, error: str) -> None:
+    # Starlette's {path:path} stopped at a newline, so such paths once missed the REST route (404 NOT_FOUND).
     data = check_answer(exchange(portal, "GET", path))
-    assert data["error"] == "ERROR_METHOD_NOT_FOUND", data  # Bitrix's code; the app answers NOT_FOUND
+    assert data["error"] == error, data
+
+
+def test_newline_as_webhook_user_is_bad_credentials(portal: LivePortal) -> None:
+    answer = exchange(portal, "GET", "/rest/%0A/x/scope")
+    assert answer.status == 401 and check_answer(answer)["error"] == "INVALID_CREDENTIALS", answer
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1225,9 +1203,7 @@ def test_malformed_http_is_refused_by_the_server(portal: LivePortal, request_byt
 
 
 @pytest.mark.parametrize("verb", ["TRACE", "PROPFIND", "CONNECT"])
-def test_other_verbs_get_a_json_405(portal: LivePortal, verb: str) -> None:
-    """Verbs the route does not take: Starlette's 405, still in the {error, error_description} shape."""
+def test_other_verbs_are_answered_like_get(portal: LivePortal, verb: str) -> None:
+    """The REST endpoint takes every verb, as Bitrix's PHP does: no router 405, a Bitrix answer."""
     answer = exchange(portal, verb, "/rest/scope")
-    assert answer.status == 405, answer
-    data = json.loads(answer.body)
-    assert set(data) == {"error", "error_description"}, answer
+    assert answer.status == 401 and check_answer(answer)["error"] == "NO_AUTH_FOUND", answer

@@ -18,9 +18,7 @@ from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
 from messageservice.methods import build_registry
 from messageservice.oauth.routes import build_routes as oauth_routes
-from messageservice.rest.endpoint import RestEndpoint
-
-ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+from messageservice.rest.endpoint import RestApp, RestEndpoint
 
 
 def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
@@ -61,8 +59,8 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         )
 
     routes = [
-        Route("/rest/{path:path}", rest.__call__, methods=ALL_METHODS),
-        Route("/rest", rest.__call__, methods=ALL_METHODS),
+        Route("/rest/{path:anypath}", RestApp(rest)),
+        Route("/rest", RestApp(rest)),
         *oauth_routes(core),
         Route("/health", health),
         Route("/", index),

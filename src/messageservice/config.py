@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESSAGESERVICE_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///var/messageservice.db"
+    # Connections per server process (PostgreSQL); size it to the requests you expect in flight.
+    db_pool_size: int = 32
     # Where clients reach this server; written into client_endpoint. Unset: `serve` records its own.
     public_url: str | None = None
     # Folder for the SQLite file, the encryption key and the TLS certificate.

@@ -7,7 +7,7 @@ directions are small enough to write to PHP's own rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_to_bytes
 
@@ -53,48 +53,81 @@ def _split_key(key: str) -> list[str] | None:
     return [base, *parts[: MAX_DEPTH - 1]]
 
 
-def _next_index(container: dict[str, Any]) -> str:
-    ints = [int(k) for k in container if _is_php_int(k)]
-    return str(max(ints) + 1 if ints else 0)
+_PHP_INT_MAX = 2**63 - 1
 
 
-def _is_php_int(key: str) -> bool:
-    # PHP turns "12" and "-3" into integer keys, but not "012", "+1" or " 1".
-    if not key:
-        return False
-    body = key[1:] if key[0] == "-" else key
-    return body.isdigit() and body.isascii() and (body == "0" or body[0] != "0") and key != "-0"
+def _php_int(key: str) -> int | None:
+    """The integer PHP would turn this array key into: "12" and "-3" do, "012", "+1", " 1" do not."""
+    body = key[1:] if key[:1] == "-" else key
+    if not (body.isascii() and body.isdigit()) or len(body) > 19 or (body[0] == "0" and body != "0"):
+        return None
+    value = int(key)
+    if key == "-0" or not -_PHP_INT_MAX - 1 <= value <= _PHP_INT_MAX:
+        return None
+    return value
+
+
+class _Builder:
+    """Assigns decoded pairs into nested dicts; `a[]=` appends at PHP's next free integer index."""
+
+    def __init__(self) -> None:
+        self.root: dict[str, Any] = {}
+        # Next free index per array (keyed by id): a scan per append would make `a[]=` quadratic.
+        self._next: dict[int, int] = {}
+
+    def _slot(self, node: dict[str, Any], part: str) -> str:
+        if part == "":
+            index = self._next.get(id(node), 0)
+            self._next[id(node)] = index + 1
+            return str(index)
+        number = _php_int(part)
+        if number is not None and number >= self._next.get(id(node), 0):
+            self._next[id(node)] = number + 1
+        return part
+
+    def assign(self, parts: list[str], value: str) -> None:
+        node = self.root
+        for depth, part in enumerate(parts):
+            key = self._slot(node, part)
+            if depth == len(parts) - 1:
+                node[key] = value
+                return
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+
+    def result(self) -> dict[str, Any]:
+        # The top level is always a map of parameter names, whatever its keys look like.
+        return {key: listify(value) for key, value in self.root.items()}
 
 
 def parse_str(query: str | bytes) -> dict[str, Any]:
     """Parse like PHP's parse_str; arrays with keys 0..n-1 in order become lists."""
     if isinstance(query, str):
         query = query.encode("utf-8", "surrogateescape")
-    root: dict[str, Any] = {}
+    builder = _Builder()
     for count, pair in enumerate(p for p in query.split(b"&") if p):
         if count >= MAX_VARS:
             break
         name, _, value = pair.partition(b"=")
         parts = _split_key(_decode(name))
-        if parts is None:
-            continue
-        _assign(root, parts, _decode(value))
-    # The top level is always a map of parameter names, whatever its keys look like.
-    return {key: listify(value) for key, value in root.items()}
+        if parts is not None:
+            builder.assign(parts, _decode(value))
+    return builder.result()
 
 
-def _assign(root: dict[str, Any], parts: list[str], value: str) -> None:
-    node = root
-    for depth, part in enumerate(parts):
-        key = _next_index(node) if part == "" else part
-        if depth == len(parts) - 1:
-            node[key] = value
-            return
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
+def parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The same for pairs that are already decoded (multipart form fields)."""
+    builder = _Builder()
+    for count, (name, value) in enumerate(pairs):
+        if count >= MAX_VARS:
+            break
+        parts = _split_key(name)
+        if parts is not None:
+            builder.assign(parts, value)
+    return builder.result()
 
 
 def listify(value: Any) -> Any:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from messageservice.config import Settings
+from messageservice.config import Settings, normalize_database_url
 from messageservice.core.secrets import SecretBox
-from messageservice.store.db import create_engine
+from messageservice.store.db import create_engine, sqlite_file
+from messageservice.store.reads import AsyncReads, SqliteReads
 
 
 @dataclass
@@ -18,15 +19,20 @@ class Core:
     engine: AsyncEngine
     settings: Settings
     box: SecretBox
+    reads: AsyncReads | SqliteReads
     clock: Callable[[], float] = field(default=time.time)
 
     @classmethod
     def open(cls, settings: Settings) -> Core:
+        engine = create_engine(settings.database_url, settings.db_pool_size)
+        path = sqlite_file(normalize_database_url(settings.database_url))
         return cls(
-            engine=create_engine(settings.database_url),
+            engine=engine,
             settings=settings,
             box=SecretBox.from_settings(settings.secret_key, settings.data_dir),
+            reads=SqliteReads(path) if path is not None else AsyncReads(engine),
         )
 
     async def close(self) -> None:
+        self.reads.close()
         await self.engine.dispose()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -226,10 +226,11 @@ async def delete_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
 
 
+_CODES = select(senders.c.code).where(senders.c.app_id == bindparam("app_id")).order_by(senders.c.id)
+
+
 async def list_codes(core: Core, app_id: int) -> list[str]:
-    async with core.engine.connect() as conn:
-        rows = await conn.execute(select(senders.c.code).where(senders.c.app_id == app_id).order_by(senders.c.id))
-        return [row.code for row in rows]
+    return [row["code"] for row in await core.reads.fetch(_CODES, {"app_id": app_id})]
 
 
 async def list_senders(core: Core, app_id: int | None = None) -> list[Sender]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
@@ -151,34 +151,37 @@ async def mint_for_user(core: Core, client_id: str, user_id: int) -> dict[str, A
         return await mint_tokens(core, conn, app_row, user_id)
 
 
+# Built once: this runs on every REST call.
+_TOKEN_LOOKUP = (
+    select(
+        access_tokens.c.app_id,
+        access_tokens.c.user_id,
+        access_tokens.c.expires_at,
+        apps.c.client_id,
+        apps.c.scopes,
+        apps.c.installed,
+        users.c.is_admin,
+        users.c.active,
+    )
+    .join(apps, apps.c.id == access_tokens.c.app_id)
+    .join(users, users.c.id == access_tokens.c.user_id)
+    .where(access_tokens.c.token_hash == bindparam("token_hash"))
+)
+
+
 async def lookup_access_token(core: Core, token: str) -> TokenAuth | None:
     """None when the token is unknown or its app or user is gone; expiry is the caller's to judge."""
-    query = (
-        select(
-            access_tokens.c.app_id,
-            access_tokens.c.user_id,
-            access_tokens.c.expires_at,
-            apps.c.client_id,
-            apps.c.scopes,
-            apps.c.installed,
-            users.c.is_admin,
-            users.c.active,
-        )
-        .join(apps, apps.c.id == access_tokens.c.app_id)
-        .join(users, users.c.id == access_tokens.c.user_id)
-        .where(access_tokens.c.token_hash == hash_secret(token))
-    )
-    async with core.engine.connect() as conn:
-        row = (await conn.execute(query)).first()
-    if row is None or not row.installed or not row.active:
+    rows = await core.reads.fetch(_TOKEN_LOOKUP, {"token_hash": hash_secret(token)})
+    if not rows or not rows[0]["installed"] or not rows[0]["active"]:
         return None
+    row = rows[0]
     return TokenAuth(
-        app_id=row.app_id,
-        client_id=row.client_id,
-        user_id=row.user_id,
-        is_admin=bool(row.is_admin),
-        scopes=frozenset(row.scopes.split(",")),
-        expires_at=row.expires_at,
+        app_id=row["app_id"],
+        client_id=row["client_id"],
+        user_id=row["user_id"],
+        is_admin=bool(row["is_admin"]),
+        scopes=frozenset(row["scopes"].split(",")),
+        expires_at=row["expires_at"],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
@@ -54,15 +54,17 @@ async def add_webhook(core: Core, user_id: int, scopes: str | list[str], title: 
     return NewWebhook(webhook_id, user_id, code, scope_list, f"{portal.client_endpoint}{user_id}/{code}/")
 
 
+_WEBHOOK_LOOKUP = (
+    select(webhooks.c.id, webhooks.c.user_id, webhooks.c.scopes, users.c.is_admin)
+    .join(users, users.c.id == webhooks.c.user_id)
+    .where(webhooks.c.code_hash == bindparam("code_hash"), webhooks.c.active, users.c.active)
+)
+
+
 async def find_webhook(core: Core, user_id: int, code: str) -> Webhook | None:
     """Look a webhook up by its secret; the hash lookup compares in the database, never in Python."""
-    query = (
-        select(webhooks.c.id, webhooks.c.user_id, webhooks.c.scopes, users.c.is_admin)
-        .join(users, users.c.id == webhooks.c.user_id)
-        .where(webhooks.c.code_hash == hash_secret(code), webhooks.c.active, users.c.active)
-    )
-    async with core.engine.connect() as conn:
-        row = (await conn.execute(query)).first()
-    if row is None or row.user_id != user_id:
+    rows = await core.reads.fetch(_WEBHOOK_LOOKUP, {"code_hash": hash_secret(code)})
+    if not rows or rows[0]["user_id"] != user_id:
         return None
-    return Webhook(row.id, row.user_id, frozenset(row.scopes.split(",")), bool(row.is_admin))
+    row = rows[0]
+    return Webhook(row["id"], row["user_id"], frozenset(row["scopes"].split(",")), bool(row["is_admin"]))

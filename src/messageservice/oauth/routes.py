@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -56,6 +57,19 @@ def _same_origin(a: str, b: str) -> bool:
     return (first.scheme, first.netloc.lower()) == (second.scheme, second.netloc.lower())
 
 
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A bug must still answer in OAuth's JSON shape, never with a stack trace."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception:
+            log.exception("unhandled error in %s", request.url.path)
+            return _error(OAuthError("server_error", "Internal server error", 500))
+
+    return guarded
+
+
 def build_routes(core: Core) -> list[Route]:
     async def authorize(request: Request) -> Response:
         try:
@@ -64,7 +78,7 @@ def build_routes(core: Core) -> list[Route]:
             if client_id is None:
                 raise OAuthError("invalid_request", "client_id is required")
             user_text = _text(params, "user_id") or "1"
-            if not user_text.isdigit():
+            if not (user_text.isascii() and user_text.isdigit() and len(user_text) <= 10):
                 raise OAuthError("invalid_request", "user_id must be a number")
             code, app_row = await issue_code(core, client_id, int(user_text))
         except OAuthError as exc:
@@ -109,8 +123,8 @@ def build_routes(core: Core) -> list[Route]:
         return _json(body)
 
     return [
-        Route("/oauth/authorize/", authorize, methods=["GET", "POST"]),
-        Route("/oauth/authorize", authorize, methods=["GET", "POST"]),
-        Route("/oauth/token/", token, methods=["GET", "POST"]),
-        Route("/oauth/token", token, methods=["GET", "POST"]),
+        Route("/oauth/authorize/", _guarded(authorize), methods=["GET", "POST"]),
+        Route("/oauth/authorize", _guarded(authorize), methods=["GET", "POST"]),
+        Route("/oauth/token/", _guarded(token), methods=["GET", "POST"]),
+        Route("/oauth/token", _guarded(token), methods=["GET", "POST"]),
     ]

@@ -12,7 +12,7 @@ from messageservice.rest.registry import Caller
 async def webhook_caller(core: Core, user_id: str, code: str, https: bool) -> Caller:
     if core.settings.webhook_require_https and not https:
         raise errors.https_required()
-    if not user_id.isdigit():
+    if not (user_id.isascii() and user_id.isdigit() and len(user_id) <= 10):
         raise errors.invalid_credentials()
     webhook = await find_webhook(core, int(user_id), code)
     if webhook is None:

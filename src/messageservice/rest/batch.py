@@ -14,7 +14,7 @@ from messageservice.phpquery import EncodingError, parse_str
 from messageservice.rest import errors
 from messageservice.rest.dispatch import invoke
 from messageservice.rest.envelope import Timing
-from messageservice.rest.params import split_auth
+from messageservice.rest.params import check_text, split_auth
 from messageservice.rest.registry import CallContext, MethodResult
 
 MAX_LENGTH = 50
@@ -29,7 +29,9 @@ def _lookup(results: dict[str, dict[str, Any]], match: re.Match[str]) -> tuple[b
     for step in re.findall(r"\[([^\]]*)\]", match.group(3)):
         if isinstance(value, dict) and step in value:
             value = value[step]
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+        elif (
+            isinstance(value, list) and step.isascii() and step.isdigit() and len(step) < 10 and int(step) < len(value)
+        ):
             value = value[int(step)]
         else:
             return False, None
@@ -130,6 +132,7 @@ async def _one(ctx: CallContext, command: Any, results: dict[str, dict[str, Any]
         raw = parse_str(query)
     except EncodingError:
         raise errors.wrong_encoding() from None
+    check_text(raw)
     _, sub_params, start = split_auth(raw, None)
     sub_params = _substitute(sub_params, results)
     return await invoke(replace(ctx, start=start), method, sub_params)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
@@ -55,6 +57,8 @@ def parse_route(path: str) -> Route | None:
 
 
 class RestEndpoint:
+    """Answers every HTTP method on /rest/... (Bitrix reads GET and POST alike; others act like GET)."""
+
     def __init__(self, core: Core, registry: Registry) -> None:
         self.core = core
         self.registry = registry
@@ -122,3 +126,32 @@ class RestEndpoint:
             user_id, code = route.webhook
             return await webhook_caller(self.core, user_id, code, request.url.scheme == "https")
         return await token_caller(self.core, token)
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class RestApp:
+    """The endpoint as a plain ASGI app, so that the router passes it every HTTP method."""
+
+    def __init__(self, endpoint: RestEndpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.endpoint.asgi(scope, receive, send)
+
+
+class AnyPathConvertor(Convertor[str]):
+    """Like Starlette's `path`, but crossing newlines: `/rest/a%0Ab/m` is a route, not a router 404."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPathConvertor())

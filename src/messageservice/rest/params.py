@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from messageservice.core.errors import CoreError
-from messageservice.phpquery import EncodingError, listify, parse_str
+from messageservice.phpquery import EncodingError, listify, parse_pairs, parse_str
 from messageservice.rest import errors
 
 # Removed before a method sees its parameters; `start` is consumed as the list offset.
@@ -43,22 +43,25 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return {}
 
 
-def _check_utf8(value: Any, depth: int = 0) -> None:
-    """JSON may carry lone surrogates ("\\ud800"); they cannot be stored or echoed."""
+def check_text(value: Any, depth: int = 0) -> None:
+    """Text must be storable and echoable on every engine: no lone surrogates ("\\ud800" in JSON,
+    UTF-7 multipart) and no NUL, which PostgreSQL cannot store in a text column."""
     if depth > 64:
         raise errors.wrong_encoding()
     if isinstance(value, str):
+        if "\x00" in value:
+            raise errors.wrong_encoding()
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise errors.wrong_encoding() from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_utf8(key, depth + 1)
-            _check_utf8(item, depth + 1)
+            check_text(key, depth + 1)
+            check_text(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_utf8(item, depth + 1)
+            check_text(item, depth + 1)
 
 
 def _content_type(request: Request) -> str:
@@ -79,13 +82,11 @@ async def request_params(request: Request, body: bytes) -> dict[str, Any]:
                 params.update(parse_str(body))
     except EncodingError:
         raise errors.wrong_encoding() from None
-    _check_utf8(params)
+    check_text(params)
     return params
 
 
 async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
-    from urllib.parse import quote
-
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -95,12 +96,9 @@ async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
         form = await clone.form()
     except Exception as exc:  # malformed multipart bodies raise assorted parser errors
         raise CoreError("ERROR_ARGUMENT", "Malformed multipart body") from exc
-    pairs = []
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            pairs.append(f"{quote(key, safe='[]')}={quote(value, safe='')}")
+    fields = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
     await form.close()
-    return parse_str("&".join(pairs))
+    return parse_pairs(fields)
 
 
 def split_auth(params: dict[str, Any], authorization: str | None) -> tuple[str | None, dict[str, Any], Any]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.sax.saxutils import escape
 
+_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
 
 def _tag(key: str) -> str:
-    return "item" if key.isdigit() or not key[:1].isalpha() else key
+    # Numeric keys, and keys that are no valid XML name (user-chosen batch keys), become <item>.
+    return key if _XML_NAME.match(key) and not key.lower().startswith("xml") else "item"
 
 
 def _encode(value: Any) -> str:

@@ -15,18 +15,18 @@ from messageservice.config import normalize_database_url
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(database_url: str, pool_size: int = 32) -> AsyncEngine:
     url = normalize_database_url(database_url)
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -40,7 +40,8 @@ def create_engine(database_url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
+    # A pool smaller than the requests in flight closes and reopens connections all the time.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size // 2)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -53,7 +54,7 @@ def alembic_config(database_url: str) -> Config:
 
 def migrate(database_url: str) -> None:
     """Bring the schema to the newest revision. Safe to run again."""
-    sqlite_file = _sqlite_file(normalize_database_url(database_url))
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(normalize_database_url(database_url))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), "head")
