@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from messageservice.config import Settings, normalize_database_url
 from messageservice.core.secrets import SecretBox
 from messageservice.store.db import create_engine, sqlite_file
-from messageservice.store.reads import AsyncReads, SqliteReads
+from messageservice.store.reads import PostgresReads, SqliteReads
 
 
 @dataclass
@@ -19,20 +19,21 @@ class Core:
     engine: AsyncEngine
     settings: Settings
     box: SecretBox
-    reads: AsyncReads | SqliteReads
+    reads: PostgresReads | SqliteReads
     clock: Callable[[], float] = field(default=time.time)
 
     @classmethod
     def open(cls, settings: Settings) -> Core:
         engine = create_engine(settings.database_url, settings.db_pool_size)
-        path = sqlite_file(normalize_database_url(settings.database_url))
+        url = normalize_database_url(settings.database_url)
+        path = sqlite_file(url)
         return cls(
             engine=engine,
             settings=settings,
             box=SecretBox.from_settings(settings.secret_key, settings.data_dir),
-            reads=SqliteReads(path) if path is not None else AsyncReads(engine),
+            reads=SqliteReads(path) if path is not None else PostgresReads(url, settings.db_pool_size // 2),
         )
 
     async def close(self) -> None:
-        self.reads.close()
+        await self.reads.close()
         await self.engine.dispose()

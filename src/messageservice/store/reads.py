@@ -1,35 +1,64 @@
-"""Hot-path reads (token and webhook lookups, sender lists) without the async driver's overhead.
+"""Hot-path reads (token and webhook lookups, sender lists) without the async ORM stack's overhead.
 
-On SQLite an indexed read takes a few microseconds on a plain sqlite3 connection in the event
-loop's own thread; aiosqlite hands every query to a thread and back (about 300 us each, see
-bench/README.md). A WAL reader never waits for the writer, and autocommit mode makes every SELECT
-see the latest committed data. Other engines read through the async pool as usual.
+Every REST call makes one or two of these, so they skip SQLAlchemy's execution machinery and run a
+statement compiled once on the bare driver (bench/README.md has the numbers):
+* SQLite: a plain sqlite3 connection in the event loop's own thread. An indexed read takes a few
+  microseconds; aiosqlite hands every query to a thread and back (about 300 us). A WAL reader never
+  waits for the writer, and autocommit mode makes every SELECT see the latest committed data.
+* PostgreSQL: asyncpg's own pool with prepared statements, with no BEGIN/ROLLBACK around each read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
 Row = Mapping[str, Any]
 
 
-class AsyncReads:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+class PostgresReads:
+    _dialect = postgresql.dialect(paramstyle="numeric_dollar")
+
+    def __init__(self, database_url: str, max_size: int) -> None:
+        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._max_size = max(2, max_size)
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+        self._sql: dict[int, tuple[Select[Any], str, list[str]]] = {}
+
+    def _compiled(self, statement: Select[Any]) -> tuple[str, list[str]]:
+        cached = self._sql.get(id(statement))
+        if cached is None or cached[0] is not statement:
+            compiled = statement.compile(dialect=self._dialect)
+            cached = (statement, str(compiled), list(compiled.positiontup or []))
+            self._sql[id(statement)] = cached
+        return cached[1], cached[2]
+
+    async def _connections(self) -> asyncpg.Pool:
+        # Created on first use, inside the loop that will use it.
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size)
+        return self._pool
 
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(statement, params)).mappings().all()
+        sql, names = self._compiled(statement)
+        pool = await self._connections()
+        return await pool.fetch(sql, *(params[name] for name in names))
 
-    def close(self) -> None:
-        pass
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
 
 
 class SqliteReads:
@@ -53,5 +82,5 @@ class SqliteReads:
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
         return self._conn.execute(self._compiled(statement), dict(params)).fetchall()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._conn.close()
