@@ -203,6 +203,9 @@ def test_errors_are_messages_not_tracebacks(portal: LivePortal) -> None:
         ["webhook", "add", "--user", "999999"],
         ["app", "add", "--name", "X", "--url", "ftp://x"],
         ["app", "add", "--name", "X", "--url", "http://x/", "--scope", "bad scope!"],
+        ["app", "add", "--name", "N" * 300, "--url", "http://x/"],
+        ["app", "add", "--name", "X", "--url", "http://x/" + "p" * 1000],
+        ["user", "add", "--name", "U" * 300],
     ):
         result = ms(portal, *args, check=False)
         assert result.returncode == 1, args

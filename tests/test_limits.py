@@ -48,3 +48,17 @@ def test_operating_window_is_ten_minutes() -> None:
     assert meter.blocked("app", "m", 700.0)
     # Ten minutes after the first bucket it drops out.
     assert not meter.blocked("app", "m", 1200.0)
+
+
+@pytest.mark.parametrize("fresh_portal", [{"operating_limit_seconds": 1e-9}], indirect=True)
+def test_batch_meters_its_sub_calls_not_itself(fresh_portal: LivePortal) -> None:
+    app = fresh_portal.add_app()
+    cmd = {"a": "messageservice.sender.list", "b": "messageservice.sender.list"}
+    first = fresh_portal.call("batch", {"cmd": cmd}, token=app.access_token)
+    assert first.status_code == 200
+    result = first.json()["result"]
+    assert result["result"] == {"a": []}
+    assert result["result_error"]["b"]["error"] == "OPERATION_TIME_LIMIT"
+    # The batch call itself is not metered: a second one still runs (and reports the blocked sub-call).
+    second = fresh_portal.call("batch", {"cmd": cmd}, token=app.access_token)
+    assert second.status_code == 200 and set(second.json()["result"]["result_error"]) == {"a", "b"}

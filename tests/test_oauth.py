@@ -227,15 +227,19 @@ def test_uninstalled_app_tokens_stop_working(portal: LivePortal) -> None:
 def test_secrets_are_not_stored_in_clear(portal: LivePortal, app: AppCredentials) -> None:
     from sqlalchemy import text
 
+    code = authorize(portal, app.client_id)["code"]
+    hook = portal.add_webhook(1, "messageservice")
+    webhook_secret = hook.rstrip("/").rsplit("/", 1)[1]
+
     async def dump(core: Core) -> str:
         parts = []
         async with core.engine.connect() as conn:
-            for table in ("apps", "access_tokens", "refresh_tokens", "webhooks", "app_events"):
+            for table in ("apps", "access_tokens", "refresh_tokens", "auth_codes", "webhooks", "app_events"):
                 rows = (await conn.execute(text(f"SELECT * FROM {table}"))).all()
                 parts.append(repr(rows))
         return "\n".join(parts)
 
     stored = portal.run(dump)
-    for secret in (app.client_secret, app.access_token, app.refresh_token):
+    for secret in (app.client_secret, app.access_token, app.refresh_token, app.application_token, code, webhook_secret):
         assert secret not in stored
-    assert hash_secret(app.access_token) in stored
+    assert hash_secret(app.access_token) in stored and hash_secret(code) in stored

@@ -39,6 +39,9 @@ ADD_ERRORS = [
     ({"TYPE": "SMS"}, "ERROR_SENDER_VALIDATION_FAILURE", "Empty sender code!"),
     ({"CODE": "0", "TYPE": "SMS"}, "ERROR_SENDER_VALIDATION_FAILURE", "Empty sender code!"),
     ({"CODE": "bad code"}, "ERROR_SENDER_VALIDATION_FAILURE", "Wrong sender code!"),
+    # PHP's preg_match without /u is ASCII-only: no Kelvin sign or long s passing as 'k' or 's'.
+    ({"CODE": "\u212a"}, "ERROR_SENDER_VALIDATION_FAILURE", "Wrong sender code!"),
+    ({"CODE": "\u017ftatus"}, "ERROR_SENDER_VALIDATION_FAILURE", "Wrong sender code!"),
     ({"CODE": "ok", "HANDLER": ""}, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL"),
     ({"CODE": "ok"}, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL"),
     ({"CODE": "ok", "HANDLER": "http://localhost:9000/h"}, "ERROR_WRONG_HANDLER_URL", "Wrong handler URL"),

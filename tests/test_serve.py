@@ -128,3 +128,59 @@ def test_tls_serves_https_with_its_own_certificate(tmp_path: Path) -> None:
     finally:
         out = _stop(process)
     assert f"REQUESTS_CA_BUNDLE={cert.relative_to(tmp_path)}" in out or f"REQUESTS_CA_BUNDLE={cert}" in out
+
+
+def test_access_log_keeps_secrets_out(tmp_path: Path) -> None:
+    subprocess.run(
+        [*COMMAND, "init", "--domain", "logs.local"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    run = lambda *a: json.loads(  # noqa: E731 - a local shorthand
+        subprocess.run(
+            [*COMMAND, *a, "--json"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    app = run("app", "add", "--name", "Logged", "--url", "http://127.0.0.1:9/")
+    run("app", "install", app["client_id"])
+    token = run("token", app["client_id"])
+    hook = run("webhook", "add", "--user", "1")["url"]
+    process, port = _serve(tmp_path, "--log-level", "info")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait(base + "/health")
+        secret = hook.rstrip("/").rsplit("/", 1)[1]
+        hook = hook.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        assert requests.get(hook + "user.admin", timeout=10, headers={"Connection": "close"}).ok
+        assert requests.get(
+            base + "/rest/user.admin",
+            params={"auth": token["access_token"]},
+            timeout=10,
+            headers={"Connection": "close"},
+        ).ok
+        refreshed = requests.get(
+            base + "/oauth/token/",
+            timeout=10,
+            headers={"Connection": "close"},
+            params={
+                "grant_type": "refresh_token",
+                "client_id": app["client_id"],
+                "client_secret": app["client_secret"],
+                "refresh_token": token["refresh_token"],
+            },
+        )
+        assert refreshed.ok
+    finally:
+        out = _stop(process)
+    assert "/rest/1/***/user.admin" in out and "/oauth/token/" in out
+    for leaked in (secret, token["access_token"], token["refresh_token"], app["client_secret"]):
+        assert leaked not in out

@@ -16,9 +16,11 @@ from messageservice.config import Settings, get_settings
 from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
+from messageservice.housekeeping import Housekeeper
+from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
 from messageservice.oauth.routes import build_routes as oauth_routes
-from messageservice.rest.endpoint import RestApp, RestEndpoint
+from messageservice.rest.endpoint import RestEndpoint
 
 
 def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
@@ -27,15 +29,20 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     registry = build_registry()
     rest = RestEndpoint(core, registry)
     worker = EventWorker(core)
+    housekeeper = Housekeeper(core)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # uvicorn has configured its loggers by now; its access log would print secrets.
+        install_access_log_redaction()
         if public_url and not settings.public_url:
             await set_public_url(core, public_url)
         worker.start()
+        housekeeper.start()
         try:
             yield
         finally:
+            await housekeeper.stop()
             await worker.stop()
             await core.close()
 
@@ -59,8 +66,8 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         )
 
     routes = [
-        Route("/rest/{path:anypath}", RestApp(rest)),
-        Route("/rest", RestApp(rest)),
+        Route("/rest/{path:anypath}", rest),
+        Route("/rest", rest),
         *oauth_routes(core),
         Route("/health", health),
         Route("/", index),

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Bitrix serves webhooks over https only; local development needs plain http.
     webhook_require_https: bool = False
 
+    # /oauth/authorize/ has no user login: codes go to the admin who installed the app (who already
+    # holds its tokens from ONAPPINSTALL). True lets `user_id=N` pick any user: local development only.
+    oauth_trust_user_id: bool = False
+
     access_token_ttl: int = 3600
     refresh_token_ttl: int = 180 * 24 * 3600
     auth_code_ttl: int = 30

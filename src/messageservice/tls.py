@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from messageservice.core.secrets import write_private
+
 
 def ensure_certificate(folder: Path, extra_names: list[str] | None = None) -> tuple[Path, Path]:
     """Create folder/cert.pem and key.pem once (valid for localhost, 127.0.0.1, ::1 and extra names)."""
@@ -45,10 +47,10 @@ def ensure_certificate(folder: Path, extra_names: list[str] | None = None) -> tu
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_private(
+        key_path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
-    key_path.chmod(0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 

@@ -50,10 +50,20 @@ def _app(row: Any) -> App:
 
 
 def _check_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CoreError("ERROR_ARGUMENT", f"app URL must be an http(s) URL: {url!r}")
+    try:
+        parts = urlsplit(url.strip())
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable or len(url.strip()) > 1000:
+        raise CoreError("ERROR_ARGUMENT", f"app URL must be an http(s) URL of at most 1000 characters: {url!r}")
     return url.strip()
+
+
+def _check_name(name: str) -> str:
+    if not name.strip() or len(name.strip()) > 255:
+        raise CoreError("ERROR_ARGUMENT", "app name must have 1 to 255 characters")
+    return name.strip()
 
 
 def _new_client_id() -> str:
@@ -63,8 +73,7 @@ def _new_client_id() -> str:
 
 async def add_app(core: Core, name: str, url: str, scopes: str | list[str]) -> tuple[App, str]:
     """Register an app; returns it with its client_secret, which is stored only as a hash."""
-    if not name.strip():
-        raise CoreError("ERROR_ARGUMENT", "app name must not be empty")
+    name = _check_name(name)
     scope_list = parse_scopes(scopes)
     client_secret = new_alnum(50)
     async with core.engine.begin() as conn:
@@ -73,7 +82,7 @@ async def add_app(core: Core, name: str, url: str, scopes: str | list[str]) -> t
             .values(
                 client_id=_new_client_id(),
                 client_secret_hash=hash_secret(client_secret),
-                name=name.strip(),
+                name=name,
                 url=_check_url(url),
                 scopes=join_scopes(scope_list),
                 version=1,
@@ -128,7 +137,12 @@ async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
         await conn.execute(
             update(apps)
             .where(apps.c.id == row.id)
-            .values(installed=True, application_token_enc=core.box.encrypt(token), installed_at=core.clock())
+            .values(
+                installed=True,
+                application_token_enc=core.box.encrypt(token),
+                installed_at=core.clock(),
+                installed_by=user_id,
+            )
         )
         row = (await conn.execute(select(apps).where(apps.c.id == row.id))).one()
         auth = await mint_tokens(core, conn, row, user_id, portal=portal)
@@ -169,18 +183,15 @@ async def update_app(
         if scopes is not None:
             values["scopes"] = join_scopes(parse_scopes(scopes))
         if name is not None:
-            if not name.strip():
-                raise CoreError("ERROR_ARGUMENT", "app name must not be empty")
-            values["name"] = name.strip()
-        new_version = version if version is not None else None
-        if new_version is not None and new_version <= row.version:
+            values["name"] = _check_name(name)
+        if version is not None and version <= row.version:
             raise CoreError("ERROR_ARGUMENT", f"version must be greater than {row.version}")
-        if new_version is not None:
-            values["version"] = new_version
+        if version is not None:
+            values["version"] = version
         if not values:
             raise CoreError("ERROR_ARGUMENT", "nothing to update")
         token: str | None = None
-        if new_version is not None and row.installed:
+        if version is not None and row.installed:
             token = new_hex(16)
             values["application_token_enc"] = core.box.encrypt(token)
         await conn.execute(update(apps).where(apps.c.id == row.id).values(**values))
@@ -194,7 +205,7 @@ async def update_app(
                 conn,
                 updated,
                 "ONAPPUPDATE",
-                {"VERSION": new_version, "PREVIOUS_VERSION": row.version, "LANGUAGE_ID": row.language_id},
+                {"VERSION": version, "PREVIOUS_VERSION": row.version, "LANGUAGE_ID": row.language_id},
                 auth,
             )
         return _app(updated)

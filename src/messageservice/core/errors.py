@@ -16,10 +16,6 @@ class CoreError(Exception):
             self.status = status
 
 
-class NotFound(CoreError):
-    status = 404
-
-
 class AccessDenied(CoreError):
     status = 403
 

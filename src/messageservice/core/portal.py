@@ -46,8 +46,8 @@ def _portal_from_row(row, override_url: str | None) -> Portal:  # type: ignore[n
 async def init_portal(core: Core, domain: str, admin_name: str = "Admin") -> tuple[Portal, bool]:
     """Create the portal and its first admin (user 1). Returns (portal, created); idempotent."""
     domain = domain.strip()
-    if not domain:
-        raise CoreError("ERROR_ARGUMENT", "domain must not be empty")
+    if not domain or len(domain) > 255:
+        raise CoreError("ERROR_ARGUMENT", "domain must have 1 to 255 characters")
     async with core.engine.begin() as conn:
         row = (await conn.execute(select(portal).where(portal.c.id == 1))).first()
         if row is not None:
@@ -89,8 +89,8 @@ async def set_public_url(core: Core, url: str) -> None:
 
 
 async def add_user(core: Core, name: str, *, admin: bool = False, last_name: str = "") -> User:
-    if not name.strip():
-        raise CoreError("ERROR_ARGUMENT", "name must not be empty")
+    if not name.strip() or len(name.strip()) > 255 or len(last_name) > 255:
+        raise CoreError("ERROR_ARGUMENT", "names must have 1 to 255 characters")
     async with core.engine.begin() as conn:
         result = await conn.execute(
             insert(users)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
 
@@ -28,6 +29,13 @@ def secret_matches(value: str, expected_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(value), expected_hash)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Create a file only its owner can read, from the first byte on (no chmod after the fact)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 class SecretBox:
     """Symmetric encryption for values that must leave the server again (application tokens)."""
 
@@ -41,8 +49,7 @@ class SecretBox:
         key_file = data_dir / "secret.key"
         if not key_file.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            key_file.write_bytes(Fernet.generate_key())
-            key_file.chmod(0o600)
+            write_private(key_file, Fernet.generate_key())
         return cls(key_file.read_bytes().strip())
 
     def encrypt(self, value: str) -> str:

@@ -18,7 +18,7 @@ from messageservice.store.tables import apps, sender_langs, senders
 
 VALIDATION = "ERROR_SENDER_VALIDATION_FAILURE"
 # PHP's '$' also matches before one trailing newline; Python's does too.
-CODE_PATTERN = re.compile(r"^[a-z0-9.\-_]+$", re.IGNORECASE)
+CODE_PATTERN = re.compile(r"^[a-z0-9.\-_]+$", re.IGNORECASE | re.ASCII)
 SCHEME_PATTERN = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 TYPES = ("SMS",)
 MAX_CODE = 128
@@ -66,40 +66,28 @@ def check_code(code: Any) -> str:
 
 
 def _lang_rows(name: Any, description: Any, app_name: str) -> list[dict[str, Any]] | None:
-    """Language rows as Bitrix stores them; None when a value cannot be stored."""
-    rows: list[dict[str, Any]] = []
-    if isinstance(name, dict | list):
-        items = name.items() if isinstance(name, dict) else enumerate(name)
-        descriptions = description if isinstance(description, dict) else {}
-        for lang, text in items:
-            lang_id = str(lang).lower()
-            rows.append({"language_id": lang_id, "name": php_string(text), "description": descriptions.get(str(lang))})
-        if rows:
-            # Bitrix copies the first language as the default ('**') row.
-            rows.append({**rows[0], "language_id": DEFAULT_LANGUAGE})
-    else:
-        rows.append(
-            {
-                "language_id": DEFAULT_LANGUAGE,
-                "name": php_string(name),
-                "description": description if isinstance(description, str) else php_string(description),
-            }
-        )
-    for row in rows:
-        row["app_name"] = app_name
-        desc = row["description"]
-        if desc is not None and not isinstance(desc, str):
-            desc = php_string(desc)
-            if desc is None:
-                return None
-            row["description"] = desc
-        if row["name"] is None or len(row["name"]) > MAX_NAME:
-            return None
-        if not 0 < len(row["language_id"]) <= MAX_LANGUAGE_ID:
-            return None
+    """Language rows as Bitrix stores them; None when a value cannot be stored.
+
+    A NAME map gives one row per lower-cased language plus a '**' copy of the first; DESCRIPTION is
+    taken per language only when it is a map too. A string NAME gives the '**' row alone.
+    """
+    is_map = isinstance(name, dict | list)
+    names = _by_language(name)
+    descriptions = (
+        _by_language(description) if description is not None and is_map == isinstance(description, dict | list) else {}
+    )
+    if names is None or descriptions is None:
+        return None
+    rows = [
+        {"language_id": lang, "name": text, "description": descriptions.get(lang), "app_name": app_name}
+        for lang, text in names.items()
+    ]
+    if is_map and rows:
+        rows.append({**rows[0], "language_id": DEFAULT_LANGUAGE})
+    if any(len(row["name"]) > MAX_NAME or not 0 < len(row["language_id"]) <= MAX_LANGUAGE_ID for row in rows):
+        return None
     # A later duplicate key (e.g. 'EN' and 'en') replaces the earlier, as a PHP array would.
-    unique = {row["language_id"]: row for row in rows}
-    return list(unique.values())
+    return list({row["language_id"]: row for row in rows}.values())
 
 
 async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, Any]) -> None:
@@ -146,8 +134,10 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
         await conn.execute(insert(sender_langs), [{"sender_id": sender_id, **row} for row in lang_rows])
 
 
-async def _find(conn: AsyncConnection, app_id: int, code: str) -> Any:
-    return (await conn.execute(select(senders).where(senders.c.app_id == app_id, senders.c.code == code))).first()
+async def _find(conn: AsyncConnection, app_id: int, code: str, *, lock: bool = False) -> Any:
+    query = select(senders).where(senders.c.app_id == app_id, senders.c.code == code)
+    # Locking the sender row serialises concurrent updates of it on PostgreSQL (SQLite's writes are serial).
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
 
 
 async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None:
@@ -160,7 +150,7 @@ async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
     handler = check_handler_url(params["HANDLER"]) if "HANDLER" in params else None
     code_text = php_string(code)
     async with core.engine.begin() as conn:
-        row = await _find(conn, app_id, code_text) if code_text is not None else None
+        row = await _find(conn, app_id, code_text, lock=True) if code_text is not None else None
         if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
         existing = {
@@ -205,6 +195,7 @@ def _lang_changes(params: dict[str, Any], existing: dict[str, Any]) -> dict[str,
 
 
 def _by_language(value: Any) -> dict[str, str] | None:
+    """A string or a language map as {language_id: text}; a string is the default ('**') language."""
     if isinstance(value, dict | list):
         items = value.items() if isinstance(value, dict) else enumerate(value)
         result: dict[str, str] = {}

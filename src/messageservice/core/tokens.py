@@ -34,11 +34,8 @@ class TokenAuth:
     expires_at: float
 
 
-async def mint_tokens(
-    core: Core, conn: AsyncConnection, app_row: Any, user_id: int, *, portal: Portal | None = None
-) -> dict[str, Any]:
+async def mint_tokens(core: Core, conn: AsyncConnection, app_row: Any, user_id: int, portal: Portal) -> dict[str, Any]:
     """Create an access and a refresh token; returns the body /oauth/token/ answers with, in Bitrix's order."""
-    portal = portal or await get_portal(core)
     now = core.clock()
     access_token = new_hex(35)
     refresh_token = new_hex(35)
@@ -85,13 +82,20 @@ async def _client(conn: AsyncConnection, client_id: str, client_secret: str | No
     return row
 
 
-async def issue_code(core: Core, client_id: str, user_id: int) -> tuple[str, Any]:
-    """An authorization code for an installed app and an active user; it lives `auth_code_ttl` seconds."""
+async def issue_code(core: Core, client_id: str, user_id: int | None) -> tuple[str, Any]:
+    """An authorization code for an installed app; it lives `auth_code_ttl` seconds.
+
+    Without a login the user is the app's installer; another `user_id` needs `oauth_trust_user_id`.
+    """
     async with core.engine.begin() as conn:
         app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
         if app_row is None or not app_row.installed:
             raise OAuthError("invalid_client", "Application not found", 401)
-        if not await _active_user(conn, user_id):
+        if user_id is None:
+            user_id = app_row.installed_by
+        elif user_id != app_row.installed_by and not core.settings.oauth_trust_user_id:
+            raise OAuthError("access_denied", "No user session: codes are issued for the installing admin", 403)
+        if user_id is None or not await _active_user(conn, user_id):
             raise OAuthError("invalid_request", "Unknown or inactive user", 400)
         code = new_hex(35)
         await conn.execute(
@@ -106,6 +110,8 @@ async def issue_code(core: Core, client_id: str, user_id: int) -> tuple[str, Any
 
 
 async def exchange_code(core: Core, client_id: str, client_secret: str | None, code: str) -> dict[str, Any]:
+    # Read before the write transaction: a second pooled connection inside it would deadlock the pool.
+    portal = await get_portal(core)
     async with core.engine.begin() as conn:
         app_row = await _client(conn, client_id, client_secret)
         # Delete-then-check makes a code single-use even when two exchanges race.
@@ -119,10 +125,11 @@ async def exchange_code(core: Core, client_id: str, client_secret: str | None, c
             raise OAuthError("invalid_grant", "Invalid authorization code", 400)
         if not await _active_user(conn, row.user_id):
             raise OAuthError("invalid_grant", "User is not active", 400)
-        return await mint_tokens(core, conn, app_row, row.user_id)
+        return await mint_tokens(core, conn, app_row, row.user_id, portal=portal)
 
 
 async def refresh(core: Core, client_id: str, client_secret: str | None, token: str) -> dict[str, Any]:
+    portal = await get_portal(core)
     async with core.engine.begin() as conn:
         app_row = await _client(conn, client_id, client_secret)
         result = await conn.execute(
@@ -135,11 +142,12 @@ async def refresh(core: Core, client_id: str, client_secret: str | None, token: 
             raise OAuthError("invalid_grant", "Invalid refresh token", 400)
         if not await _active_user(conn, row.user_id):
             raise OAuthError("invalid_grant", "User is not active", 400)
-        return await mint_tokens(core, conn, app_row, row.user_id)
+        return await mint_tokens(core, conn, app_row, row.user_id, portal=portal)
 
 
 async def mint_for_user(core: Core, client_id: str, user_id: int) -> dict[str, Any]:
     """The admin shortcut behind `messageservice token`: skip the browser, same answer as /oauth/token/."""
+    portal = await get_portal(core)
     async with core.engine.begin() as conn:
         app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
         if app_row is None:
@@ -148,7 +156,7 @@ async def mint_for_user(core: Core, client_id: str, user_id: int) -> dict[str, A
             raise OAuthError("invalid_client", "Application is not installed", 401)
         if not await _active_user(conn, user_id):
             raise OAuthError("invalid_request", f"User {user_id} does not exist or is inactive", 400)
-        return await mint_tokens(core, conn, app_row, user_id)
+        return await mint_tokens(core, conn, app_row, user_id, portal=portal)
 
 
 # Built once: this runs on every REST call.

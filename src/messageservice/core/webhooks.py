@@ -62,7 +62,7 @@ _WEBHOOK_LOOKUP = (
 
 
 async def find_webhook(core: Core, user_id: int, code: str) -> Webhook | None:
-    """Look a webhook up by its secret; the hash lookup compares in the database, never in Python."""
+    """Look a webhook up by the hash of its secret (an indexed lookup, no secret compared in Python)."""
     rows = await core.reads.fetch(_WEBHOOK_LOOKUP, {"code_hash": hash_secret(code)})
     if not rows or rows[0]["user_id"] != user_id:
         return None

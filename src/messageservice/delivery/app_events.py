@@ -7,7 +7,6 @@ app's URL as Bitrix's queue servers do. Failures are retried on `event_retry_sch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import aiohttp
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from messageservice.background import BackgroundLoop
 from messageservice.core.context import Core
 from messageservice.phpquery import http_build_query
 from messageservice.store.tables import app_events
@@ -147,27 +147,12 @@ async def next_due_in(core: Core) -> float | None:
     return None if due is None else max(0.0, due - core.clock())
 
 
-class EventWorker:
-    """Delivers app events in the server process; `wake()` after queueing one skips the wait."""
+class EventWorker(BackgroundLoop):
+    """Delivers app events in the server process."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    name = "app-event-worker"
 
-    def wake(self) -> None:
-        self._wakeup.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="app-event-worker")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             try:
                 await deliver_due(self._core)
@@ -178,6 +163,4 @@ class EventWorker:
             # The sweep picks up events queued by another process (the CLI): one indexed query.
             sweep = self._core.settings.event_sweep_seconds
             wait = sweep if wait is None else min(wait, sweep)
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+            await asyncio.sleep(wait)

@@ -52,9 +52,13 @@ def _text(params: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _same_origin(a: str, b: str) -> bool:
-    first, second = urlsplit(a), urlsplit(b)
-    return (first.scheme, first.netloc.lower()) == (second.scheme, second.netloc.lower())
+def _within_app(redirect: str, app_url: str) -> bool:
+    """The redirect must lie under the app's URL (same origin and path prefix), not just on its site."""
+    target, app = urlsplit(redirect), urlsplit(app_url)
+    base = app.path if app.path.endswith("/") else app.path.rsplit("/", 1)[0] + "/"
+    return (target.scheme, target.netloc.lower()) == (app.scheme, app.netloc.lower()) and (
+        target.path + "/"
+    ).startswith(base)
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -77,16 +81,16 @@ def build_routes(core: Core) -> list[Route]:
             client_id = _text(params, "client_id")
             if client_id is None:
                 raise OAuthError("invalid_request", "client_id is required")
-            user_text = _text(params, "user_id") or "1"
-            if not (user_text.isascii() and user_text.isdigit() and len(user_text) <= 10):
+            user_text = _text(params, "user_id")
+            if user_text is not None and not (user_text.isascii() and user_text.isdigit() and len(user_text) <= 10):
                 raise OAuthError("invalid_request", "user_id must be a number")
-            code, app_row = await issue_code(core, client_id, int(user_text))
+            code, app_row = await issue_code(core, client_id, int(user_text) if user_text else None)
         except OAuthError as exc:
             return _error(exc)
         portal = await get_portal(core)
         redirect = _text(params, "redirect_uri")
-        # Only the app's own origin may receive its codes.
-        target = redirect if redirect and _same_origin(redirect, app_row.url) else app_row.url
+        # Only the app's own URL space may receive its codes.
+        target = redirect if redirect and _within_app(redirect, app_row.url) else app_row.url
         query = {
             "code": code,
             "state": _text(params, "state") or "",

@@ -62,12 +62,12 @@ def _substitute(value: Any, results: dict[str, dict[str, Any]]) -> Any:
     return REFERENCE.sub(text, value)
 
 
-def _commands(cmd: Any) -> tuple[list[tuple[str, Any]], bool]:
+def _commands(cmd: Any) -> list[tuple[str, Any]]:
     if isinstance(cmd, list):
-        return [(str(i), c) for i, c in enumerate(cmd)], True
+        return [(str(i), c) for i, c in enumerate(cmd)]
     if isinstance(cmd, dict):
-        return [(str(k), c) for k, c in cmd.items()], False
-    return [], False
+        return [(str(k), c) for k, c in cmd.items()]
+    return []
 
 
 def _shape(values: dict[str, Any]) -> Any:
@@ -81,7 +81,7 @@ def _shape(values: dict[str, Any]) -> Any:
 
 async def run_batch(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
     upper = {str(k).upper(): v for k, v in params.items()}
-    commands, _ = _commands(upper.get("CMD"))
+    commands = _commands(upper.get("CMD"))
     halt = not php_empty(upper.get("HALT"))
     results: dict[str, dict[str, Any]] = {
         name: {} for name in ("result", "result_error", "result_total", "result_next", "result_time")

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
+from messageservice.logs import redact
 from messageservice.rest import errors
 from messageservice.rest.auth import token_caller, webhook_caller
 from messageservice.rest.dispatch import invoke
@@ -57,7 +58,8 @@ def parse_route(path: str) -> Route | None:
 
 
 class RestEndpoint:
-    """Answers every HTTP method on /rest/... (Bitrix reads GET and POST alike; others act like GET)."""
+    """The /rest/ endpoint as a plain ASGI app, so the router passes it every HTTP method (Bitrix
+    reads GET and POST alike; other verbs act like GET)."""
 
     def __init__(self, core: Core, registry: Registry) -> None:
         self.core = core
@@ -65,7 +67,11 @@ class RestEndpoint:
         self.bucket = LeakyBucket(core.settings.rate_limit_burst, core.settings.rate_limit_per_second)
         self.meter = OperatingMeter(core.settings.operating_limit_seconds)
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(b"", 200, headers=COMMON_HEADERS)
         started = time.time()
@@ -76,11 +82,11 @@ class RestEndpoint:
         except CoreError as exc:
             body, status = error_body(exc.code, exc.description), exc.status
         except SQLAlchemyError:
-            log.exception("database error in %s", request.url.path)
+            log.exception("database error in %s", redact(request.url.path))
             exc = errors.sql_error()
             body, status = error_body(exc.code, exc.description), exc.status
         except Exception:
-            log.exception("unhandled error in %s", request.url.path)
+            log.exception("unhandled error in %s", redact(request.url.path))
             exc = errors.internal_error()
             body, status = error_body(exc.code, exc.description), exc.status
         return self._respond(body, status, transport)
@@ -105,17 +111,14 @@ class RestEndpoint:
         caller = await self._authenticate(request, route, token)
         if not self.bucket.admit(caller.limiter_key):
             raise errors.query_limit_exceeded()
-        if self.meter.blocked(caller.limiter_key, method.name, started):
-            raise errors.operation_time_limit()
-        ctx = CallContext(self.core, caller, self.registry, start=start)
+        ctx = CallContext(self.core, caller, self.registry, start=start, meter=self.meter)
         began = time.time()
         outcome = await invoke(ctx, method, params)
         finished = time.time()
-        operating, reset_at = self.meter.add(caller.limiter_key, method.name, started, finished - began)
         timing = Timing(started, finished, finished - began)
         body = success_body(
             outcome.result,
-            timing.block(operating, reset_at),
+            timing.block(outcome.operating, outcome.operating_reset_at),
             next_offset=outcome.next,
             total=outcome.total,
         )
@@ -126,20 +129,6 @@ class RestEndpoint:
             user_id, code = route.webhook
             return await webhook_caller(self.core, user_id, code, request.url.scheme == "https")
         return await token_caller(self.core, token)
-
-    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self(Request(scope, receive))
-        await response(scope, receive, send)
-
-
-class RestApp:
-    """The endpoint as a plain ASGI app, so that the router passes it every HTTP method."""
-
-    def __init__(self, endpoint: RestEndpoint) -> None:
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.endpoint.asgi(scope, receive, send)
 
 
 class AnyPathConvertor(Convertor[str]):

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from messageservice.core.errors import CoreError
-from messageservice.phpquery import EncodingError, listify, parse_pairs, parse_str
+from messageservice.phpquery import EncodingError, parse_pairs, parse_str
 from messageservice.rest import errors
 
 # Removed before a method sees its parameters; `start` is consumed as the list offset.
@@ -122,6 +122,3 @@ def split_auth(params: dict[str, Any], authorization: str | None) -> tuple[str |
 def upper_keys(params: dict[str, Any]) -> dict[str, Any]:
     """array_change_key_case(CASE_UPPER): top-level keys only; a later duplicate wins."""
     return {str(key).upper(): value for key, value in params.items()}
-
-
-__all__ = ["listify", "read_body", "request_params", "split_auth", "upper_keys"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from messageservice.core.context import Core
+from messageservice.rest.limiter import OperatingMeter
 
 GLOBAL_SCOPE = ""
 
@@ -38,6 +39,7 @@ class CallContext:
     registry: Registry
     start: Any = None  # the raw `start` parameter, for list methods
     in_batch: bool = False
+    meter: OperatingMeter | None = None
 
 
 @dataclass
@@ -45,6 +47,9 @@ class MethodResult:
     result: Any
     next: int | None = None
     total: int | None = None
+    # Filled in by dispatch from the operating-time meter, for the envelope's time block.
+    operating: float | None = None
+    operating_reset_at: int | None = None
 
 
 Handler = Callable[[CallContext, dict[str, Any]], Awaitable[MethodResult]]

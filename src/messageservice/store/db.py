@@ -27,7 +27,9 @@ def create_engine(database_url: str, pool_size: int = 32) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=pool_size // 2
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -38,6 +40,15 @@ def create_engine(database_url: str, pool_size: int = 32) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # The driver would BEGIN only at the first write, leaving the reads before it outside the
+            # transaction; we begin ourselves (SQLAlchemy's documented pysqlite recipe).
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
+            # IMMEDIATE takes the write lock up front: check-then-write blocks are atomic, and a
+            # waiting writer queues on busy_timeout instead of failing with SQLITE_BUSY_SNAPSHOT.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # A pool smaller than the requests in flight closes and reopens connections all the time.

@@ -68,8 +68,8 @@ class SqliteReads:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA query_only=ON")
-        # Short: this runs in the event loop, and readers wait only during WAL recovery.
-        self._conn.execute("PRAGMA busy_timeout=2000")
+        # Short: this runs in the event loop, and a WAL reader waits only during recovery.
+        self._conn.execute("PRAGMA busy_timeout=250")
         self._sql: dict[int, tuple[Select[Any], str]] = {}
 
     def _compiled(self, statement: Select[Any]) -> str:

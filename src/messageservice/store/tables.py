@@ -76,6 +76,8 @@ apps = Table(
     Column("language_id", String(8), nullable=False, default="en"),
     Column("created_at", Float, nullable=False),
     Column("installed_at", Float),
+    # The admin who installed the app: /oauth/authorize/ issues codes for this user unless told otherwise.
+    Column("installed_by", Integer),
 )
 
 auth_codes = Table(

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("language_id", sa.String(length=8), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("installed_at", sa.Float(), nullable=True),
+        sa.Column("installed_by", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_apps")),
         sa.UniqueConstraint("client_id", name=op.f("uq_apps_client_id")),
     )
