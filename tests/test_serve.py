@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -21,6 +22,20 @@ def _env(folder: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESSAGESERVICE_")}
     # The defaults: SQLite in ./var of the working folder.
     return env
+
+
+def _cli(folder: Path, *args: str) -> Any:
+    """Run a command with --json in the folder, as a newcomer's shell would."""
+    result = subprocess.run(
+        [*COMMAND, *args, "--json"],
+        cwd=folder,
+        env=_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
 
 
 def _wait(url: str, verify: str | bool = True, timeout: float = 30.0) -> requests.Response:
@@ -73,20 +88,11 @@ def test_first_run_guides_the_newcomer(tmp_path: Path) -> None:
     try:
         assert _wait(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
         # The guide's own steps work: app, install, token, first call.
-        run = lambda *a: json.loads(  # noqa: E731 - a local shorthand
-            subprocess.run(
-                [*COMMAND, *a, "--json"],
-                cwd=tmp_path,
-                env=_env(tmp_path),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            ).stdout
+        app = _cli(
+            tmp_path, "app", "add", "--name", "My SMS app", "--url", "http://127.0.0.1:9/", "--scope", "messageservice"
         )
-        app = run("app", "add", "--name", "My SMS app", "--url", "http://127.0.0.1:9/", "--scope", "messageservice")
-        run("app", "install", app["client_id"])
-        token = run("token", app["client_id"], "--user", "1")
+        _cli(tmp_path, "app", "install", app["client_id"])
+        token = _cli(tmp_path, "token", app["client_id"], "--user", "1")
         assert token["client_endpoint"] == f"http://127.0.0.1:{port}/rest/"
         listed = requests.get(
             f"http://127.0.0.1:{port}/rest/messageservice.sender.list.json",
@@ -139,21 +145,10 @@ def test_access_log_keeps_secrets_out(tmp_path: Path) -> None:
         capture_output=True,
         timeout=60,
     )
-    run = lambda *a: json.loads(  # noqa: E731 - a local shorthand
-        subprocess.run(
-            [*COMMAND, *a, "--json"],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    )
-    app = run("app", "add", "--name", "Logged", "--url", "http://127.0.0.1:9/")
-    run("app", "install", app["client_id"])
-    token = run("token", app["client_id"])
-    hook = run("webhook", "add", "--user", "1")["url"]
+    app = _cli(tmp_path, "app", "add", "--name", "Logged", "--url", "http://127.0.0.1:9/")
+    _cli(tmp_path, "app", "install", app["client_id"])
+    token = _cli(tmp_path, "token", app["client_id"])
+    hook = _cli(tmp_path, "webhook", "add", "--user", "1")["url"]
     process, port = _serve(tmp_path, "--log-level", "info")
     try:
         base = f"http://127.0.0.1:{port}"
