@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -19,11 +20,20 @@ class Received:
         return {k: v[0] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()}
 
 
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    delay: float = 0.0
+
+
 @dataclass
 class Receiver:
     status: int = 200
     requests: list[Received] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
+    # Replies for the next requests, in order; after them every request gets `status`.
+    script: list[Reply] = field(default_factory=list)
 
     def start(self) -> Receiver:
         owner = self
@@ -34,11 +44,19 @@ class Receiver:
                 body = self.rfile.read(length)
                 with owner.arrived:
                     owner.requests.append(Received(self.path, dict(self.headers.items()), body))
+                    reply = owner.script.pop(0) if owner.script else Reply(owner.status)
                     owner.arrived.notify_all()
-                self.send_response(owner.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                if reply.delay:
+                    time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers:
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the client gave up waiting (a timeout test)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -57,7 +57,7 @@ def test_xml_transport(portal: LivePortal, app: AppCredentials) -> None:
 
 
 def test_unknown_method_is_404_before_auth(portal: LivePortal) -> None:
-    for path in ("/rest/messageservice.message.send", "/rest/no.such.method.json", "/rest/", "/rest"):
+    for path in ("/rest/messageservice.provider.list", "/rest/no.such.method.json", "/rest/", "/rest"):
         response = portal.session.post(portal.base_url + path, timeout=30)
         assert response.status_code == 404, path
         assert response.json() == {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}

@@ -16,6 +16,7 @@ from messageservice.config import Settings, get_settings
 from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
+from messageservice.delivery.dispatcher import Dispatcher
 from messageservice.housekeeping import Housekeeper
 from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     rest = RestEndpoint(core, registry)
     worker = EventWorker(core)
     housekeeper = Housekeeper(core)
+    dispatcher = Dispatcher(core)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -39,9 +41,11 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
             await set_public_url(core, public_url)
         worker.start()
         housekeeper.start()
+        dispatcher.start()
         try:
             yield
         finally:
+            await dispatcher.stop()
             await housekeeper.stop()
             await worker.stop()
             await core.close()
@@ -76,4 +80,5 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     app.state.core = core
     app.state.registry = registry
     app.state.event_worker = worker
+    app.state.dispatcher = dispatcher
     return app

@@ -56,6 +56,25 @@ class Settings(BaseSettings):
     # While idle the server looks for events queued by other processes (the CLI) this often.
     event_sweep_seconds: float = 10.0
 
+    # Deliveries to HANDLERs. Delays in seconds between attempts; their count + 1 is the attempt limit.
+    retry_schedule: str = "1,5,30,120,600,1800,3600"
+    retry_max_age_seconds: float = 86_400.0
+    # Retry-After beyond this is capped, so one answer cannot park a message for days.
+    retry_after_cap_seconds: float = 3600.0
+    handler_timeout_seconds: float = 10.0
+    # "reliable": at-least-once with retries; "strict": as Bitrix24, one attempt and the answer ignored.
+    delivery_profile: str = "reliable"
+    dispatch_concurrency: int = 64
+    dispatch_batch_size: int = 100
+    # While idle the dispatcher looks for messages queued by other processes this often (SQLite).
+    dispatch_sweep_seconds: float = 1.0
+    # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated).
+    allowed_handler_networks: str = "127.0.0.0/8,::1/128"
+
+    @property
+    def retry_delays(self) -> list[float]:
+        return [float(part) for part in self.retry_schedule.split(",") if part.strip()]
+
     @property
     def async_database_url(self) -> str:
         return normalize_database_url(self.database_url)

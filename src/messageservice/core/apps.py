@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
+from messageservice.core.orphans import fail_queued
 from messageservice.core.portal import get_portal, get_user
 from messageservice.core.scopes import join_scopes, parse_scopes
 from messageservice.core.secrets import hash_secret, new_alnum, new_hex
 from messageservice.core.tokens import mint_tokens
 from messageservice.delivery.app_events import enqueue_event
-from messageservice.store.tables import access_tokens, apps, refresh_tokens, senders
+from messageservice.store.tables import access_tokens, apps, messages, refresh_tokens, senders
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,10 @@ async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
     return token
 
 
-async def _forget_app_state(conn: AsyncConnection, app_id: int) -> None:
-    # Bitrix's OnRestAppDelete / OnRestAppUpdate drop every sender of the app (spec 1.9).
+async def _forget_app_state(conn: AsyncConnection, app_id: int, now: float) -> None:
+    # Bitrix's OnRestAppDelete / OnRestAppUpdate drop every sender of the app (spec 1.9); what was
+    # still queued for them fails as it would at send time in Bitrix.
+    await fail_queued(conn, messages.c.app_id == app_id, now)
     await conn.execute(delete(senders).where(senders.c.app_id == app_id))
 
 
@@ -197,7 +200,7 @@ async def update_app(
         await conn.execute(update(apps).where(apps.c.id == row.id).values(**values))
         updated = (await conn.execute(select(apps).where(apps.c.id == row.id))).one()
         if token is not None:
-            await _forget_app_state(conn, row.id)
+            await _forget_app_state(conn, row.id, core.clock())
             auth = await mint_tokens(core, conn, updated, user_id, portal=portal)
             auth["application_token"] = token
             await enqueue_event(
@@ -219,7 +222,7 @@ async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> N
         if not row.installed:
             raise CoreError("ERROR_ARGUMENT", f"Application {client_id} is not installed")
         token = core.box.decrypt(row.application_token_enc) if row.application_token_enc else ""
-        await _forget_app_state(conn, row.id)
+        await _forget_app_state(conn, row.id, core.clock())
         await conn.execute(delete(access_tokens).where(access_tokens.c.app_id == row.id))
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.app_id == row.id))
         await conn.execute(update(apps).where(apps.c.id == row.id).values(installed=False, application_token_enc=None))

@@ -21,6 +21,12 @@ class Core:
     box: SecretBox
     reads: PostgresReads | SqliteReads
     clock: Callable[[], float] = field(default=time.time)
+    # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
+    queued_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def notify_queued(self) -> None:
+        for listener in self.queued_listeners:
+            listener()
 
     @classmethod
     def open(cls, settings: Settings) -> Core:

@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
+from messageservice.core.orphans import fail_queued
 from messageservice.php import php_empty, php_string
-from messageservice.store.tables import apps, sender_langs, senders
+from messageservice.store.tables import apps, messages, sender_langs, senders
 
 VALIDATION = "ERROR_SENDER_VALIDATION_FAILURE"
 # PHP's '$' also matches before one trailing newline; Python's does too.
@@ -212,9 +213,11 @@ def _by_language(value: Any) -> dict[str, str] | None:
 async def delete_sender(core: Core, app_id: int, params: dict[str, Any]) -> None:
     code = check_code(params.get("CODE"))
     async with core.engine.begin() as conn:
-        result = await conn.execute(delete(senders).where(senders.c.app_id == app_id, senders.c.code == code))
-        if result.rowcount == 0:
+        row = await _find(conn, app_id, code, lock=True)
+        if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
+        await fail_queued(conn, messages.c.sender_id == row.id, core.clock())
+        await conn.execute(delete(senders).where(senders.c.id == row.id))
 
 
 _CODES = select(senders.c.code).where(senders.c.app_id == bindparam("app_id")).order_by(senders.c.id)

@@ -1,10 +1,11 @@
-"""The messageservice scope: sender registration (spec 1.2-1.6)."""
+"""The messageservice scope: sender registration (spec 1.2-1.6), delivery status (1.7, 1.8), and our
+extensions for sending and reading messages (Bitrix24 has no public REST method for these)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from messageservice.core import senders
+from messageservice.core import messages, senders
 from messageservice.core.errors import AccessDenied
 from messageservice.rest.params import upper_keys
 from messageservice.rest.registry import CallContext, MethodResult, Registry
@@ -19,6 +20,11 @@ def _app_admin(ctx: CallContext) -> int:
     if not ctx.caller.is_admin:
         raise AccessDenied()
     return ctx.caller.app_id
+
+
+def _actor(ctx: CallContext) -> messages.Actor:
+    caller = ctx.caller
+    return messages.Actor(caller.user_id, caller.is_admin, caller.app_id, caller.webhook_id)
 
 
 def register(registry: Registry) -> None:
@@ -44,3 +50,47 @@ def register(registry: Registry) -> None:
     async def sender_list(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
         app_id = _app_admin(ctx)
         return MethodResult(await senders.list_codes(ctx.core, app_id))
+
+    @registry.method("messageservice.message.status.update", scope=SCOPE, summary="Report a message's delivery status.")
+    async def status_update(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
+        if ctx.caller.app_id is None:
+            raise AccessDenied("Application context required")
+        await messages.report_status(ctx.core, _actor(ctx), upper_keys(params))
+        return MethodResult(True)
+
+    @registry.method(
+        "messageservice.message.status.get", scope=SCOPE, summary="A message's status text, by its internal ID."
+    )
+    async def status_get(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
+        return MethodResult(await messages.status_description(ctx.core, _actor(ctx), upper_keys(params)))
+
+    @registry.method(
+        "messageservice.message.send",
+        scope=SCOPE,
+        summary="Send a message as a CRM card (crm) or an automation rule (bizproc) would.",
+        extension=True,
+    )
+    async def message_send(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
+        result = await messages.send_message(ctx.core, _actor(ctx), upper_keys(params))
+        ctx.core.notify_queued()
+        return MethodResult(result)
+
+    @registry.method(
+        "messageservice.message.get",
+        scope=SCOPE,
+        summary="One message with its delivery attempts and status history.",
+        extension=True,
+    )
+    async def message_get(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
+        return MethodResult(await messages.get_message(ctx.core, _actor(ctx), upper_keys(params)))
+
+    @registry.method(
+        "messageservice.message.list",
+        scope=SCOPE,
+        summary="Messages, newest first, filtered by sender, status, recipient and time; 50 a page.",
+        extension=True,
+    )
+    async def message_list(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
+        rows, total, offset = await messages.list_messages(ctx.core, _actor(ctx), upper_keys(params), ctx.start)
+        following = offset + len(rows)
+        return MethodResult(rows, next=following if following < total else None, total=total)

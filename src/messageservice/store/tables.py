@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -149,4 +150,72 @@ app_events = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The 32-hex id the HANDLER receives and status.update names (Bitrix's EXTERNAL_ID); stable across retries.
+    Column("message_id", String(32), nullable=False, unique=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
+    # Kept when the sender is deleted (SET NULL): the message then fails as Bitrix's does.
+    Column("sender_id", Integer, ForeignKey("senders.id", ondelete="SET NULL")),
+    Column("sender_code", String(128), nullable=False),
+    Column("message_from", String(300), nullable=False),
+    Column("author_id", Integer, nullable=False),
+    Column("module_id", String(16), nullable=False),
+    # module_id's own fields (bindings, or workflow and document ids) as JSON, sent first in the body.
+    Column("headers", Text, nullable=False),
+    Column("message_to", String(255), nullable=False),
+    Column("message_body", Text, nullable=False),
+    Column("status_id", Integer, nullable=False),
+    Column("exec_error", Text),
+    # Who asked (app:N or webhook:N) and their key: a retried send with the same key sends nothing new.
+    Column("idempotency_scope", String(64)),
+    Column("idempotency_key", String(255)),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_messages_idempotency"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("message_id", Integer, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    # pending: waiting or leased (next_attempt_at is then the lease's end); done; dead (given up).
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_deliveries_due", "state", "next_attempt_at"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("http_status", Integer),
+    Column("error", Text),
+    Column("response_head", Text),
+)
+
+status_reports = Table(
+    "status_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True),
+    # The wire value as reported (queued, sent, delivered, ...) or the dispatcher's own event.
+    Column("status", String(32), nullable=False),
+    Column("status_id", Integer, nullable=False),
+    # Whether the report moved the current status (false for late, out-of-order or repeated ones).
+    Column("applied", Boolean, nullable=False),
+    Column("reporter_user_id", Integer),
+    Column("reporter_app_id", Integer),
+    Column("reported_at", Float, nullable=False),
 )

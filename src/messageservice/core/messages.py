@@ -1,0 +1,399 @@
+"""Messages: sending (an extension of ours), reading, and delivery status reports (spec 1.7, 1.8, 2.2)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messageservice.core import statuses
+from messageservice.core.context import Core
+from messageservice.core.errors import AccessDenied, CoreError
+from messageservice.core.phones import normalize_phone
+from messageservice.core.senders import check_code
+from messageservice.php import php_empty, php_string
+from messageservice.store.tables import apps, attempts, deliveries, messages, senders, status_reports
+
+VALIDATION = "ERROR_MESSAGE_VALIDATION_FAILURE"
+NOT_FOUND = ("ERROR_MESSAGE_NOT_FOUND", "Message not found!")
+MAX_BODY = 65_535
+MAX_TO = 255
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a user, through an app (app_id) or through a webhook (webhook_id)."""
+
+    user_id: int
+    is_admin: bool
+    app_id: int | None = None
+    webhook_id: int | None = None
+
+    @property
+    def scope(self) -> str:
+        return f"app:{self.app_id}" if self.app_id is not None else f"webhook:{self.webhook_id}"
+
+
+def _invalid(text: str) -> CoreError:
+    return CoreError(VALIDATION, text)
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, dict | list) else php_string(value)
+
+
+def _bindings(value: Any) -> list[dict[str, int]]:
+    if php_empty(value):
+        return []
+    items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else None
+    if items is None:
+        raise _invalid("Wrong BINDINGS!")
+    bindings = []
+    for item in items:
+        fields = {str(k).upper(): v for k, v in item.items()} if isinstance(item, dict) else {}
+        owner_type, owner = _text(fields.get("OWNER_TYPE_ID")), _text(fields.get("OWNER_ID"))
+        if not (
+            owner_type
+            and owner
+            and owner_type.isascii()
+            and owner_type.isdigit()
+            and owner.isascii()
+            and owner.isdigit()
+            and len(owner_type) < 10
+            and len(owner) < 19
+        ):
+            raise _invalid("Wrong BINDINGS!")
+        bindings.append({"OWNER_TYPE_ID": int(owner_type), "OWNER_ID": int(owner)})
+    return bindings
+
+
+def _triple(value: Any, name: str) -> list[str]:
+    items = [_text(v) for v in value] if isinstance(value, list) else []
+    if len(items) != 3 or any(not item or len(item) > 255 for item in items):
+        raise _invalid(f"Wrong {name}!")
+    return [item for item in items if item]
+
+
+def _headers(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """module_id and its own fields, as CRM (bindings) or a business process (workflow, document) sends them."""
+    module_id = _text(params.get("MODULE_ID")) or "crm"
+    if module_id == "crm":
+        bindings = _bindings(params.get("BINDINGS"))
+        return module_id, {"bindings": bindings} if bindings else {}
+    if module_id == "bizproc":
+        workflow_id = _text(params.get("WORKFLOW_ID"))
+        if not workflow_id or len(workflow_id) > 255:
+            raise _invalid("Wrong WORKFLOW_ID!")
+        return module_id, {
+            "workflow_id": workflow_id,
+            "document_id": _triple(params.get("DOCUMENT_ID"), "DOCUMENT_ID"),
+            "document_type": _triple(params.get("DOCUMENT_TYPE"), "DOCUMENT_TYPE"),
+        }
+    raise _invalid("Unknown MODULE_ID!")
+
+
+async def _sender_row(conn: AsyncConnection, message_from: str) -> Any:
+    client_id, _, code = message_from.partition("|")
+    query = (
+        select(senders.c.id, senders.c.app_id, senders.c.code)
+        .join(apps, apps.c.id == senders.c.app_id)
+        .where(apps.c.client_id == client_id, senders.c.code == code, apps.c.installed)
+    )
+    return (await conn.execute(query)).first()
+
+
+async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
+    """Queue a message: it and its delivery job are committed together before this returns."""
+    message_from = _text(params.get("MESSAGE_FROM"))
+    if php_empty(message_from):
+        raise _invalid("Empty MESSAGE_FROM!")
+    assert message_from is not None
+    if "|" not in message_from or len(message_from) > 300:
+        raise _invalid("Wrong MESSAGE_FROM!")
+    message_to = _text(params.get("MESSAGE_TO"))
+    if not message_to or not message_to.strip():
+        raise _invalid("Empty MESSAGE_TO!")
+    if len(message_to) > MAX_TO:
+        raise _invalid("Wrong MESSAGE_TO!")
+    body = _text(params.get("MESSAGE_BODY"))
+    if not body:
+        raise _invalid("Empty MESSAGE_BODY!")
+    if len(body) > MAX_BODY:
+        raise _invalid("MESSAGE_BODY is too long!")
+    module_id, headers = _headers(params)
+    key = _text(params.get("IDEMPOTENCY_KEY")) or None
+    if key is not None and len(key) > 255:
+        raise _invalid("Wrong IDEMPOTENCY_KEY!")
+    if key is not None:
+        existing = await _by_idempotency(core, actor, key)
+        if existing is not None:
+            return existing
+    now = core.clock()
+    try:
+        async with core.engine.begin() as conn:
+            sender = await _sender_row(conn, message_from)
+            if sender is None:
+                raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
+            row = (
+                await conn.execute(
+                    insert(messages)
+                    .values(
+                        message_id=secrets.token_hex(16),
+                        app_id=sender.app_id,
+                        sender_id=sender.id,
+                        sender_code=sender.code,
+                        message_from=message_from,
+                        author_id=actor.user_id,
+                        module_id=module_id,
+                        headers=json.dumps(headers),
+                        message_to=normalize_phone(message_to.strip()),
+                        message_body=body,
+                        status_id=statuses.PENDING.id,
+                        idempotency_scope=actor.scope if key is not None else None,
+                        idempotency_key=key,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(messages.c.id, messages.c.message_id)
+                )
+            ).one()
+            await conn.execute(
+                insert(deliveries).values(
+                    message_id=row.id, state="pending", attempts=0, next_attempt_at=now, created_at=now
+                )
+            )
+            await conn.execute(
+                insert(status_reports).values(
+                    message_id=row.id,
+                    status=statuses.PENDING.name,
+                    status_id=statuses.PENDING.id,
+                    applied=True,
+                    reporter_user_id=actor.user_id,
+                    reporter_app_id=actor.app_id,
+                    reported_at=now,
+                )
+            )
+    except IntegrityError:
+        # Two sends with one idempotency key raced; the other one won.
+        existing = await _by_idempotency(core, actor, key) if key is not None else None
+        if existing is None:
+            raise
+        return existing
+    return {"ID": row.id, "MESSAGE_ID": row.message_id, "STATUS": statuses.PENDING.name}
+
+
+async def _by_idempotency(core: Core, actor: Actor, key: str) -> dict[str, Any] | None:
+    query = select(messages.c.id, messages.c.message_id, messages.c.status_id).where(
+        messages.c.idempotency_scope == actor.scope, messages.c.idempotency_key == key
+    )
+    async with core.engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    return {"ID": row.id, "MESSAGE_ID": row.message_id, "STATUS": statuses.BY_ID[row.status_id].name}
+
+
+def _visible(actor: Actor) -> Any:
+    """Apps see their own senders' messages; a webhook's user sees what they sent, an admin everything."""
+    if actor.app_id is not None:
+        return messages.c.app_id == actor.app_id
+    if actor.is_admin:
+        return messages.c.id.is_not(None)
+    return messages.c.author_id == actor.user_id
+
+
+def _internal_id(value: Any) -> int | None:
+    text = _text(value)
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+async def status_description(core: Core, actor: Actor, params: dict[str, Any]) -> str:
+    """messageservice.message.status.get: the English description, by the internal numeric id."""
+    message_id = _internal_id(params.get("MESSAGE_ID"))
+    if message_id is None:
+        raise CoreError(*NOT_FOUND)
+    async with core.engine.connect() as conn:
+        status_id = (
+            await conn.execute(select(messages.c.status_id).where(messages.c.id == message_id, _visible(actor)))
+        ).scalar()
+    if status_id is None:
+        raise CoreError(*NOT_FOUND)
+    status = statuses.by_id(status_id)
+    return status.description if status is not None else ""
+
+
+async def report_status(core: Core, actor: Actor, params: dict[str, Any]) -> None:
+    """messageservice.message.status.update, in Bitrix's order; history kept, current status forward-only."""
+    check_code(params.get("CODE"))
+    external_id = params.get("MESSAGE_ID")
+    if php_empty(external_id):
+        raise CoreError(*NOT_FOUND)
+    wire = params.get("STATUS")
+    status = statuses.REPORTABLE.get(wire) if isinstance(wire, str) else None
+    if status is None:
+        raise CoreError("ERROR_MESSAGE_STATUS_INCORRECT", "Message status incorrect!")
+    external_text = _text(external_id)
+    now = core.clock()
+    async with core.engine.begin() as conn:
+        # Only the calling app's messages: Bitrix's newer code ignores CODE here, and we refuse other apps'.
+        row = (
+            await conn.execute(
+                select(messages.c.id, messages.c.author_id, messages.c.status_id)
+                .where(messages.c.message_id == external_text, messages.c.app_id == actor.app_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise CoreError(*NOT_FOUND)
+        if row.author_id != actor.user_id and not actor.is_admin:
+            raise AccessDenied()
+        applied = row.status_id != status.id and statuses.moves_forward(row.status_id, status)
+        if applied:
+            await conn.execute(
+                update(messages).where(messages.c.id == row.id).values(status_id=status.id, updated_at=now)
+            )
+        await conn.execute(
+            insert(status_reports).values(
+                message_id=row.id,
+                status=wire,
+                status_id=status.id,
+                applied=applied,
+                reporter_user_id=actor.user_id,
+                reporter_app_id=actor.app_id,
+                reported_at=now,
+            )
+        )
+
+
+def _message_view(row: Any) -> dict[str, Any]:
+    status = statuses.by_id(row.status_id) or statuses.UNKNOWN
+    return {
+        "ID": row.id,
+        "MESSAGE_ID": row.message_id,
+        "MESSAGE_FROM": row.message_from,
+        "SENDER_CODE": row.sender_code,
+        "MESSAGE_TO": row.message_to,
+        "MESSAGE_BODY": row.message_body,
+        "MODULE_ID": row.module_id,
+        **{key.upper(): value for key, value in json.loads(row.headers).items()},
+        "AUTHOR_ID": row.author_id,
+        "STATUS_ID": row.status_id,
+        "STATUS": status.name,
+        "STATUS_DESCRIPTION": status.description,
+        "STATUS_SEMANTIC": status.semantic,
+        "EXEC_ERROR": row.exec_error,
+        "DATE_CREATE": row.created_at,
+        "DATE_UPDATE": row.updated_at,
+    }
+
+
+async def get_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
+    """One message with its attempts and status history; by ID (internal) or MESSAGE_ID (32 hex)."""
+    internal = _internal_id(params.get("ID"))
+    external = _text(params.get("MESSAGE_ID"))
+    if internal is not None:
+        where = messages.c.id == internal
+    elif external:
+        where = messages.c.message_id == external
+    else:
+        raise CoreError(*NOT_FOUND)
+    async with core.engine.connect() as conn:
+        row = (await conn.execute(select(messages).where(where, _visible(actor)))).first()
+        if row is None:
+            raise CoreError(*NOT_FOUND)
+        tried = (
+            await conn.execute(select(attempts).where(attempts.c.message_id == row.id).order_by(attempts.c.id))
+        ).all()
+        history = (
+            await conn.execute(
+                select(status_reports).where(status_reports.c.message_id == row.id).order_by(status_reports.c.id)
+            )
+        ).all()
+        delivery = (await conn.execute(select(deliveries).where(deliveries.c.message_id == row.id))).first()
+    view = _message_view(row)
+    view["DELIVERY"] = (
+        {
+            "STATE": delivery.state,
+            "ATTEMPTS": delivery.attempts,
+            "NEXT_ATTEMPT_AT": delivery.next_attempt_at if delivery.state == "pending" else None,
+            "LAST_ERROR": delivery.last_error,
+        }
+        if delivery is not None
+        else None
+    )
+    view["ATTEMPTS"] = [
+        {
+            "NUMBER": a.number,
+            "STARTED_AT": a.started_at,
+            "DURATION_MS": a.duration_ms,
+            "HTTP_STATUS": a.http_status,
+            "ERROR": a.error,
+            "RESPONSE": a.response_head,
+        }
+        for a in tried
+    ]
+    view["HISTORY"] = [
+        {
+            "STATUS": h.status,
+            "STATUS_ID": h.status_id,
+            "APPLIED": h.applied,
+            "USER_ID": h.reporter_user_id,
+            "APP_ID": h.reporter_app_id,
+            "DATE": h.reported_at,
+        }
+        for h in history
+    ]
+    return view
+
+
+def _filters(raw: Any) -> list[Any]:
+    fields = {str(k).upper(): v for k, v in raw.items()} if isinstance(raw, dict) else {}
+    where: list[Any] = []
+    sender = _text(fields.get("SENDER"))
+    if sender:
+        where.append(messages.c.message_from == sender if "|" in sender else messages.c.sender_code == sender)
+    status = _text(fields.get("STATUS"))
+    if status:
+        chosen = [s.id for s in statuses.BY_ID.values() if s.name == status.lower()]
+        where.append(messages.c.status_id.in_(chosen or [-1]))
+    recipient = _text(fields.get("MESSAGE_TO"))
+    if recipient:
+        where.append(messages.c.message_to == normalize_phone(recipient.strip()))
+    for key, column_op in ((">=DATE_CREATE", "ge"), ("<DATE_CREATE", "lt")):
+        value = _text(fields.get(key))
+        if value:
+            try:
+                moment = float(value)
+            except ValueError:
+                raise _invalid(f"Wrong FILTER[{key}]!") from None
+            where.append(messages.c.created_at >= moment if column_op == "ge" else messages.c.created_at < moment)
+    return where
+
+
+def _offset(start: Any) -> int:
+    text = _text(start)
+    if text and text.isascii() and text.isdigit() and len(text) < 10:
+        return int(text)
+    return 0
+
+
+async def list_messages(core: Core, actor: Actor, params: dict[str, Any], start: Any) -> tuple[list[Any], int, int]:
+    """A page of messages, newest first: (rows, total, offset)."""
+    where = and_(_visible(actor), *_filters(params.get("FILTER")))
+    offset = _offset(start)
+    async with core.engine.connect() as conn:
+        total = int((await conn.execute(select(func.count()).select_from(messages).where(where))).scalar_one())
+        rows = (
+            await conn.execute(
+                select(messages).where(where).order_by(messages.c.id.desc()).offset(offset).limit(PAGE_SIZE)
+            )
+        ).all()
+    return [_message_view(row) for row in rows], total, offset

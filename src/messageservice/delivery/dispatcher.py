@@ -1,0 +1,155 @@
+"""The dispatcher: claims due deliveries, POSTs them to their HANDLERs, and records what happened.
+
+It wakes when a send commits (in this process) and when the next retry falls due; while idle it
+looks for work from other processes every `dispatch_sweep_seconds`. Up to `dispatch_concurrency`
+calls run at once; finished calls are written back in batches, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+
+from messageservice.background import BackgroundLoop
+from messageservice.config import Settings
+from messageservice.core.context import Core
+from messageservice.core.orphans import APP_GONE
+from messageservice.delivery.queue import Job, Result, claim_due, next_due_in, record
+from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
+from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
+
+log = logging.getLogger("messageservice.dispatcher")
+
+USER_AGENT = "Bitrix24 Webhook Engine"
+RESPONSE_HEAD_BYTES = 512
+
+Decision = tuple[str, float | None, str | None]  # (done | retry | dead, next attempt time, error to keep)
+
+
+def decide(result: Result, settings: Settings, now: float) -> Decision:
+    job, outcome = result.job, result.outcome
+    if job.handler is None:
+        return "dead", None, APP_GONE
+    if settings.delivery_profile == "strict":
+        # Bitrix24 posts once and ignores the answer.
+        return "done", None, outcome.error
+    if outcome.verdict is Verdict.DELIVERED:
+        return "done", None, None
+    if outcome.verdict is Verdict.FAIL:
+        return "dead", None, outcome.error
+    delay = outcome.retry_after if outcome.retry_after is not None else backoff(job.attempt, settings.retry_delays)
+    if delay is None or now + delay - job.queued_at > settings.retry_max_age_seconds:
+        return "dead", None, f"{outcome.error} (gave up after {job.attempt} attempts)"
+    return "retry", now + delay, outcome.error
+
+
+class Dispatcher(BackgroundLoop):
+    name = "dispatcher"
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self._wakeup = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._finished: list[Result] = []
+        core.queued_listeners.append(self.wake)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        settings = self._core.settings
+        connector = guarded_connector(
+            parse_networks(settings.allowed_handler_networks), limit=settings.dispatch_concurrency
+        )
+        timeout = aiohttp.ClientTimeout(total=settings.handler_timeout_seconds)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            try:
+                while True:
+                    self._wakeup.clear()
+                    await self._write_finished()
+                    await self._claim_more(session)
+                    await self._idle()
+            finally:
+                for task in self._inflight:
+                    task.cancel()
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+                # What finished is written; what was cut off is claimed again when its lease runs out.
+                await asyncio.shield(self._write_finished())
+
+    async def _claim_more(self, session: aiohttp.ClientSession) -> None:
+        settings = self._core.settings
+        lease = settings.handler_timeout_seconds * 2 + 30
+        while (free := settings.dispatch_concurrency - len(self._inflight)) > 0:
+            want = min(free, settings.dispatch_batch_size)
+            try:
+                jobs = await claim_due(self._core, want, lease)
+            except Exception:
+                log.exception("claiming deliveries failed")
+                return
+            for job in jobs:
+                task = asyncio.create_task(self._deliver(session, job))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if len(jobs) < want:
+                return
+
+    async def _idle(self) -> None:
+        wait = self._core.settings.dispatch_sweep_seconds
+        if not self._finished:
+            try:
+                due = await next_due_in(self._core)
+            except Exception:
+                log.exception("reading the queue failed")
+                due = None
+            if due is not None:
+                wait = min(wait, due)
+        if self._finished or self._wakeup.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+
+    async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> None:
+        started = time.time()
+        clock = time.perf_counter()
+        outcome = await self._post(session, job)
+        self._finished.append(Result(job, outcome, started, (time.perf_counter() - clock) * 1000))
+        self._wakeup.set()
+
+    async def _post(self, session: aiohttp.ClientSession, job: Job) -> Outcome:
+        if job.handler is None:
+            return Outcome(Verdict.FAIL, None, APP_GONE, None)
+        try:
+            async with session.post(
+                job.handler,
+                data=job.body.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
+                # A redirect could point anywhere, past the address check.
+                allow_redirects=False,
+            ) as response:
+                head = (await response.content.read(RESPONSE_HEAD_BYTES)).decode("utf-8", "replace")
+                cap = self._core.settings.retry_after_cap_seconds
+                return judge(response.status, head, response.headers.get("Retry-After"), cap)
+        except aiohttp.InvalidURL as exc:
+            return Outcome(Verdict.FAIL, None, f"invalid handler URL: {exc}", None)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            refused = refused_reason(exc)
+            if refused is not None:
+                return Outcome(Verdict.FAIL, None, refused, None)
+            text = str(exc) or type(exc).__name__
+            return Outcome(Verdict.RETRY, None, f"{type(exc).__name__}: {text}"[:500], None)
+
+    async def _write_finished(self) -> None:
+        if not self._finished:
+            return
+        batch, self._finished = self._finished, []
+        now = self._core.clock()
+        decisions = {r.job.message_id: decide(r, self._core.settings, now) for r in batch}
+        try:
+            await record(self._core, batch, decisions)
+        except Exception:
+            # Not written: the leases run out and the messages are sent again (at least once).
+            log.exception("recording %d delivery results failed", len(batch))

@@ -1,0 +1,54 @@
+"""The HANDLER call's form body, field for field in Bitrix's order (spec 2.3, 2.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from messageservice.phpquery import http_build_query
+
+# auth[...] in the order Bitrix's queue servers write it, without refresh_token (sendRefreshToken=false).
+AUTH_FIELDS = (
+    "access_token",
+    "expires",
+    "expires_in",
+    "scope",
+    "domain",
+    "server_endpoint",
+    "status",
+    "client_endpoint",
+    "member_id",
+    "user_id",
+    "application_token",
+)
+
+
+@dataclass(frozen=True)
+class HandlerMessage:
+    module_id: str
+    headers: dict[str, Any]  # bindings, or workflow_id / document_id / document_type
+    sender_type: str
+    sender_code: str
+    message_id: str
+    message_to: str
+    message_body: str
+    ts: int
+
+
+def handler_fields(message: HandlerMessage, auth: dict[str, Any] | None) -> dict[str, Any]:
+    """The body as an ordered map: headers first, then the sender's fields, then auth."""
+    fields: dict[str, Any] = {"module_id": message.module_id, **message.headers}
+    fields["properties"] = {"phone_number": message.message_to, "message_text": message.message_body}
+    fields["type"] = message.sender_type
+    fields["code"] = message.sender_code
+    fields["message_id"] = message.message_id
+    fields["message_to"] = message.message_to
+    fields["message_body"] = message.message_body
+    fields["ts"] = message.ts
+    if auth is not None:
+        fields["auth"] = {key: auth[key] for key in AUTH_FIELDS if key in auth}
+    return fields
+
+
+def handler_body(message: HandlerMessage, auth: dict[str, Any] | None) -> str:
+    return http_build_query(handler_fields(message, auth))

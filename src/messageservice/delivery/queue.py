@@ -1,0 +1,234 @@
+"""The delivery queue in the database: claiming due jobs in batches and recording their outcomes in batches.
+
+A claim moves `next_attempt_at` past a lease and counts the attempt, in one statement for the whole
+batch (FOR UPDATE SKIP LOCKED on PostgreSQL, so several workers share the queue). A worker that dies
+leaves its jobs to be claimed again when the lease runs out: delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from messageservice.core import statuses
+from messageservice.core.context import Core
+from messageservice.core.orphans import APP_GONE
+from messageservice.core.portal import Portal, get_portal
+from messageservice.core.secrets import hash_secret, new_hex
+from messageservice.delivery.payload import HandlerMessage, handler_body
+from messageservice.delivery.retry import Outcome
+from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
+
+
+@dataclass(frozen=True)
+class Job:
+    message_id: int  # the internal id
+    attempt: int  # 1-based number of this attempt
+    queued_at: float
+    handler: str | None  # None: the sender or its app is gone
+    body: str
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    outcome: Outcome
+    started_at: float
+    duration_ms: float
+
+
+async def claim_due(core: Core, limit: int, lease_seconds: float) -> list[Job]:
+    portal = await get_portal(core)
+    now = core.clock()
+    due = (
+        select(deliveries.c.message_id)
+        .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    if core.engine.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    async with core.engine.begin() as conn:
+        claimed = (
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.message_id.in_(due.scalar_subquery()))
+                .values(next_attempt_at=now + lease_seconds, attempts=deliveries.c.attempts + 1)
+                .returning(deliveries.c.message_id, deliveries.c.attempts, deliveries.c.created_at)
+            )
+        ).all()
+        if not claimed:
+            return []
+        return await _jobs(core, conn, portal, {row.message_id: row for row in claimed})
+
+
+async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict[int, Any]) -> list[Job]:
+    rows = (
+        await conn.execute(
+            select(
+                messages,
+                senders.c.type.label("sender_type"),
+                senders.c.handler,
+                apps.c.scopes,
+                apps.c.status.label("app_status"),
+                apps.c.installed,
+                apps.c.application_token_enc,
+            )
+            .outerjoin(senders, senders.c.id == messages.c.sender_id)
+            .join(apps, apps.c.id == messages.c.app_id)
+            .where(messages.c.id.in_(list(claimed)))
+        )
+    ).all()
+    now = core.clock()
+    expires = int(now + core.settings.access_token_ttl)
+    tokens: list[dict[str, Any]] = []
+    jobs = []
+    for row in rows:
+        claim = claimed[row.id]
+        if row.handler is None or not row.installed:
+            jobs.append(Job(row.id, claim.attempts, claim.created_at, None, ""))
+            continue
+        # Each call carries a fresh token for the author, so the provider can report status with it.
+        access_token = new_hex(35)
+        tokens.append(
+            {
+                "token_hash": hash_secret(access_token),
+                "app_id": row.app_id,
+                "user_id": row.author_id,
+                "expires_at": expires,
+            }
+        )
+        auth = {
+            "access_token": access_token,
+            "expires": expires,
+            "expires_in": core.settings.access_token_ttl,
+            "scope": row.scopes,
+            "domain": portal.domain,
+            "server_endpoint": portal.client_endpoint,
+            "status": row.app_status,
+            "client_endpoint": portal.client_endpoint,
+            "member_id": portal.member_id,
+            "user_id": row.author_id,
+            "application_token": core.box.decrypt(row.application_token_enc) if row.application_token_enc else "",
+        }
+        message = HandlerMessage(
+            module_id=row.module_id,
+            headers=json.loads(row.headers),
+            sender_type=row.sender_type,
+            sender_code=row.sender_code,
+            message_id=row.message_id,
+            message_to=row.message_to,
+            message_body=row.message_body,
+            ts=int(row.created_at),
+        )
+        jobs.append(Job(row.id, claim.attempts, claim.created_at, row.handler, handler_body(message, auth)))
+    if tokens:
+        await conn.execute(insert(access_tokens), tokens)
+    return jobs
+
+
+# Statuses a dispatcher event may still move forward from (the message's rank is below the new one).
+def _below(rank: int) -> list[int]:
+    return [s.id for s in statuses.BY_ID.values() if s.rank < rank]
+
+
+_SET_DELIVERY = (
+    update(deliveries)
+    .where(deliveries.c.message_id == bindparam("b_id"), deliveries.c.state == "pending")
+    .values(state=bindparam("b_state"), next_attempt_at=bindparam("b_next"), last_error=bindparam("b_error"))
+)
+
+
+async def record(core: Core, results: list[Result], decisions: dict[int, tuple[str, float | None, str | None]]) -> None:
+    """Write a batch of outcomes: attempts, delivery states and message statuses, in one transaction.
+
+    `decisions` maps a message to ("done" | "retry" | "dead", next attempt time or None, error to keep).
+    """
+    now = core.clock()
+    attempt_rows = [
+        {
+            "message_id": r.job.message_id,
+            "number": r.job.attempt,
+            "started_at": r.started_at,
+            "duration_ms": r.duration_ms,
+            "http_status": r.outcome.http_status,
+            "error": r.outcome.error,
+            "response_head": r.outcome.response_head,
+        }
+        for r in results
+        if r.job.handler is not None
+    ]
+    delivery_rows = []
+    sent: list[int] = []
+    errored: dict[int, str] = {}
+    for r in results:
+        state, next_at, error = decisions[r.job.message_id]
+        delivery_rows.append(
+            {
+                "b_id": r.job.message_id,
+                "b_state": "pending" if state == "retry" else state,
+                "b_next": next_at if next_at is not None else now,
+                "b_error": error,
+            }
+        )
+        if state == "done":
+            sent.append(r.job.message_id)
+        elif state == "dead":
+            errored[r.job.message_id] = error or APP_GONE
+    async with core.engine.begin() as conn:
+        if attempt_rows:
+            await conn.execute(insert(attempts), attempt_rows)
+        await conn.execute(_SET_DELIVERY, delivery_rows)
+        await _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
+        await _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
+
+
+async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:
+    """Move messages forward (never back) and note each move in their status history."""
+    if not changes:
+        return
+    ids = list(changes)
+    current = dict(
+        (await conn.execute(select(messages.c.id, messages.c.status_id).where(messages.c.id.in_(ids)))).all()
+    )
+    moving = [m for m in ids if m in current and statuses.moves_forward(current[m], changes[m][0])]
+    if not moving:
+        return
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"), messages.c.status_id.in_(_below(statuses.ERROR.rank)))
+        .values(status_id=bindparam("b_status"), exec_error=bindparam("b_error"), updated_at=now),
+        [{"b_id": m, "b_status": changes[m][0].id, "b_error": changes[m][1]} for m in moving],
+    )
+    await conn.execute(
+        insert(status_reports),
+        [
+            {
+                "message_id": m,
+                "status": changes[m][0].name,
+                "status_id": changes[m][0].id,
+                "applied": True,
+                "reporter_user_id": None,
+                "reporter_app_id": None,
+                "reported_at": now,
+            }
+            for m in moving
+        ],
+    )
+
+
+async def next_due_in(core: Core) -> float | None:
+    async with core.engine.connect() as conn:
+        due = (
+            await conn.execute(
+                select(deliveries.c.next_attempt_at)
+                .where(deliveries.c.state == "pending")
+                .order_by(deliveries.c.next_attempt_at)
+                .limit(1)
+            )
+        ).scalar()
+    return None if due is None else max(0.0, due - core.clock())

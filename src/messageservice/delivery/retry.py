@@ -1,0 +1,63 @@
+"""What an attempt's answer means for the message: done, try again (and when), or give up."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Verdict(Enum):
+    DELIVERED = "delivered"  # the handler took it (2xx)
+    RETRY = "retry"  # worth another attempt
+    FAIL = "fail"  # the handler refused it for good (4xx) or it may not be sent (SSRF)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    http_status: int | None
+    error: str | None
+    response_head: str | None
+    retry_after: float | None = None
+
+
+# Client errors that say "later", not "never".
+TRANSIENT_4XX = frozenset({408, 425, 429})
+
+
+def judge(status: int, response_head: str, retry_after_header: str | None, cap: float) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(Verdict.DELIVERED, status, None, response_head)
+    wait = parse_retry_after(retry_after_header, cap) if status in (429, 503) else None
+    if status >= 500 or status in TRANSIENT_4XX or status < 200:
+        return Outcome(Verdict.RETRY, status, f"HTTP {status}", response_head, wait)
+    # 3xx (we do not follow redirects: the target could be anywhere) and other 4xx: never.
+    return Outcome(Verdict.FAIL, status, f"HTTP {status}", response_head)
+
+
+def parse_retry_after(value: str | None, cap: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value), cap)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return min(max(0.0, moment.timestamp() - time.time()), cap)
+
+
+def backoff(attempt: int, delays: list[float], jitter: float = 0.2) -> float | None:
+    """The wait after failed attempt number `attempt` (1-based), with +-20% jitter; None when out of tries."""
+    if attempt > len(delays):
+        return None
+    base = delays[attempt - 1]
+    # Jitter spreads the retries of a handler's many failed messages, so they do not return in one burst.
+    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))

@@ -1,0 +1,474 @@
+"""Sending through a real HANDLER on a loopback port: the exact body, retries, statuses, access rules."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from tests.portal import AppCredentials, LivePortal
+from tests.receiver import Receiver, Reply
+
+# Fast retries so that a whole schedule runs in a test.
+FAST = {"retry_schedule": "0.2,0.2,0.2", "handler_timeout_seconds": 1.0, "dispatch_sweep_seconds": 0.2}
+
+
+@pytest.fixture
+def handler() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def handler_url(receiver: Receiver) -> str:
+    return f"http://127.0.0.1:{receiver.port}/handler"
+
+
+def register(portal: LivePortal, app: AppCredentials, url: str) -> str:
+    code = "p" + uuid.uuid4().hex[:8]
+    params = {"CODE": code, "TYPE": "SMS", "HANDLER": url, "NAME": "Provider"}
+    response = portal.call("messageservice.sender.add", params, token=app.access_token)
+    assert response.status_code == 200, response.text
+    return f"{app.client_id}|{code}"
+
+
+def send(portal: LivePortal, token: str, message_from: str, **extra: Any) -> dict[str, Any]:
+    params = {"MESSAGE_FROM": message_from, "MESSAGE_TO": "8 (999) 000-00-00", "MESSAGE_BODY": "Hello <b> & ü", **extra}
+    response = portal.call("messageservice.message.send", params, token=token)
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def get(portal: LivePortal, token: str, message_id: int) -> dict[str, Any]:
+    return portal.call("messageservice.message.get", {"ID": message_id}, token=token).json()["result"]
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.time() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def settled(portal: LivePortal, token: str, message_id: int) -> dict[str, Any]:
+    """The message once its delivery is no longer pending."""
+    return wait_for(lambda: (m := get(portal, token, message_id))["DELIVERY"]["STATE"] != "pending" and m)
+
+
+@pytest.fixture
+def app(portal: LivePortal) -> AppCredentials:
+    return portal.add_app()
+
+
+def test_crm_send_reaches_the_handler_exactly(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    message_from = register(portal, app, handler_url(handler))
+    bindings = [{"OWNER_TYPE_ID": 3, "OWNER_ID": 123}, {"OWNER_TYPE_ID": 2, "OWNER_ID": 7}]
+    sent = send(portal, app.access_token, message_from, BINDINGS=bindings)
+    assert sent["STATUS"] == "pending" and len(sent["MESSAGE_ID"]) == 32 and int(sent["MESSAGE_ID"], 16) >= 0
+    call = handler.wait_for(1)[0]
+    assert call.path == "/handler"
+    assert call.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert call.headers["User-Agent"] == "Bitrix24 Webhook Engine"
+    pairs = parse_qsl(call.body.decode(), keep_blank_values=True)
+    keys = [k for k, _ in pairs]
+    assert keys == [
+        "module_id",
+        "bindings[0][OWNER_TYPE_ID]",
+        "bindings[0][OWNER_ID]",
+        "bindings[1][OWNER_TYPE_ID]",
+        "bindings[1][OWNER_ID]",
+        "properties[phone_number]",
+        "properties[message_text]",
+        "type",
+        "code",
+        "message_id",
+        "message_to",
+        "message_body",
+        "ts",
+        "auth[access_token]",
+        "auth[expires]",
+        "auth[expires_in]",
+        "auth[scope]",
+        "auth[domain]",
+        "auth[server_endpoint]",
+        "auth[status]",
+        "auth[client_endpoint]",
+        "auth[member_id]",
+        "auth[user_id]",
+        "auth[application_token]",
+    ]
+    form = dict(pairs)
+    assert (
+        form["module_id"] == "crm"
+        and form["bindings[0][OWNER_ID]"] == "123"
+        and form["bindings[1][OWNER_TYPE_ID]"] == "2"
+    )
+    # Normalised as Bitrix does: digits only, a leading 8 read as 7, a '+' in front.
+    assert form["message_to"] == form["properties[phone_number]"] == "+79990000000"
+    assert form["message_body"] == form["properties[message_text]"] == "Hello <b> & ü"
+    assert form["type"] == "SMS" and form["code"] == message_from.split("|")[1]
+    assert form["message_id"] == sent["MESSAGE_ID"]
+    assert abs(int(form["ts"]) - time.time()) < 60
+    assert form["auth[application_token]"] == app.application_token
+    assert form["auth[client_endpoint]"] == portal.rest_url and form["auth[user_id]"] == "1"
+    assert form["auth[scope]"] == "messageservice" and form["auth[expires_in]"] == "3600"
+    assert "auth[refresh_token]" not in form
+    # PHP's http_build_query: brackets escaped, spaces as '+'.
+    raw = call.body.decode()
+    assert "bindings%5B0%5D%5BOWNER_TYPE_ID%5D=3" in raw and "message_body=Hello+%3Cb%3E+%26+%C3%BC" in raw
+    # The token that came with the call reports the status, as a provider does.
+    report = {"CODE": form["code"], "MESSAGE_ID": form["message_id"], "STATUS": "delivered"}
+    answer = portal.call("messageservice.message.status.update", report, token=form["auth[access_token]"])
+    assert answer.status_code == 200 and answer.json()["result"] is True
+    message = settled(portal, app.access_token, sent["ID"])
+    assert message["STATUS"] == "delivered" and message["STATUS_SEMANTIC"] == "success"
+    assert [a["HTTP_STATUS"] for a in message["ATTEMPTS"]] == [200]
+    assert message["BINDINGS"] == bindings
+
+
+def test_bizproc_send_body(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    message_from = register(portal, app, handler_url(handler))
+    send(
+        portal,
+        app.access_token,
+        message_from,
+        MODULE_ID="bizproc",
+        WORKFLOW_ID="59ce38567ff2a5.26351167",
+        DOCUMENT_ID=["crm", "CCrmDocumentLead", "LEAD_98"],
+        DOCUMENT_TYPE=["crm", "CCrmDocumentLead", "LEAD"],
+    )
+    pairs = parse_qsl(handler.wait_for(1)[0].body.decode(), keep_blank_values=True)
+    assert pairs[:8] == [
+        ("module_id", "bizproc"),
+        ("workflow_id", "59ce38567ff2a5.26351167"),
+        ("document_id[0]", "crm"),
+        ("document_id[1]", "CCrmDocumentLead"),
+        ("document_id[2]", "LEAD_98"),
+        ("document_type[0]", "crm"),
+        ("document_type[1]", "CCrmDocumentLead"),
+        ("document_type[2]", "LEAD"),
+    ]
+    assert pairs[8][0] == "properties[phone_number]"
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "description"),
+    [
+        ({}, "ERROR_MESSAGE_VALIDATION_FAILURE", "Empty MESSAGE_FROM!"),
+        ({"MESSAGE_FROM": "nopipe"}, "ERROR_MESSAGE_VALIDATION_FAILURE", "Wrong MESSAGE_FROM!"),
+        ({"MESSAGE_FROM": "a|b"}, "ERROR_MESSAGE_VALIDATION_FAILURE", "Empty MESSAGE_TO!"),
+        ({"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+1"}, "ERROR_MESSAGE_VALIDATION_FAILURE", "Empty MESSAGE_BODY!"),
+        (
+            {"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+1", "MESSAGE_BODY": "x", "MODULE_ID": "tasks"},
+            "ERROR_MESSAGE_VALIDATION_FAILURE",
+            "Unknown MODULE_ID!",
+        ),
+        (
+            {"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+1", "MESSAGE_BODY": "x", "BINDINGS": [{"OWNER_ID": "x"}]},
+            "ERROR_MESSAGE_VALIDATION_FAILURE",
+            "Wrong BINDINGS!",
+        ),
+        (
+            {"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+1", "MESSAGE_BODY": "x", "MODULE_ID": "bizproc"},
+            "ERROR_MESSAGE_VALIDATION_FAILURE",
+            "Wrong WORKFLOW_ID!",
+        ),
+        (
+            {
+                "MESSAGE_FROM": "a|b",
+                "MESSAGE_TO": "+1",
+                "MESSAGE_BODY": "x",
+                "MODULE_ID": "bizproc",
+                "WORKFLOW_ID": "w",
+                "DOCUMENT_ID": ["crm"],
+            },
+            "ERROR_MESSAGE_VALIDATION_FAILURE",
+            "Wrong DOCUMENT_ID!",
+        ),
+        (
+            {"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+1", "MESSAGE_BODY": "x"},
+            "ERROR_SENDER_NOT_FOUND",
+            "Sender not found!",
+        ),
+    ],
+)
+def test_send_validation(
+    portal: LivePortal, app: AppCredentials, params: dict[str, Any], code: str, description: str
+) -> None:
+    response = portal.call("messageservice.message.send", params, token=app.access_token)
+    assert response.status_code == 400
+    assert response.json() == {"error": code, "error_description": description}
+
+
+def test_webhook_may_send_as_the_crm_user(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    message_from = register(portal, app, handler_url(handler))
+    user_id = portal.add_user("CRM user")
+    hook = portal.add_webhook(user_id, "messageservice")
+    response = portal.session.post(
+        hook + "messageservice.message.send",
+        json={"MESSAGE_FROM": message_from, "MESSAGE_TO": "+15550001111", "MESSAGE_BODY": "from a webhook"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    form = handler.wait_for(1)[0].form
+    # The author is the webhook's user: the provider's token acts for them.
+    assert form["auth[user_id]"] == str(user_id) and form["message_to"] == "+15550001111"
+
+
+def test_idempotent_send(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    message_from = register(portal, app, handler_url(handler))
+    first = send(portal, app.access_token, message_from, IDEMPOTENCY_KEY="order-42")
+    second = send(portal, app.access_token, message_from, IDEMPOTENCY_KEY="order-42")
+    assert first["ID"] == second["ID"] and first["MESSAGE_ID"] == second["MESSAGE_ID"]
+    other = send(portal, app.access_token, message_from, IDEMPOTENCY_KEY="order-43")
+    assert other["ID"] != first["ID"]
+    handler.wait_for(2)
+    time.sleep(0.3)
+    assert len(handler.requests) == 2
+
+
+# --- retries (fast schedule, a portal of their own) -------------------------------------------
+
+
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_retry_on_500_then_success(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.script = [Reply(500), Reply(502)]
+    sent = send(fresh_portal, app.access_token, register(fresh_portal, app, handler_url(handler)))
+    message = settled(fresh_portal, app.access_token, sent["ID"])
+    assert [a["HTTP_STATUS"] for a in message["ATTEMPTS"]] == [500, 502, 200]
+    assert message["STATUS"] == "sent" and message["DELIVERY"]["STATE"] == "done"
+    calls = handler.wait_for(3)
+    # The same message_id every time, so a provider can drop duplicates.
+    assert len({c.form["message_id"] for c in calls}) == 1
+
+
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_refused_connection_is_retried_until_dead(fresh_portal: LivePortal) -> None:
+    app = fresh_portal.add_app()
+    # Bound but not listening: connections are refused, and no other server of the run can take the port.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        sent = send(fresh_portal, app.access_token, register(fresh_portal, app, f"http://127.0.0.1:{port}/h"))
+        message = settled(fresh_portal, app.access_token, sent["ID"])
+    assert len(message["ATTEMPTS"]) == 4 and all(a["HTTP_STATUS"] is None for a in message["ATTEMPTS"])
+    assert message["DELIVERY"]["STATE"] == "dead" and message["STATUS"] == "error"
+    assert "gave up after 4 attempts" in message["EXEC_ERROR"]
+    status_get = fresh_portal.call(
+        "messageservice.message.status.get", {"MESSAGE_ID": sent["ID"]}, token=app.access_token
+    )
+    assert status_get.json()["result"] == "error"
+
+
+@pytest.mark.parametrize("fresh_portal", [{**FAST, "handler_timeout_seconds": 0.3}], indirect=True)
+def test_timeout_is_retried(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.script = [Reply(200, delay=1.0)]
+    sent = send(fresh_portal, app.access_token, register(fresh_portal, app, handler_url(handler)))
+    message = settled(fresh_portal, app.access_token, sent["ID"])
+    assert message["ATTEMPTS"][0]["HTTP_STATUS"] is None and "Timeout" in message["ATTEMPTS"][0]["ERROR"]
+    assert message["ATTEMPTS"][-1]["HTTP_STATUS"] == 200 and message["STATUS"] == "sent"
+
+
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_retry_after_is_honoured(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.script = [Reply(503, headers=(("Retry-After", "1"),))]
+    sent = send(fresh_portal, app.access_token, register(fresh_portal, app, handler_url(handler)))
+    message = settled(fresh_portal, app.access_token, sent["ID"])
+    first, second = message["ATTEMPTS"]
+    assert first["HTTP_STATUS"] == 503 and second["HTTP_STATUS"] == 200
+    # The schedule says 0.2 s; the handler asked for 1 s.
+    assert second["STARTED_AT"] - first["STARTED_AT"] >= 0.95
+
+
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_400_is_not_retried(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.script = [Reply(400)]
+    sent = send(fresh_portal, app.access_token, register(fresh_portal, app, handler_url(handler)))
+    message = settled(fresh_portal, app.access_token, sent["ID"])
+    assert [a["HTTP_STATUS"] for a in message["ATTEMPTS"]] == [400]
+    assert message["STATUS"] == "error" and message["EXEC_ERROR"] == "HTTP 400"
+    time.sleep(0.5)
+    assert len(handler.requests) == 1
+
+
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_private_handler_address_is_refused(fresh_portal: LivePortal) -> None:
+    app = fresh_portal.add_app()
+    # A dotted host passes Bitrix's checkCallback; the address check refuses it before any connection.
+    sent = send(fresh_portal, app.access_token, register(fresh_portal, app, "http://10.255.255.1/handler"))
+    message = settled(fresh_portal, app.access_token, sent["ID"])
+    assert len(message["ATTEMPTS"]) == 1 and message["DELIVERY"]["STATE"] == "dead"
+    assert (
+        "is not allowed" in message["EXEC_ERROR"] and "MESSAGESERVICE_ALLOWED_HANDLER_NETWORKS" in message["EXEC_ERROR"]
+    )
+
+
+@pytest.mark.parametrize("fresh_portal", [{**FAST, "delivery_profile": "strict"}], indirect=True)
+def test_strict_profile_posts_once_and_ignores_the_answer(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.status = 500
+    sent = send(fresh_portal, app.access_token, register(fresh_portal, app, handler_url(handler)))
+    message = settled(fresh_portal, app.access_token, sent["ID"])
+    assert [a["HTTP_STATUS"] for a in message["ATTEMPTS"]] == [500]
+    assert message["STATUS"] == "sent" and message["DELIVERY"]["STATE"] == "done"
+
+
+@pytest.mark.parametrize("fresh_portal", [{"retry_schedule": "3600", "dispatch_sweep_seconds": 0.2}], indirect=True)
+def test_deleting_the_sender_fails_its_queued_messages(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.status = 500
+    message_from = register(fresh_portal, app, handler_url(handler))
+    sent = send(fresh_portal, app.access_token, message_from)
+    handler.wait_for(1)
+    wait_for(lambda: get(fresh_portal, app.access_token, sent["ID"])["ATTEMPTS"])
+    code = message_from.split("|")[1]
+    assert fresh_portal.call("messageservice.sender.delete", {"CODE": code}, token=app.access_token).ok
+    message = get(fresh_portal, app.access_token, sent["ID"])
+    assert message["STATUS"] == "error" and message["DELIVERY"]["STATE"] == "dead"
+    assert message["EXEC_ERROR"] == "Message sending application is not registered or was uninstalled"
+
+
+# --- status reports (spec 1.7, 1.8) -----------------------------------------------------------
+
+
+@pytest.fixture
+def delivered_message(portal: LivePortal, app: AppCredentials, handler: Receiver) -> tuple[dict[str, Any], str]:
+    message_from = register(portal, app, handler_url(handler))
+    sent = send(portal, app.access_token, message_from)
+    settled(portal, app.access_token, sent["ID"])
+    return sent, message_from.split("|")[1]
+
+
+def report(portal: LivePortal, token: str, code: str, message_id: str, status: Any) -> Any:
+    return portal.call(
+        "messageservice.message.status.update", {"CODE": code, "MESSAGE_ID": message_id, "STATUS": status}, token=token
+    )
+
+
+def test_status_moves_forward_only_and_keeps_history(
+    portal: LivePortal, app: AppCredentials, delivered_message: tuple[dict[str, Any], str]
+) -> None:
+    sent, code = delivered_message
+    for status in ("delivered", "queued", "delivered", "failed"):
+        answer = report(portal, app.access_token, code, sent["MESSAGE_ID"], status)
+        assert answer.status_code == 200 and answer.json()["result"] is True
+    message = get(portal, app.access_token, sent["ID"])
+    assert message["STATUS"] == "delivered" and message["STATUS_ID"] == 14
+    history = [(h["STATUS"], h["APPLIED"]) for h in message["HISTORY"]]
+    assert history == [
+        ("pending", True),
+        ("sent", True),
+        ("delivered", True),
+        ("queued", False),
+        ("delivered", False),
+        ("failed", False),
+    ]
+    assert (
+        portal.call("messageservice.message.status.get", {"MESSAGE_ID": sent["ID"]}, token=app.access_token).json()[
+            "result"
+        ]
+        == "delivered"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "description"),
+    [
+        ({"MESSAGE_ID": "x", "STATUS": "sent"}, "ERROR_SENDER_VALIDATION_FAILURE", "Empty sender code!"),
+        ({"CODE": "a b", "MESSAGE_ID": "x", "STATUS": "sent"}, "ERROR_SENDER_VALIDATION_FAILURE", "Wrong sender code!"),
+        ({"CODE": "c", "STATUS": "sent"}, "ERROR_MESSAGE_NOT_FOUND", "Message not found!"),
+        ({"CODE": "c", "MESSAGE_ID": "x"}, "ERROR_MESSAGE_STATUS_INCORRECT", "Message status incorrect!"),
+        (
+            {"CODE": "c", "MESSAGE_ID": "x", "STATUS": "DELIVERED"},
+            "ERROR_MESSAGE_STATUS_INCORRECT",
+            "Message status incorrect!",
+        ),
+        (
+            {"CODE": "c", "MESSAGE_ID": "x", "STATUS": "read"},
+            "ERROR_MESSAGE_STATUS_INCORRECT",
+            "Message status incorrect!",
+        ),
+        ({"CODE": "c", "MESSAGE_ID": "0" * 32, "STATUS": "sent"}, "ERROR_MESSAGE_NOT_FOUND", "Message not found!"),
+    ],
+)
+def test_status_update_errors(
+    portal: LivePortal, app: AppCredentials, params: dict[str, Any], code: str, description: str
+) -> None:
+    response = portal.call("messageservice.message.status.update", params, token=app.access_token)
+    assert response.status_code == 400
+    assert response.json() == {"error": code, "error_description": description}
+
+
+def test_status_update_access_rules(
+    portal: LivePortal, app: AppCredentials, delivered_message: tuple[dict[str, Any], str]
+) -> None:
+    sent, code = delivered_message
+    hook = portal.add_webhook(1, "messageservice")
+    by_hook = portal.session.post(
+        hook + "messageservice.message.status.update",
+        json={"CODE": code, "MESSAGE_ID": sent["MESSAGE_ID"], "STATUS": "delivered"},
+        timeout=30,
+    )
+    assert by_hook.status_code == 403
+    assert by_hook.json()["error_description"] == "Access denied! Application context required"
+    # Another app cannot touch this app's messages.
+    other = portal.add_app()
+    assert report(portal, other.access_token, code, sent["MESSAGE_ID"], "delivered").json()["error"] == (
+        "ERROR_MESSAGE_NOT_FOUND"
+    )
+    # The same app acting for a user who is neither the author nor an admin.
+    plain = portal.add_user("Plain")
+    plain_token = portal.token(app.client_id, plain)["access_token"]
+    denied = report(portal, plain_token, code, sent["MESSAGE_ID"], "delivered")
+    assert denied.status_code == 403 and denied.json() == {
+        "error": "ACCESS_DENIED",
+        "error_description": "Access denied!",
+    }
+    # Another admin may report.
+    admin = portal.add_user("Admin two", admin=True)
+    assert report(portal, portal.token(app.client_id, admin)["access_token"], code, sent["MESSAGE_ID"], "delivered").ok
+
+
+def test_status_get_rules(
+    portal: LivePortal, app: AppCredentials, delivered_message: tuple[dict[str, Any], str]
+) -> None:
+    sent, _ = delivered_message
+    for bad in ("", "abc", sent["MESSAGE_ID"], "99999999"):
+        answer = portal.call("messageservice.message.status.get", {"MESSAGE_ID": bad}, token=app.access_token)
+        assert answer.status_code == 400 and answer.json()["error"] == "ERROR_MESSAGE_NOT_FOUND", bad
+    # No application context needed: a webhook of the author may ask.
+    hook = portal.add_webhook(1, "messageservice")
+    answer = portal.session.post(
+        hook + "messageservice.message.status.get", json={"MESSAGE_ID": sent["ID"]}, timeout=30
+    )
+    assert answer.status_code == 200 and answer.json()["result"] == "sent"
+
+
+def test_message_list_pages_and_filters(portal: LivePortal, handler: Receiver) -> None:
+    app = portal.add_app()
+    message_from = register(portal, app, handler_url(handler))
+    ids = [send(portal, app.access_token, message_from, MESSAGE_TO=f"+1555000{i:04d}")["ID"] for i in range(53)]
+    page = portal.call("messageservice.message.list", token=app.access_token).json()
+    assert page["total"] == 53 and page["next"] == 50 and len(page["result"]) == 50
+    assert [m["ID"] for m in page["result"]] == sorted(ids, reverse=True)[:50]
+    rest = portal.call("messageservice.message.list", {"start": 50}, token=app.access_token).json()
+    assert "next" not in rest and [m["ID"] for m in rest["result"]] == sorted(ids, reverse=True)[50:]
+    one = portal.call(
+        "messageservice.message.list", {"FILTER": {"MESSAGE_TO": "+15550000007"}}, token=app.access_token
+    ).json()
+    assert one["total"] == 1 and one["result"][0]["ID"] == ids[7]
+    other = portal.add_app()
+    assert portal.call("messageservice.message.list", token=other.access_token).json()["total"] == 0
