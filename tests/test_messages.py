@@ -472,3 +472,47 @@ def test_message_list_pages_and_filters(portal: LivePortal, handler: Receiver) -
     assert one["total"] == 1 and one["result"][0]["ID"] == ids[7]
     other = portal.add_app()
     assert portal.call("messageservice.message.list", token=other.access_token).json()["total"] == 0
+
+
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_dead_letters_are_listed_and_replayed(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.status = 500
+    message_from = register(fresh_portal, app, handler_url(handler))
+    first, second = (send(fresh_portal, app.access_token, message_from)["ID"] for _ in range(2))
+    for message_id in (first, second):
+        assert settled(fresh_portal, app.access_token, message_id)["DELIVERY"]["STATE"] == "dead"
+    dead = fresh_portal.call(
+        "messageservice.message.list", {"FILTER": {"DELIVERY": "dead"}}, token=app.access_token
+    ).json()
+    assert sorted(m["ID"] for m in dead["result"]) == [first, second]
+    handler.status = 200
+    replayed = fresh_portal.call("messageservice.message.replay", {"IDS": [first, second]}, token=app.access_token)
+    assert replayed.json()["result"] == {"REPLAYED": 2}
+    for message_id in (first, second):
+        message = settled(fresh_portal, app.access_token, message_id)
+        assert message["STATUS"] == "sent" and message["ATTEMPTS"][-1]["HTTP_STATUS"] == 200
+        assert [h["STATUS"] for h in message["HISTORY"]][-3:] == ["error", "replayed", "sent"]
+    # Only dead letters are replayed, and only by an admin.
+    again = fresh_portal.call("messageservice.message.replay", {"ID": first}, token=app.access_token)
+    assert again.json()["result"] == {"REPLAYED": 0}
+    plain = fresh_portal.add_user("Plain")
+    plain_token = fresh_portal.token(app.client_id, plain)["access_token"]
+    denied = fresh_portal.call("messageservice.message.replay", {"ID": first}, token=plain_token)
+    assert denied.status_code == 403
+
+
+def test_a_batch_of_sends_is_delivered_together(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    message_from = register(portal, app, handler_url(handler))
+    cmd = {
+        f"m{i}": f"messageservice.message.send?MESSAGE_FROM={message_from}&MESSAGE_TO=%2B1555111{i:04d}&MESSAGE_BODY=n{i}"
+        for i in range(40)
+    }
+    result = portal.call("batch", {"cmd": cmd}, token=app.access_token).json()["result"]
+    assert result["result_error"] == [] and len(result["result"]) == 40
+    ids = [r["ID"] for r in result["result"].values()]
+    handler.wait_for(40)
+    # Outcomes are written back in batches; every one of them lands.
+    for message_id in ids:
+        assert settled(portal, app.access_token, message_id)["STATUS"] == "sent"
+    assert sorted(c.form["message_body"] for c in handler.requests[-40:]) == sorted(f"n{i}" for i in range(40))

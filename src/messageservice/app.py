@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from messageservice import __version__
+from messageservice.background import BackgroundLoop
 from messageservice.config import Settings, get_settings
 from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
@@ -24,14 +25,17 @@ from messageservice.oauth.routes import build_routes as oauth_routes
 from messageservice.rest.endpoint import RestEndpoint
 
 
+def background_loops(core: Core) -> list[BackgroundLoop]:
+    """What a server process runs besides HTTP; `messageservice worker` runs the same without HTTP."""
+    return [EventWorker(core), Housekeeper(core), Dispatcher(core)]
+
+
 def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
     settings = settings or get_settings()
     core = Core.open(settings)
     registry = build_registry()
     rest = RestEndpoint(core, registry)
-    worker = EventWorker(core)
-    housekeeper = Housekeeper(core)
-    dispatcher = Dispatcher(core)
+    loops = background_loops(core)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -39,15 +43,13 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         install_access_log_redaction()
         if public_url and not settings.public_url:
             await set_public_url(core, public_url)
-        worker.start()
-        housekeeper.start()
-        dispatcher.start()
+        for loop in loops:
+            loop.start()
         try:
             yield
         finally:
-            await dispatcher.stop()
-            await housekeeper.stop()
-            await worker.stop()
+            for loop in reversed(loops):
+                await loop.stop()
             await core.close()
 
     async def health(request: Request) -> Response:
@@ -79,6 +81,5 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.core = core
     app.state.registry = registry
-    app.state.event_worker = worker
-    app.state.dispatcher = dispatcher
+    app.state.loops = loops
     return app

@@ -261,6 +261,38 @@ def api_doc() -> None:
 
 
 @cli.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Deliver messages without serving HTTP: more dispatchers sharing one PostgreSQL queue."""
+    import signal
+
+    from messageservice.app import background_loops
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    migrate(settings.database_url)
+
+    async def main() -> None:
+        core = Core.open(settings)
+        loops = background_loops(core)
+        stopping = asyncio.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(number, stopping.set)
+        for loop in loops:
+            loop.start()
+        console.print("worker running; Ctrl+C stops it", highlight=False)
+        try:
+            await stopping.wait()
+        finally:
+            for loop in reversed(loops):
+                await loop.stop()
+            await core.close()
+
+    asyncio.run(main())
+
+
+@cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,

@@ -16,6 +16,7 @@ from messageservice.core.context import Core
 from messageservice.core.errors import AccessDenied, CoreError
 from messageservice.core.phones import normalize_phone
 from messageservice.core.senders import check_code
+from messageservice.delivery.wakeups import announce
 from messageservice.php import php_empty, php_string
 from messageservice.store.tables import apps, attempts, deliveries, messages, senders, status_reports
 
@@ -168,6 +169,7 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
                     message_id=row.id, state="pending", attempts=0, next_attempt_at=now, created_at=now
                 )
             )
+            await announce(conn)
             await conn.execute(
                 insert(status_reports).values(
                     message_id=row.id,
@@ -364,6 +366,10 @@ def _filters(raw: Any) -> list[Any]:
     if status:
         chosen = [s.id for s in statuses.BY_ID.values() if s.name == status.lower()]
         where.append(messages.c.status_id.in_(chosen or [-1]))
+    delivery = _text(fields.get("DELIVERY"))
+    if delivery:
+        # "dead" lists the dead letters: messages whose delivery was given up.
+        where.append(messages.c.id.in_(select(deliveries.c.message_id).where(deliveries.c.state == delivery.lower())))
     recipient = _text(fields.get("MESSAGE_TO"))
     if recipient:
         where.append(messages.c.message_to == normalize_phone(recipient.strip()))
@@ -397,3 +403,64 @@ async def list_messages(core: Core, actor: Actor, params: dict[str, Any], start:
             )
         ).all()
     return [_message_view(row) for row in rows], total, offset
+
+
+async def replay(core: Core, actor: Actor, params: dict[str, Any]) -> int:
+    """Give dead letters a fresh start (all attempts again); returns how many were replayed.
+
+    An operator's action, not a provider's report: the status goes back to pending, on purpose.
+    """
+    if not actor.is_admin:
+        raise AccessDenied()
+    raw = params.get("IDS", params.get("ID"))
+    values = raw if isinstance(raw, list) else list(raw.values()) if isinstance(raw, dict) else [raw]
+    ids = [i for i in (_internal_id(v) for v in values) if i is not None]
+    if not ids:
+        raise CoreError(*NOT_FOUND)
+    now = core.clock()
+    async with core.engine.begin() as conn:
+        chosen = (
+            (
+                await conn.execute(
+                    select(messages.c.id)
+                    .join(deliveries, deliveries.c.message_id == messages.c.id)
+                    .where(
+                        messages.c.id.in_(ids),
+                        deliveries.c.state == "dead",
+                        _visible(actor),
+                        messages.c.sender_id.is_not(None),
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not chosen:
+            return 0
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.message_id.in_(chosen))
+            .values(state="pending", attempts=0, next_attempt_at=now, last_error=None, created_at=now)
+        )
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(chosen))
+            .values(status_id=statuses.PENDING.id, exec_error=None, updated_at=now)
+        )
+        await conn.execute(
+            insert(status_reports),
+            [
+                {
+                    "message_id": m,
+                    "status": "replayed",
+                    "status_id": statuses.PENDING.id,
+                    "applied": True,
+                    "reporter_user_id": actor.user_id,
+                    "reporter_app_id": actor.app_id,
+                    "reported_at": now,
+                }
+                for m in chosen
+            ],
+        )
+        await announce(conn)
+    return len(chosen)

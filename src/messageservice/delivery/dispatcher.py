@@ -21,6 +21,7 @@ from messageservice.core.orphans import APP_GONE
 from messageservice.delivery.queue import Job, Result, claim_due, next_due_in, record
 from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
+from messageservice.delivery.wakeups import QueueListener
 
 log = logging.getLogger("messageservice.dispatcher")
 
@@ -66,6 +67,11 @@ class Dispatcher(BackgroundLoop):
             parse_networks(settings.allowed_handler_networks), limit=settings.dispatch_concurrency
         )
         timeout = aiohttp.ClientTimeout(total=settings.handler_timeout_seconds)
+        listener = (
+            QueueListener(settings.database_url, self.wake) if QueueListener.wanted(settings.database_url) else None
+        )
+        if listener is not None:
+            await listener.start()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             try:
                 while True:
@@ -79,6 +85,8 @@ class Dispatcher(BackgroundLoop):
                 await asyncio.gather(*self._inflight, return_exceptions=True)
                 # What finished is written; what was cut off is claimed again when its lease runs out.
                 await asyncio.shield(self._write_finished())
+                if listener is not None:
+                    await listener.stop()
 
     async def _claim_more(self, session: aiohttp.ClientSession) -> None:
         settings = self._core.settings

@@ -198,12 +198,16 @@ async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Stat
     moving = [m for m in ids if m in current and statuses.moves_forward(current[m], changes[m][0])]
     if not moving:
         return
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == bindparam("b_id"), messages.c.status_id.in_(_below(statuses.ERROR.rank)))
-        .values(status_id=bindparam("b_status"), exec_error=bindparam("b_error"), updated_at=now),
-        [{"b_id": m, "b_status": changes[m][0].id, "b_error": changes[m][1]} for m in moving],
-    )
+    # One UPDATE per (status, error): an IN list cannot be part of an executemany.
+    groups: dict[tuple[int, str | None], list[int]] = {}
+    for m in moving:
+        groups.setdefault((changes[m][0].id, changes[m][1]), []).append(m)
+    for (status_id, error), group in groups.items():
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(group), messages.c.status_id.in_(_below(statuses.ERROR.rank)))
+            .values(status_id=status_id, exec_error=error, updated_at=now)
+        )
     await conn.execute(
         insert(status_reports),
         [

@@ -94,3 +94,14 @@ def register(registry: Registry) -> None:
         rows, total, offset = await messages.list_messages(ctx.core, _actor(ctx), upper_keys(params), ctx.start)
         following = offset + len(rows)
         return MethodResult(rows, next=following if following < total else None, total=total)
+
+    @registry.method(
+        "messageservice.message.replay",
+        scope=SCOPE,
+        summary="Send dead letters again from the first attempt (ID or IDS; admins only).",
+        extension=True,
+    )
+    async def message_replay(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
+        replayed = await messages.replay(ctx.core, _actor(ctx), upper_keys(params))
+        ctx.core.notify_queued()
+        return MethodResult({"REPLAYED": replayed})
