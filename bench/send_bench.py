@@ -64,14 +64,9 @@ REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 HANDLER_PATH = "/h"
 SENDER_CODE = "bench.sms"
-DISPATCH_CONCURRENCY = 64  # the server's default (MESSAGESERVICE_DISPATCH_CONCURRENCY); the baseline uses it too
 TARGETS = {"sqlite": 1_000.0, "postgres": 2_000.0}  # messages/s, from the issue
 TARGET_PACED_P99_MS = 50.0
 MESSAGE_TEXT = "Your confirmation code is {code}. It expires in 10 minutes. Message {index}."
-
-
-def now() -> float:
-    return time.time()
 
 
 def run_async(main: Any) -> Any:
@@ -274,9 +269,8 @@ async def run_send(spec: SendSpec) -> LoadOutcome:
             if errors:
                 failures.append(f"request {number}: {json.dumps(errors)[:300]}")
 
-        cpu_0 = time.process_time()
         wait_for_go()
-        cpu_1 = time.process_time()
+        cpu_0 = time.process_time()
         first = time.time()
         if spec.rate is None:
             queue = iter(range(len(requests)))
@@ -300,7 +294,7 @@ async def run_send(spec: SendSpec) -> LoadOutcome:
                 tasks.append(asyncio.create_task(post(number, due)))
             await asyncio.gather(*tasks)
         last = time.time()
-        cpu = time.process_time() - cpu_1 + (cpu_1 - cpu_0) * 0  # the wait for `go` costs nothing
+        cpu = time.process_time() - cpu_0
 
     Path(spec.out).write_text(json.dumps(records))
     late.sort()
@@ -326,7 +320,7 @@ class BaselineSpec:
     url: str
     count: int
     out: str
-    concurrency: int = DISPATCH_CONCURRENCY
+    concurrency: int = 64
     rate: float | None = None
     first_index: int = 0
     # Field values the server's bodies carry, so the bodies are the same size and shape.
@@ -371,6 +365,14 @@ async def run_baseline(spec: BaselineSpec) -> LoadOutcome:
     timeout = aiohttp.ClientTimeout(total=60)
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # The dispatchers' connections are open when they are measured (the warm-up); open these too.
+        count_url = spec.url.rsplit("/", 1)[0] + "/count"
+
+        async def touch() -> None:
+            async with session.get(count_url) as response:
+                await response.read()
+
+        await asyncio.gather(*(touch() for _ in range(spec.concurrency)))
 
         async def post(number: int, sent: float) -> None:
             # As the dispatcher posts: no redirects, only the head of the answer read.
@@ -509,11 +511,11 @@ class Handler:
 
 @dataclass
 class Servers:
-    urls: list[str]
-    processes: list[subprocess.Popen[bytes]]
+    urls: list[str]  # the `serve` processes, which take the sends
+    processes: list[subprocess.Popen[bytes]]  # every process that runs a dispatcher (serve and worker)
     token: str
     message_from: str
-    auth_sample: dict[str, Any]  # the non-secret auth fields of a handler body (for the baseline's bodies)
+    auth_sample: dict[str, Any]  # the auth fields of a real handler body (for the baseline's bodies)
     pg_data: Path | None = None
 
 
@@ -538,10 +540,33 @@ def cpu_of(pids: Sequence[int]) -> float:
     return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
 
 
-@contextlib.contextmanager
-def running_servers(database_url: str, folder: Path, workers: int, handler: Handler) -> Iterator[Servers]:
-    """A fresh portal in `database_url`, one sender pointing at `handler`, `workers` serve processes."""
-    folder.mkdir(parents=True, exist_ok=True)
+def ms_command() -> list[str]:
+    exe = Path(sys.executable).with_name("messageservice")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "messageservice.cli"]
+
+
+def has_worker_command() -> bool:
+    """Whether this checkout has `messageservice worker` (dispatchers without HTTP)."""
+    done = subprocess.run([*ms_command(), "worker", "--help"], capture_output=True, timeout=60, check=False)
+    return done.returncode == 0
+
+
+def per_handler_concurrency() -> tuple[int, str]:
+    """Calls one dispatcher process keeps in flight to one HANDLER, from the server's own settings.
+
+    `dispatch_concurrency` bounds a process; a `handler_concurrency` setting, where the checkout has
+    one, bounds each handler origin. The baseline posts at the smaller of the two, per process."""
+    from messageservice.config import Settings
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    dispatch = int(settings.dispatch_concurrency)
+    per_handler = getattr(settings, "handler_concurrency", None)
+    if per_handler is not None and int(per_handler) < dispatch:
+        return int(per_handler), f"handler_concurrency {per_handler} (dispatch_concurrency {dispatch})"
+    return dispatch, f"dispatch_concurrency {dispatch}"
+
+
+def portal_env(database_url: str, folder: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "MESSAGESERVICE_DATABASE_URL": database_url,
@@ -552,8 +577,34 @@ def running_servers(database_url: str, folder: Path, workers: int, handler: Hand
         "MESSAGESERVICE_RATE_LIMIT_BURST": "100000000",
         "MESSAGESERVICE_RATE_LIMIT_PER_SECOND": "100000000",
     }
-    for name in ("MESSAGESERVICE_PUBLIC_URL", "MESSAGESERVICE_DISPATCH_CONCURRENCY"):
-        env.pop(name, None)
+    # Everything else at the server's defaults, whatever the calling shell has set.
+    for name in list(env):
+        if name.startswith("MESSAGESERVICE_") and name not in (
+            "MESSAGESERVICE_DATABASE_URL",
+            "MESSAGESERVICE_DATA_DIR",
+            "MESSAGESERVICE_EVENT_RETRY_SCHEDULE",
+            "MESSAGESERVICE_RATE_LIMIT_BURST",
+            "MESSAGESERVICE_RATE_LIMIT_PER_SECOND",
+        ):
+            del env[name]
+    return env
+
+
+def wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in path.read_text(errors="replace"):
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{path.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args!r} did not print {text!r} within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_servers(database_url: str, folder: Path, serves: int, workers: int, handler: Handler) -> Iterator[Servers]:
+    """A fresh portal, one sender whose HANDLER is `handler`, `serves` x `serve` and `workers` x `worker`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = portal_env(database_url, folder)
     cli_json(env, folder, "init", "--domain", "bench.local")
     app = cli_json(
         env, folder, "app", "add", "--name", "B", "--url", "http://127.0.0.1:9/", "--scope", "messageservice"
@@ -562,39 +613,40 @@ def running_servers(database_url: str, folder: Path, workers: int, handler: Hand
     cli_json(env, folder, "app", "install", client_id)
     token = str(cli_json(env, folder, "token", client_id, "--user", "1")["access_token"])
 
-    exe = Path(sys.executable).with_name("messageservice")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "messageservice.cli"]
     processes: list[subprocess.Popen[bytes]] = []
     logs = []
     urls = []
     try:
-        # One after another: each `serve` runs the migrations before it listens.
-        for number in range(workers):
-            port = free_port()
-            log_path = folder / f"server-{number + 1}.log"
+        # One after another: each process runs the migrations before it starts.
+        for number in range(serves + workers):
+            log_path = folder / f"process-{number + 1}.log"
             log = log_path.open("wb")
             logs.append(log)
+            if number < serves:
+                port = free_port()
+                args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            else:
+                args = ["worker", "--log-level", "warning"]
             process = subprocess.Popen(
-                [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                env=env,
-                cwd=folder,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                [*ms_command(), *args], env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT
             )
             processes.append(process)
-            urls.append(f"http://127.0.0.1:{port}")
-            wait_http(urls[-1] + "/health", process, log_path)
+            if number < serves:
+                urls.append(f"http://127.0.0.1:{port}")
+                wait_http(urls[-1] + "/health", process, log_path)
+            else:
+                wait_for_text(log_path, "worker running", process)
         status, body = http_post(
             urls[0] + "/rest/messageservice.sender.add",
             {"auth": token, "CODE": SENDER_CODE, "TYPE": "SMS", "HANDLER": handler.url, "NAME": "Bench SMS"},
         )
         if status != 200 or json.loads(body).get("result") is not True:
             raise RuntimeError(f"sender.add: HTTP {status} {body[:300]!r}")
-        servers = Servers(urls, processes, token, f"{client_id}|{SENDER_CODE}", {})
-        yield servers
+        yield Servers(urls, processes, token, f"{client_id}|{SENDER_CODE}", {})
     finally:
-        for process in processes:  # uvicorn's graceful stop, so the lifespan closes the engine
-            process.send_signal(signal.SIGINT)
+        for process in processes:  # SIGINT: a graceful stop, so the lifespan closes the engine
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
         for process in processes:
             stop_process(process)
         for log in logs:
@@ -608,6 +660,7 @@ class Run:
     size: int
     round: int
     messages_per_s: float
+    acknowledged_per_s: float  # intake: acknowledged / (last acknowledgement - first send)
     delivered: int
     acknowledged: int
     failed: int
@@ -628,6 +681,7 @@ class Run:
     body_bytes: int | None
     client_late_p99_ms: float
     failed_sample: str | None = None
+    profiles: list[str] = field(default_factory=list)
 
 
 def start_load(kind: str, spec: Any) -> subprocess.Popen[str]:
@@ -645,6 +699,54 @@ def start_load(kind: str, spec: Any) -> subprocess.Popen[str]:
     return process
 
 
+def start_profilers(py_spy: str | None, pids: list[int], stem: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy on every dispatcher process, GIL holder only (idle driver threads would look busy)."""
+    if not py_spy:
+        return []
+    profilers = []
+    for number, pid in enumerate(pids, 1):
+        out = stem.with_name(f"{stem.name}-p{number}.raw")
+        command = [py_spy, "record", "-p", str(pid), "-r", "100", "--gil", "--nonblocking", "-f", "raw", "-o", str(out)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profilers.append((process, out))
+    time.sleep(0.5)  # attached before the load starts
+    return profilers
+
+
+def stop_profilers(profilers: list[tuple[subprocess.Popen[bytes], Path]]) -> list[str]:
+    for process, _ in profilers:
+        stop_process(process, timeout=60)
+    return [str(out) for _, out in profilers if out.exists()]
+
+
+def profile_summary(path: str, top: int = 12) -> str:
+    """Self and inclusive shares of the hottest functions in a py-spy raw (collapsed) profile."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + samples
+    if not total:
+        return f"{path}: no samples"
+    lines = [f"{path}: {total} samples with the GIL held"]
+    lines += ["  self:"] + [
+        f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in sorted(own.items(), key=lambda i: -i[1])[:top]
+    ]
+    interesting = [(f, n) for f, n in inclusive.items() if "messageservice/" in f or "sqlalchemy/" in f]
+    lines += ["  inclusive (messageservice, sqlalchemy):"] + [
+        f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in sorted(interesting, key=lambda i: -i[1])[:top]
+    ]
+    return "\n".join(lines)
+
+
 def measure(
     kind: str,
     mode: str,
@@ -654,10 +756,13 @@ def measure(
     handler: Handler,
     server_pids: list[int],
     pg_data: Path | None,
+    py_spy: str | None = None,
+    profile_stem: Path | None = None,
 ) -> Run:
     """Start the load processes, let them go together, wait for every arrival, and score the run."""
     handler.reset()
     loads = [start_load("_send" if kind == "server" else "_baseline", spec) for spec in specs]
+    profilers = start_profilers(py_spy, server_pids, profile_stem) if profile_stem is not None else []
     pg_pids = postgres_pids(pg_data)
     cpu_before = (cpu_of(server_pids), cpu_of([handler.process.pid]), cpu_of(pg_pids))
     for load in loads:
@@ -676,6 +781,7 @@ def measure(
         Path(spec.out).unlink()
     handler.wait_for(len(records))
     cpu_after = (cpu_of(server_pids), cpu_of([handler.process.pid]), cpu_of(pg_pids))
+    profiles = stop_profilers(profilers)
     dump = handler.dump()
 
     arrivals: dict[str, list[float]] = {}
@@ -700,6 +806,7 @@ def measure(
         size=size,
         round=round_no,
         messages_per_s=len(delivered) / elapsed,
+        acknowledged_per_s=len(sent) / max(max(o.last_ack for o in outcomes) - first_send, 1e-9),
         delivered=len(delivered),
         acknowledged=len(sent),
         failed=failed,
@@ -720,6 +827,404 @@ def measure(
         body_bytes=len(dump["sample"].encode()) if dump.get("sample") else None,
         client_late_p99_ms=max(o.late_ms_p99 for o in outcomes),
         failed_sample=next((o.failed_sample for o in outcomes if o.failed_sample), None),
+        profiles=profiles,
     )
 
 
+def auth_sample(handler: Handler) -> dict[str, Any]:
+    """The auth[...] fields of a real handler body (from the warm-up), for the baseline's bodies.
+
+    The baseline replaces access_token with a fresh one per body, as the server does."""
+    sample = handler.dump().get("sample") or ""
+    fields = dict(urllib.parse.parse_qsl(sample, keep_blank_values=True))
+    return {key[5:-1]: value for key, value in fields.items() if key.startswith("auth[") and key.endswith("]")}
+
+
+def split(count: int, parts: int) -> list[int]:
+    return [count // parts + (1 if i < count % parts else 0) for i in range(parts)]
+
+
+class Bench:
+    """Builds the load specs for one run and keeps the message indices distinct across the whole run."""
+
+    def __init__(self, args: argparse.Namespace, folder: Path, handler: Handler, pg: Any) -> None:
+        self.args = args
+        self.folder = folder
+        self.handler = handler
+        self.pg = pg
+        self.portals = 0
+        self.index = 0
+
+    def new_portal(self) -> tuple[str, Path]:
+        self.portals += 1
+        place = self.folder / f"portal-{self.portals}"
+        if self.pg is None:
+            return f"sqlite:///{place}/messageservice.db", place
+        return str(self.pg.create_database(f"bench{self.portals}")), place
+
+    def take(self, count: int) -> int:
+        first, self.index = self.index, self.index + count
+        return first
+
+    def run(
+        self, kind: str, mode: str, size: int, round_no: int, servers: Servers, rate: float | None, batch: int
+    ) -> Run:
+        specs: list[Any]
+        if kind == "server":
+            specs = [
+                SendSpec(
+                    urls=servers.urls,
+                    token=servers.token,
+                    message_from=servers.message_from,
+                    count=size,
+                    out=str(self.folder / f"send-{self.index}.json"),
+                    batch_size=batch,
+                    concurrency=self.args.send_concurrency,
+                    rate=rate,
+                    first_index=self.take(size),
+                )
+            ]
+        else:
+            # One client process per dispatcher process, each posting as many at once as a dispatcher does.
+            workers = len(servers.processes)
+            specs = [
+                BaselineSpec(
+                    url=self.handler.url,
+                    count=part,
+                    out=str(self.folder / f"baseline-{self.index}-{number}.json"),
+                    concurrency=self.args.post_concurrency,
+                    rate=rate / workers if rate is not None else None,
+                    first_index=self.take(part),
+                    auth=servers.auth_sample,
+                )
+                for number, part in enumerate(split(size, workers))
+            ]
+        pids = [p.pid for p in servers.processes]
+        stem = self.folder / f"profile-{mode}-{size}-r{round_no}" if kind == "server" and mode != "warm-up" else None
+        result = measure(kind, mode, size, round_no, specs, self.handler, pids, servers.pg_data, self.args.py_spy, stem)
+        for process in servers.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a server died during the run (exit {process.returncode})")
+        return result
+
+    def warm_up(self, servers: Servers) -> None:
+        """Unmeasured: opens the pools and the dispatchers' connections, and gives a real body to copy."""
+        run = self.run("server", "warm-up", self.args.warmup, 0, servers, None, self.args.batch_size)
+        check(run)
+        servers.auth_sample = auth_sample(self.handler)
+
+
+def check(run: Run) -> None:
+    problems = [
+        f"{value} {name}"
+        for name, value in (
+            ("failed sends", run.failed),
+            ("missing", run.missing),
+            ("duplicates", run.duplicates),
+            ("unexpected", run.unexpected),
+        )
+        if value
+    ]
+    if problems:
+        detail = f"; first failure: {run.failed_sample}" if run.failed_sample else ""
+        raise RuntimeError(f"{run.kind} {run.mode} {run.size}: {', '.join(problems)}{detail}")
+
+
+def progress(run: Run) -> None:
+    commit = f"  commit->handler p99 {run.commit_p99_ms:8.1f} ms" if run.commit_p99_ms is not None else ""
+    cpu = f"  srv {run.server_us_per_msg:5.0f} us/msg" if run.server_us_per_msg is not None else ""
+    pg = f"  pg {run.postgres_us_per_msg:4.0f} us/msg" if run.postgres_us_per_msg is not None else ""
+    print(
+        f"  {run.mode:<5} {run.size:>7,} round {run.round} {run.kind:<8} {run.messages_per_s:7.0f} msg/s"
+        f"  ({run.elapsed_s:6.1f} s, acked {run.acknowledged_per_s:6.0f}/s)"
+        f"  p50 {run.p50_ms:8.1f} ms  p99 {run.p99_ms:8.1f} ms{commit}{cpu}{pg}",
+        flush=True,
+    )
+
+
+@dataclass
+class Summary:
+    mode: str
+    size: int
+    rounds: int
+    server_mps: float
+    baseline_mps: float
+    ratio: float  # median of per-round ratios (server msg/s / baseline msg/s of the same round)
+    ratio_min: float
+    ratio_max: float
+    server_p50_ms: float
+    server_p99_ms: float
+    commit_p50_ms: float | None
+    commit_p99_ms: float | None
+    baseline_p50_ms: float
+    baseline_p99_ms: float
+    server_us_per_msg: float | None
+    postgres_us_per_msg: float | None
+    handler_us_per_msg: float
+    server_body_bytes: int | None
+    baseline_body_bytes: int | None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(runs: list[Run]) -> list[Summary]:
+    summaries = []
+    for mode, size in dict.fromkeys((r.mode, r.size) for r in runs):
+        group = [r for r in runs if r.mode == mode and r.size == size]
+        server = [r for r in group if r.kind == "server"]
+        baseline = [r for r in group if r.kind == "baseline"]
+        base_by_round = {r.round: r.messages_per_s for r in baseline}
+        ratios = [r.messages_per_s / base_by_round[r.round] for r in server if base_by_round.get(r.round)]
+        summaries.append(
+            Summary(
+                mode=mode,
+                size=size,
+                rounds=len(server),
+                server_mps=statistics.median(r.messages_per_s for r in server),
+                baseline_mps=statistics.median(r.messages_per_s for r in baseline),
+                ratio=statistics.median(ratios),
+                ratio_min=min(ratios),
+                ratio_max=max(ratios),
+                server_p50_ms=statistics.median(r.p50_ms for r in server),
+                server_p99_ms=statistics.median(r.p99_ms for r in server),
+                commit_p50_ms=median([r.commit_p50_ms for r in server]),
+                commit_p99_ms=median([r.commit_p99_ms for r in server]),
+                baseline_p50_ms=statistics.median(r.p50_ms for r in baseline),
+                baseline_p99_ms=statistics.median(r.p99_ms for r in baseline),
+                server_us_per_msg=median([r.server_us_per_msg for r in server]),
+                postgres_us_per_msg=median([r.postgres_us_per_msg for r in server]),
+                handler_us_per_msg=statistics.median(r.handler_us_per_msg for r in server),
+                server_body_bytes=server[0].body_bytes,
+                baseline_body_bytes=baseline[0].body_bytes,
+                runs=[asdict(r) for r in group],
+            )
+        )
+    return summaries
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None or math.isnan(value) else format(value, pattern)
+
+
+def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> str:
+    processes = f"{args.serves} serve" + (f" + {args.worker_processes} worker" if args.worker_processes else "")
+    paced = "single sends" if args.paced_batch == 1 else f"batch of {args.paced_batch}"
+    lines = [
+        f"messageservice send benchmark: {backend}, {processes} process(es); medians over rounds",
+        f"bare client(s): {args.post_concurrency} posts in flight each ({args.concurrency_source}); "
+        f"burst: batch of {args.batch_size} x {args.send_concurrency} in flight; "
+        f"paced: {args.paced_rate:g} msg/s offered, {paced}",
+        "",
+        f"{'run':<22}{'rounds':>7}{'server msg/s':>14}{'bare msg/s':>12}{'ratio':>7}{'  range':<13}"
+        f"{'send->handler p50/p99 ms':>26}{'commit->handler':>17}{'bare p50/p99 ms':>17}"
+        f"{'srv us/msg':>12}{'pg us/msg':>11}{'hdl us/msg':>11}",
+    ]
+    for s in summaries:
+        name = f"{s.mode} {s.size:,}"
+        lines.append(
+            f"{name:<22}{s.rounds:>7}{s.server_mps:>14,.0f}{s.baseline_mps:>12,.0f}{s.ratio:>7.2f}"
+            f"  {s.ratio_min:.2f}..{s.ratio_max:.2f}  "
+            f"{s.server_p50_ms:>12.1f} / {s.server_p99_ms:<9.1f}"
+            f"{fmt(s.commit_p50_ms, '.1f'):>8} / {fmt(s.commit_p99_ms, '<6.1f')}"
+            f"{s.baseline_p50_ms:>8.1f} / {s.baseline_p99_ms:<6.1f}"
+            f"{fmt(s.server_us_per_msg, '.0f'):>12}{fmt(s.postgres_us_per_msg, '.0f'):>11}"
+            f"{s.handler_us_per_msg:>11.0f}"
+        )
+    target = TARGETS[backend]
+    lines.append("")
+    for s in summaries:
+        if s.mode == "burst":
+            verdict = "meets" if s.server_mps >= target else "MISSES"
+            lines.append(f"burst {s.size:,}: {s.server_mps:,.0f} msg/s {verdict} the target of {target:,.0f} msg/s.")
+        else:
+            verdict = "meets" if s.server_p99_ms < TARGET_PACED_P99_MS else "MISSES"
+            lines.append(
+                f"paced {s.size:,} at {args.paced_rate:g} msg/s: send->first attempt p99 {s.server_p99_ms:.1f} ms "
+                f"{verdict} the target of < {TARGET_PACED_P99_MS:g} ms."
+            )
+    bodies = {(s.server_body_bytes, s.baseline_body_bytes) for s in summaries}
+    lines += [
+        "",
+        "msg/s: messages acknowledged and delivered / (last handler arrival - first send); ratio: server / bare of",
+        "the same round. send->handler: handler arrival - when the client sent (burst) or was due to send (paced)",
+        "the request carrying the message; commit->handler: arrival - the server's result_time.finish of the send.",
+        "us/msg: CPU per message of the server processes, PostgreSQL's processes, the handler (all on 2 cores).",
+        f"Handler body bytes (server, bare): {', '.join(f'{a}/{b}' for a, b in sorted(bodies, key=str))}.",
+    ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def postgres(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.postgres import TempPostgres
+
+    server = TempPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def git_dirty() -> list[str]:
+    """Files that differ from the commit: the numbers are for the working tree as it was."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain"], capture_output=True, text=True, timeout=10
+        )
+        if done.returncode == 0:
+            return [line.strip() for line in done.stdout.splitlines()]
+    return []
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="10000,100000", help="messages per burst, comma-separated")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="dispatcher processes on one database (default: 1 SQLite, 2 PostgreSQL): one `serve`, the rest "
+        "`messageservice worker` where the checkout has that command, else more `serve`s (sends alternate)",
+    )
+    parser.add_argument("--all-serve", action="store_true", help="run --workers `serve` processes, no `worker`")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds for bursts up to --big (each a fresh process)")
+    parser.add_argument("--big", type=int, default=20_000, help="bursts larger than this run --big-rounds times")
+    parser.add_argument("--big-rounds", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=50, help="commands per batch request (Bitrix's max: 50)")
+    parser.add_argument("--send-concurrency", type=int, default=4, help="batch requests in flight (burst)")
+    parser.add_argument("--warmup", type=int, default=500, help="unmeasured messages after each server start")
+    parser.add_argument("--paced-rate", type=float, default=1000.0, help="messages/s offered in the paced run")
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--paced-batch", type=int, default=1, help="1: single message.send calls; more: batch")
+    parser.add_argument("--paced-rounds", type=int, default=1)
+    parser.add_argument("--no-paced", action="store_true", help="skip the paced run")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (server and handler logs)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="profile every dispatcher process during server runs with this py-spy (implies --keep); "
+        "prints the hottest functions",
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.size_list = [int(part.replace("_", "")) for part in args.sizes.split(",") if part.strip()]
+    except ValueError:
+        parser.error("--sizes: comma-separated integers")
+    if args.workers is None:
+        args.workers = 2 if args.postgres else 1
+    if (
+        not args.size_list
+        or min(args.size_list) < 1
+        or args.workers < 1
+        or args.rounds < 1
+        or args.big_rounds < 1
+        or not 1 <= args.batch_size <= 50
+        or args.send_concurrency < 1
+        or args.paced_rate <= 0
+        or not 1 <= args.paced_batch <= 50
+    ):
+        parser.error("sizes, workers, rounds and rates must be positive; batch sizes 1..50")
+    return args
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    backend = "postgres" if args.postgres else "sqlite"
+    folder = Path(tempfile.mkdtemp(prefix="messageservice-send-bench-"))
+    started = time.time()
+    load_before = os.getloadavg()
+    runs: list[Run] = []
+    plan: list[tuple[str, int, int, float | None, int]] = [
+        ("burst", size, args.rounds if size <= args.big else args.big_rounds, None, args.batch_size)
+        for size in args.size_list
+    ]
+    if not args.no_paced:
+        paced_size = max(1, round(args.paced_rate * args.paced_seconds))
+        plan.append(("paced", paced_size, args.paced_rounds, args.paced_rate, args.paced_batch))
+    if args.workers > 1 and not args.all_serve and has_worker_command():
+        args.serves, args.worker_processes = 1, args.workers - 1
+    else:
+        args.serves, args.worker_processes = args.workers, 0
+    args.post_concurrency, args.concurrency_source = per_handler_concurrency()
+    if args.py_spy:
+        args.keep = True
+    handler: Handler | None = None
+    try:
+        with postgres(args.postgres) as pg:
+            handler = Handler(folder)
+            bench = Bench(args, folder, handler, pg)
+            print(
+                f"{backend}: {args.serves} serve + {args.worker_processes} worker process(es); handler at "
+                f"{handler.url}; bare client(s): {args.post_concurrency} in flight ({args.concurrency_source})",
+                flush=True,
+            )
+            for mode, size, rounds, rate, batch in plan:
+                # A fresh database for every size, so each size starts from an empty queue and empty tables.
+                url, place = bench.new_portal()
+                with running_servers(url, place, args.serves, args.worker_processes, handler) as servers:
+                    servers.pg_data = pg.data if pg is not None else None
+                    bench.warm_up(servers)
+                    pids = ", ".join(str(p.pid) for p in servers.processes)
+                    print(f"{mode} {size:,}: server pid(s) {pids} at {', '.join(servers.urls)}", flush=True)
+                    for round_no in range(1, rounds + 1):
+                        order = ("baseline", "server") if round_no % 2 else ("server", "baseline")
+                        for kind in order:
+                            run = bench.run(kind, mode, size, round_no, servers, rate, batch)
+                            progress(run)
+                            check(run)
+                            runs.append(run)
+    finally:
+        if handler is not None:
+            handler.stop()
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    summaries = summarize(runs)
+    print()
+    print(report(summaries, args, backend))
+    for run in runs:
+        for path in run.profiles:
+            print()
+            print(profile_summary(path))
+
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    out = RESULTS_DIR / f"send_bench-{backend}-{stamp}.json"
+    document = {
+        "benchmark": "send_bench",
+        "backend": backend,
+        "workers": args.workers,
+        "started": stamp,
+        "duration_s": round(time.time() - started, 1),
+        "git": git_revision(),
+        "git_dirty": git_dirty(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("keep", "size_list")},
+        "targets": {"messages_per_s": TARGETS[backend], "paced_p99_ms": TARGET_PACED_P99_MS},
+        "summary": [asdict(s) for s in summaries],
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nresults: {out.relative_to(REPO_ROOT)}  ({document['duration_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    commands = {"_handler": handler_main, "_send": send_main, "_baseline": baseline_main}
+    if len(sys.argv) > 1 and sys.argv[1] in commands:
+        commands[sys.argv[1]](sys.argv[2:])
+    else:
+        sys.exit(main(sys.argv[1:]))

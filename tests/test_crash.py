@@ -55,6 +55,7 @@ HANDLER_TIMEOUT = 2.0
 LEASE = HANDLER_TIMEOUT * 2 + 30
 SEND_DEADLINE = 120.0  # seconds for every send to be acknowledged, restarts included
 SETTLE_DEADLINE = 120.0  # seconds after the last restart for every acknowledged message to be done
+REST_SAMPLE = 250  # messages read back through messageservice.message.get at the end
 SERVER_ENV = {
     "MESSAGESERVICE_HANDLER_TIMEOUT_SECONDS": str(HANDLER_TIMEOUT),
     # Many short retries: a slow answer on a busy machine must not use up a message's attempts.
@@ -223,6 +224,7 @@ class Ledger:
     failed_requests: int = 0  # batch requests that got no answer (server down) and were sent again
     command_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)  # the test is over: clients give up
 
     def count(self) -> int:
         with self.lock:
@@ -240,6 +242,8 @@ def send_batches(base_url: str, token: str, message_from: str, numbers: list[int
     for start in range(0, len(numbers), PER_BATCH):
         pending = {f"m{n}": n for n in numbers[start : start + PER_BATCH]}
         while pending:
+            if ledger.stop.is_set():
+                return
             if time.time() > deadline:
                 raise AssertionError(f"sends not acknowledged in {SEND_DEADLINE} s: {sorted(pending)[:5]}")
             cmd = {
@@ -281,10 +285,10 @@ def send_batches(base_url: str, token: str, message_from: str, numbers: list[int
                         ledger.conflicts.append(f"{idempotency_key}: {earlier} then {answer['MESSAGE_ID']}")
                     ledger.bodies[answer["MESSAGE_ID"]] = body_of(pending[key])
                     del pending[key]
-                for key, error in errors.items():
+                for error in errors.values():
                     ledger.command_errors[str(error.get("error") if isinstance(error, dict) else error)] += 1
-                    if key in pending:
-                        time.sleep(0.05)
+            if errors:
+                time.sleep(0.05)  # the failed commands are sent again
     session.close()
 
 
@@ -300,11 +304,7 @@ def read_outcomes(database_url: str) -> dict[str, dict[str, Any]]:
         try:
             async with engine.connect() as conn:
                 recorded = (
-                    select(
-                        attempts.c.message_id,
-                        func.count().label("recorded"),
-                        func.sum(func.coalesce(attempts.c.http_status, 0)).label("status_sum"),
-                    )
+                    select(attempts.c.message_id, func.count().label("recorded"))
                     .group_by(attempts.c.message_id)
                     .subquery()
                 )
@@ -339,6 +339,21 @@ def read_outcomes(database_url: str) -> dict[str, dict[str, Any]]:
 
 def settled(outcomes: dict[str, dict[str, Any]]) -> bool:
     return all(o["state"] == "done" and o["status_id"] == statuses.SENT.id for o in outcomes.values())
+
+
+def read_through_api(base_url: str, token: str, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """messageservice.message.get for each MESSAGE_ID, 50 to a batch."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(message_ids), PER_BATCH):
+        part = message_ids[start : start + PER_BATCH]
+        cmd = {f"g{i}": "messageservice.message.get?" + urlencode({"MESSAGE_ID": m}) for i, m in enumerate(part)}
+        response = requests.post(base_url + "/rest/batch", json={"auth": token, "halt": 0, "cmd": cmd}, timeout=30)
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        assert not result["result_error"], result["result_error"]
+        for message in result["result"].values():
+            found[message["MESSAGE_ID"]] = message
+    return found
 
 
 # --- the test ---------------------------------------------------------------------------------------------------
@@ -454,9 +469,13 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
             time.sleep(0.5)
         settled_at = time.time() - began
         time.sleep(1.0)  # nothing is sent once all is done
+        # The API agrees with the store: a sample read back with messageservice.message.get.
+        sample = rng.sample(sorted(wanted), min(REST_SAMPLE, len(wanted)))
+        through_api = read_through_api(servers.base_url, token, sample)
         calls, _ = handler.snapshot()
         exit_code = servers.stop()
     finally:
+        ledger.stop.set()
         servers.kill_all()
 
     duplicates = sum(calls[m] for m in wanted) - len(wanted & set(calls))
@@ -474,6 +493,9 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
         "calls_per_message": {str(k): v for k, v in sorted(spread.items())},
         "missing": len(missing),
         "not_done_in_db": len(not_done),
+        "claims": sum(o["attempts"] or 0 for o in outcomes.values()),
+        "recorded_attempts": sum(o["recorded"] for o in outcomes.values()),
+        "recorded_failed_attempts": sum(o["recorded"] - o["ok"] for o in outcomes.values()),
         "kills": kills,
         "failed_batch_requests": ledger.failed_requests,
         "command_errors": dict(ledger.command_errors),
@@ -502,5 +524,11 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
     assert all(o["ok"] >= 1 and o["attempts"] >= o["recorded"] >= 1 for o in outcomes.values()), [
         o for o in outcomes.values() if not (o["ok"] >= 1 and o["attempts"] >= o["recorded"] >= 1)
     ][:5]
+    wrong = {
+        m: (v["STATUS"], v["DELIVERY"])
+        for m, v in through_api.items()
+        if v["STATUS"] != "sent" or v["DELIVERY"]["STATE"] != "done" or v["MESSAGE_BODY"] != ledger.bodies[m]
+    }
+    assert set(through_api) == set(sample) and not wrong, list(wrong.items())[:5]
     assert len(kills) == len(KILL_WINDOWS)
     assert exit_code == 0, servers.log_tail()

@@ -14,8 +14,13 @@ import pytest
 from tests.portal import AppCredentials, LivePortal
 from tests.receiver import Receiver, Reply
 
-# Fast retries so that a whole schedule runs in a test.
-FAST = {"retry_schedule": "0.2,0.2,0.2", "handler_timeout_seconds": 1.0, "dispatch_sweep_seconds": 0.2}
+# Fast retries so that a whole schedule runs in a test (the breaker has tests of its own).
+FAST = {
+    "retry_schedule": "0.2,0.2,0.2",
+    "handler_timeout_seconds": 1.0,
+    "dispatch_sweep_seconds": 0.2,
+    "breaker_failures": 1000,
+}
 
 
 @pytest.fixture
@@ -505,7 +510,8 @@ def test_dead_letters_are_listed_and_replayed(fresh_portal: LivePortal, handler:
 def test_a_batch_of_sends_is_delivered_together(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
     message_from = register(portal, app, handler_url(handler))
     cmd = {
-        f"m{i}": f"messageservice.message.send?MESSAGE_FROM={message_from}&MESSAGE_TO=%2B1555111{i:04d}&MESSAGE_BODY=n{i}"
+        f"m{i}": f"messageservice.message.send?MESSAGE_FROM={message_from}"
+        f"&MESSAGE_TO=%2B1555111{i:04d}&MESSAGE_BODY=n{i}"
         for i in range(40)
     }
     result = portal.call("batch", {"cmd": cmd}, token=app.access_token).json()["result"]
@@ -516,3 +522,54 @@ def test_a_batch_of_sends_is_delivered_together(portal: LivePortal, app: AppCred
     for message_id in ids:
         assert settled(portal, app.access_token, message_id)["STATUS"] == "sent"
     assert sorted(c.form["message_body"] for c in handler.requests[-40:]) == sorted(f"n{i}" for i in range(40))
+
+
+# One call at a time, so that the breaker opens after exactly three failed calls.
+BREAKER = {
+    **FAST,
+    "breaker_failures": 3,
+    "breaker_cooldown_seconds": 1.5,
+    "retry_schedule": "0.1,0.1,0.1,0.1,0.1",
+    "handler_concurrency": 1,
+}
+
+
+@pytest.mark.parametrize("fresh_portal", [BREAKER], indirect=True)
+def test_breaker_stops_calls_to_a_dead_handler_then_probes(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.status = 500
+    message_from = register(fresh_portal, app, handler_url(handler))
+    ids = [send(fresh_portal, app.access_token, message_from)["ID"] for _ in range(10)]
+    handler.wait_for(3)
+    time.sleep(1.0)
+    # Open after 3 failures: no more calls during the cool-down, and nothing counted against the messages.
+    assert len(handler.requests) == 3
+    pending = [get(fresh_portal, app.access_token, i)["DELIVERY"] for i in ids]
+    assert all(d["STATE"] == "pending" for d in pending) and sum(d["ATTEMPTS"] for d in pending) == 3
+    handler.status = 200
+    # After the cool-down one probe succeeds, the breaker closes and the backlog flows.
+    for message_id in ids:
+        assert settled(fresh_portal, app.access_token, message_id)["STATUS"] == "sent"
+
+
+@pytest.mark.parametrize(
+    "fresh_portal", [{**FAST, "handler_concurrency": 2, "handler_timeout_seconds": 5.0}], indirect=True
+)
+def test_a_slow_handler_does_not_delay_the_others(fresh_portal: LivePortal) -> None:
+    app = fresh_portal.add_app()
+    slow, fast = Receiver(script=[Reply(200, delay=2.0)] * 40).start(), Receiver().start()
+    try:
+        slow_from = register(fresh_portal, app, handler_url(slow))
+        fast_from = register(fresh_portal, app, handler_url(fast))
+        for _ in range(30):
+            send(fresh_portal, app.access_token, slow_from)
+        started = time.time()
+        fast_ids = [send(fresh_portal, app.access_token, fast_from)["ID"] for _ in range(10)]
+        for message_id in fast_ids:
+            assert settled(fresh_portal, app.access_token, message_id)["STATUS"] == "sent"
+        # Ten messages to the healthy provider went through while the slow one holds its two slots.
+        assert time.time() - started < 2.0
+        assert len(slow.requests) <= 2
+    finally:
+        slow.stop()
+        fast.stop()

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # "reliable": at-least-once with retries; "strict": as Bitrix24, one attempt and the answer ignored.
     delivery_profile: str = "reliable"
     dispatch_concurrency: int = 64
+    # Per handler origin: calls in flight, and the breaker (consecutive failures to open, cool-down).
+    handler_concurrency: int = 16
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
     dispatch_batch_size: int = 100
     # While idle the dispatcher looks for messages queued by other processes this often (SQLite).
     dispatch_sweep_seconds: float = 1.0

@@ -18,6 +18,7 @@ from messageservice.background import BackgroundLoop
 from messageservice.config import Settings
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
+from messageservice.delivery.breaker import Gates
 from messageservice.delivery.queue import Job, Result, claim_due, next_due_in, record
 from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
@@ -42,6 +43,8 @@ def decide(result: Result, settings: Settings, now: float) -> Decision:
         return "done", None, None
     if outcome.verdict is Verdict.FAIL:
         return "dead", None, outcome.error
+    if outcome.verdict is Verdict.DEFER:
+        return "defer", outcome.retry_after, outcome.error
     delay = outcome.retry_after if outcome.retry_after is not None else backoff(job.attempt, settings.retry_delays)
     if delay is None or now + delay - job.queued_at > settings.retry_max_age_seconds:
         return "dead", None, f"{outcome.error} (gave up after {job.attempt} attempts)"
@@ -56,6 +59,8 @@ class Dispatcher(BackgroundLoop):
         self._wakeup = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._finished: list[Result] = []
+        settings = core.settings
+        self.gates = Gates(settings.handler_concurrency, settings.breaker_failures, settings.breaker_cooldown_seconds)
         core.queued_listeners.append(self.wake)
 
     def wake(self) -> None:
@@ -94,7 +99,7 @@ class Dispatcher(BackgroundLoop):
         while (free := settings.dispatch_concurrency - len(self._inflight)) > 0:
             want = min(free, settings.dispatch_batch_size)
             try:
-                jobs = await claim_due(self._core, want, lease)
+                jobs = await claim_due(self._core, want, lease, self.gates.blocked_senders(time.time()))
             except Exception:
                 log.exception("claiming deliveries failed")
                 return
@@ -123,7 +128,19 @@ class Dispatcher(BackgroundLoop):
     async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> None:
         started = time.time()
         clock = time.perf_counter()
-        outcome = await self._post(session, job)
+        gate = self.gates.for_job(job.handler, job.sender_id) if job.handler is not None else None
+        later = gate.admit(started) if gate is not None else None
+        if gate is not None and later is not None:
+            outcome = Outcome(Verdict.DEFER, None, f"handler {gate.state(started)}", None, later)
+        else:
+            try:
+                outcome = await self._post(session, job)
+            except BaseException:
+                if gate is not None:
+                    gate.release(time.time(), handler_failed=False)
+                raise
+            if gate is not None:
+                gate.release(time.time(), handler_failed=outcome.verdict is Verdict.RETRY)
         self._finished.append(Result(job, outcome, started, (time.perf_counter() - clock) * 1000))
         self._wakeup.set()
 

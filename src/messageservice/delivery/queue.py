@@ -31,6 +31,7 @@ class Job:
     queued_at: float
     handler: str | None  # None: the sender or its app is gone
     body: str
+    sender_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Result:
     duration_ms: float
 
 
-async def claim_due(core: Core, limit: int, lease_seconds: float) -> list[Job]:
+async def claim_due(core: Core, limit: int, lease_seconds: float, skip_senders: list[int] | None = None) -> list[Job]:
+    """Claim up to `limit` due jobs; `skip_senders` are senders whose handler cannot take more now."""
     portal = await get_portal(core)
     now = core.clock()
     due = (
@@ -50,6 +52,10 @@ async def claim_due(core: Core, limit: int, lease_seconds: float) -> list[Job]:
         .order_by(deliveries.c.next_attempt_at)
         .limit(limit)
     )
+    if skip_senders:
+        due = due.join(messages, messages.c.id == deliveries.c.message_id).where(
+            messages.c.sender_id.not_in(skip_senders)
+        )
     if core.engine.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     async with core.engine.begin() as conn:
@@ -125,7 +131,9 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
             message_body=row.message_body,
             ts=int(row.created_at),
         )
-        jobs.append(Job(row.id, claim.attempts, claim.created_at, row.handler, handler_body(message, auth)))
+        jobs.append(
+            Job(row.id, claim.attempts, claim.created_at, row.handler, handler_body(message, auth), row.sender_id)
+        )
     if tokens:
         await conn.execute(insert(access_tokens), tokens)
     return jobs
@@ -146,9 +154,11 @@ _SET_DELIVERY = (
 async def record(core: Core, results: list[Result], decisions: dict[int, tuple[str, float | None, str | None]]) -> None:
     """Write a batch of outcomes: attempts, delivery states and message statuses, in one transaction.
 
-    `decisions` maps a message to ("done" | "retry" | "dead", next attempt time or None, error to keep).
+    `decisions` maps a message to ("done" | "retry" | "defer" | "dead", next attempt time or None,
+    error to keep). A deferred job was not tried: it gets no attempt row and its claim is not counted.
     """
     now = core.clock()
+    deferred = [m for m, d in decisions.items() if d[0] == "defer"]
     attempt_rows = [
         {
             "message_id": r.job.message_id,
@@ -160,7 +170,7 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
             "response_head": r.outcome.response_head,
         }
         for r in results
-        if r.job.handler is not None
+        if r.job.handler is not None and decisions[r.job.message_id][0] != "defer"
     ]
     delivery_rows = []
     sent: list[int] = []
@@ -170,7 +180,7 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
         delivery_rows.append(
             {
                 "b_id": r.job.message_id,
-                "b_state": "pending" if state == "retry" else state,
+                "b_state": "pending" if state in ("retry", "defer") else state,
                 "b_next": next_at if next_at is not None else now,
                 "b_error": error,
             }
@@ -183,6 +193,12 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
         if attempt_rows:
             await conn.execute(insert(attempts), attempt_rows)
         await conn.execute(_SET_DELIVERY, delivery_rows)
+        if deferred:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.message_id.in_(deferred))
+                .values(attempts=deliveries.c.attempts - 1)
+            )
         await _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
         await _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
 
@@ -192,9 +208,9 @@ async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Stat
     if not changes:
         return
     ids = list(changes)
-    current = dict(
-        (await conn.execute(select(messages.c.id, messages.c.status_id).where(messages.c.id.in_(ids)))).all()
-    )
+    # Locked, so that a provider's report cannot land between this read and the update below.
+    query = select(messages.c.id, messages.c.status_id).where(messages.c.id.in_(ids)).with_for_update()
+    current = dict((await conn.execute(query)).all())
     moving = [m for m in ids if m in current and statuses.moves_forward(current[m], changes[m][0])]
     if not moving:
         return

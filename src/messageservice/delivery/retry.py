@@ -13,6 +13,7 @@ class Verdict(Enum):
     DELIVERED = "delivered"  # the handler took it (2xx)
     RETRY = "retry"  # worth another attempt
     FAIL = "fail"  # the handler refused it for good (4xx) or it may not be sent (SSRF)
+    DEFER = "defer"  # not tried: the handler is busy or its breaker is open; not an attempt
 
 
 @dataclass(frozen=True)
