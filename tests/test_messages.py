@@ -573,3 +573,50 @@ def test_a_slow_handler_does_not_delay_the_others(fresh_portal: LivePortal) -> N
     finally:
         slow.stop()
         fast.stop()
+
+
+def test_signed_handler_calls(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    import standardwebhooks
+
+    from messageservice.core.apps import signing_secret
+
+    secret = portal.run(lambda core: signing_secret(core, app.client_id))
+    assert secret is not None and secret.startswith("whsec_")
+    sent = send(portal, app.access_token, register(portal, app, handler_url(handler)))
+    call = handler.wait_for(1)[0]
+    headers = {k.lower(): v for k, v in call.headers.items()}
+    assert headers["webhook-id"] == sent["MESSAGE_ID"]
+    # The provider's check, with the Standard Webhooks library itself; the body is Bitrix's, unchanged.
+    standardwebhooks.Webhook(secret).verify(call.body.decode(), headers, json_parse=False)
+    assert call.form["message_id"] == sent["MESSAGE_ID"]
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(secret).verify(call.body.decode() + "&x=1", headers, json_parse=False)
+    portal.run(lambda core: signing_secret(core, app.client_id, disable=True))
+    send(portal, app.access_token, register(portal, app, handler_url(handler)))
+    assert "webhook-signature" not in {k.lower() for k in handler.wait_for(2)[1].headers}
+
+
+def test_retention_purges_finished_messages(portal: LivePortal, app: AppCredentials, handler: Receiver) -> None:
+    from sqlalchemy import update
+
+    from messageservice.core.context import Core
+    from messageservice.housekeeping import purge_once
+    from messageservice.store.tables import messages
+
+    message_from = register(portal, app, handler_url(handler))
+    old, young = (send(portal, app.access_token, message_from) for _ in range(2))
+    for sent in (old, young):
+        settled(portal, app.access_token, sent["ID"])
+
+    async def age_and_purge(core: Core) -> None:
+        async with core.engine.begin() as conn:
+            await conn.execute(
+                update(messages).where(messages.c.id == old["ID"]).values(created_at=core.clock() - 15 * 86400)
+            )
+        await purge_once(core)
+
+    portal.run(age_and_purge)
+    code = message_from.split("|")[1]
+    gone = report(portal, app.access_token, code, old["MESSAGE_ID"], "delivered")
+    assert gone.status_code == 400 and gone.json()["error"] == "ERROR_MESSAGE_NOT_FOUND"
+    assert report(portal, app.access_token, code, young["MESSAGE_ID"], "delivered").json()["result"] is True

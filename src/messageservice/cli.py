@@ -201,6 +201,18 @@ def app_uninstall(
     _emit({"client_id": client_id, "installed": False}, as_json)
 
 
+@app_cli.command("signing-secret")
+def app_signing_secret(
+    client_id: str,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Replace the secret with a new one.")] = False,
+    disable: Annotated[bool, typer.Option("--disable", help="Stop signing HANDLER calls.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the app's Standard Webhooks secret (created on first use): HANDLER calls are then signed."""
+    secret = _run(lambda core: app_service.signing_secret(core, client_id, rotate=rotate, disable=disable))
+    _emit({"client_id": client_id, "signing_secret": secret}, as_json, text=secret or "signing disabled")
+
+
 @app_cli.command("list")
 def app_list(as_json: JsonOption = False) -> None:
     """List applications."""

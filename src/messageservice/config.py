@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = 100
     # While idle the dispatcher looks for messages queued by other processes this often (SQLite).
     dispatch_sweep_seconds: float = 1.0
+    # Finished messages older than this are purged (Bitrix24: 14 days); 0 keeps them forever.
+    retention_days: float = 14.0
     # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated).
     allowed_handler_networks: str = "127.0.0.0/8,::1/128"
 

@@ -1,16 +1,16 @@
-"""Hourly clean-up: expired tokens and codes, and app events finished long ago."""
+"""Hourly clean-up: expired tokens and codes, app events finished long ago, messages past retention."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from messageservice.background import BackgroundLoop
 from messageservice.core.context import Core
 from messageservice.core.tokens import purge_expired
-from messageservice.store.tables import app_events
+from messageservice.store.tables import app_events, deliveries, messages
 
 log = logging.getLogger("messageservice.housekeeping")
 
@@ -20,12 +20,20 @@ EVENT_RETENTION_SECONDS = 30 * 86400.0
 
 async def purge_once(core: Core) -> None:
     await purge_expired(core)
+    now = core.clock()
     async with core.engine.begin() as conn:
         await conn.execute(
             delete(app_events).where(
-                app_events.c.state != "pending", app_events.c.finished_at < core.clock() - EVENT_RETENTION_SECONDS
+                app_events.c.state != "pending", app_events.c.finished_at < now - EVENT_RETENTION_SECONDS
             )
         )
+        days = core.settings.retention_days
+        if days > 0:
+            # A message still being delivered is kept whatever its age; its attempts and history go with it.
+            finished = select(deliveries.c.message_id).where(deliveries.c.state != "pending")
+            await conn.execute(
+                delete(messages).where(messages.c.created_at < now - days * 86400, messages.c.id.in_(finished))
+            )
 
 
 class Housekeeper(BackgroundLoop):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -241,3 +242,17 @@ async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> N
             {"LANGUAGE_ID": row.language_id, "CLEAN": 1 if clean else 0},
             auth,
         )
+
+
+async def signing_secret(core: Core, client_id: str, *, rotate: bool = False, disable: bool = False) -> str | None:
+    """The app's Standard Webhooks secret, created on first use; `rotate` replaces it, `disable` drops it."""
+    async with core.engine.begin() as conn:
+        row = await _locked_app(conn, client_id)
+        if disable:
+            await conn.execute(update(apps).where(apps.c.id == row.id).values(signing_secret_enc=None))
+            return None
+        if row.signing_secret_enc and not rotate:
+            return core.box.decrypt(row.signing_secret_enc)
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        await conn.execute(update(apps).where(apps.c.id == row.id).values(signing_secret_enc=core.box.encrypt(secret)))
+        return secret

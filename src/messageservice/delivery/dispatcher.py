@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 
 import aiohttp
+import standardwebhooks
 
 from messageservice.background import BackgroundLoop
 from messageservice.config import Settings
@@ -28,6 +30,17 @@ log = logging.getLogger("messageservice.dispatcher")
 
 USER_AGENT = "Bitrix24 Webhook Engine"
 RESPONSE_HEAD_BYTES = 512
+
+
+def signature_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
+    """Standard Webhooks headers beside the unchanged Bitrix body; webhook-id is the stable message_id."""
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": standardwebhooks.Webhook(secret).sign(message_id, now, body),
+    }
+
 
 Decision = tuple[str, float | None, str | None]  # (done | retry | dead, next attempt time, error to keep)
 
@@ -147,11 +160,14 @@ class Dispatcher(BackgroundLoop):
     async def _post(self, session: aiohttp.ClientSession, job: Job) -> Outcome:
         if job.handler is None:
             return Outcome(Verdict.FAIL, None, APP_GONE, None)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT}
+        if job.signing_secret is not None:
+            headers.update(signature_headers(job.signing_secret, job.external_id, job.body))
         try:
             async with session.post(
                 job.handler,
                 data=job.body.encode(),
-                headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
+                headers=headers,
                 # A redirect could point anywhere, past the address check.
                 allow_redirects=False,
             ) as response:

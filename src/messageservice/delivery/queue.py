@@ -32,6 +32,8 @@ class Job:
     handler: str | None  # None: the sender or its app is gone
     body: str
     sender_id: int | None = None
+    external_id: str = ""  # the 32-hex message_id: Standard Webhooks' webhook-id
+    signing_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
                 apps.c.status.label("app_status"),
                 apps.c.installed,
                 apps.c.application_token_enc,
+                apps.c.signing_secret_enc,
             )
             .outerjoin(senders, senders.c.id == messages.c.sender_id)
             .join(apps, apps.c.id == messages.c.app_id)
@@ -131,8 +134,10 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
             message_body=row.message_body,
             ts=int(row.created_at),
         )
+        secret = core.box.decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
+        body = handler_body(message, auth)
         jobs.append(
-            Job(row.id, claim.attempts, claim.created_at, row.handler, handler_body(message, auth), row.sender_id)
+            Job(row.id, claim.attempts, claim.created_at, row.handler, body, row.sender_id, row.message_id, secret)
         )
     if tokens:
         await conn.execute(insert(access_tokens), tokens)

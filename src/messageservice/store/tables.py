@@ -79,6 +79,8 @@ apps = Table(
     Column("installed_at", Float),
     # The admin who installed the app: /oauth/authorize/ issues codes for this user unless told otherwise.
     Column("installed_by", Integer),
+    # Standard Webhooks secret (whsec_...), encrypted; set, HANDLER calls carry signature headers.
+    Column("signing_secret_enc", Text),
 )
 
 auth_codes = Table(
