@@ -24,7 +24,9 @@ Each measurement, server or baseline:
 * burst: N messages as fast as they go. msg/s = messages acknowledged and delivered / (last handler
   arrival - first send). Latency = handler arrival - the time the client sent the request that carried
   the message (for a burst this is mostly time spent waiting in the queue behind the others);
-  `commit->handler` = arrival - the `result_time.finish` the server returned for that command;
+  `done->handler` = arrival - the `finish` time the server returned for that send (`result_time` in a
+  batch, the envelope's `time` for a single call; it is stamped after the commit, so a negative value
+  means the dispatcher had posted before the server finished answering the send);
 * paced: a fixed offered rate (default 1,000 messages/s for 10 s), open loop: latency is measured from
   the time each request was due, so a client or server that falls behind is not hidden.
 
@@ -228,7 +230,7 @@ async def run_send(spec: SendSpec) -> LoadOutcome:
             for chunk in chunks
         ]
 
-    records: list[tuple[str, float, float, float]] = []  # message_id, sent (or due), acknowledged, committed
+    records: list[tuple[str, float, float, float]] = []  # message_id, sent (or due), acknowledged, server's finish
     failures: list[str] = []
     late: list[float] = []
     headers = {"Content-Type": "application/json"}
@@ -672,9 +674,10 @@ class Run:
     p90_ms: float
     p99_ms: float
     max_ms: float
-    commit_p50_ms: float | None  # arrival - the server's finish time of the send (server runs)
-    commit_p99_ms: float | None
+    done_p50_ms: float | None  # arrival - the server's finish time of the send (server runs)
+    done_p99_ms: float | None
     server_us_per_msg: float | None
+    process_us_per_msg: list[float]  # each dispatcher process (serve first, then workers)
     handler_us_per_msg: float
     client_us_per_msg: float
     postgres_us_per_msg: float | None
@@ -764,7 +767,8 @@ def measure(
     loads = [start_load("_send" if kind == "server" else "_baseline", spec) for spec in specs]
     profilers = start_profilers(py_spy, server_pids, profile_stem) if profile_stem is not None else []
     pg_pids = postgres_pids(pg_data)
-    cpu_before = (cpu_of(server_pids), cpu_of([handler.process.pid]), cpu_of(pg_pids))
+    each_before = [cpu_of([pid]) for pid in server_pids]
+    cpu_before = (sum(each_before), cpu_of([handler.process.pid]), cpu_of(pg_pids))
     for load in loads:
         assert load.stdin is not None
         load.stdin.write("go\n")
@@ -780,7 +784,8 @@ def measure(
         records += json.loads(Path(spec.out).read_text())
         Path(spec.out).unlink()
     handler.wait_for(len(records))
-    cpu_after = (cpu_of(server_pids), cpu_of([handler.process.pid]), cpu_of(pg_pids))
+    each_after = [cpu_of([pid]) for pid in server_pids]
+    cpu_after = (sum(each_after), cpu_of([handler.process.pid]), cpu_of(pg_pids))
     profiles = stop_profilers(profilers)
     dump = handler.dump()
 
@@ -796,7 +801,7 @@ def measure(
     last_arrival = max((t for _, t in delivered), default=first_send)
     elapsed = max(last_arrival - first_send, 1e-9)
     latencies = sorted(arrived - record[1] for record, arrived in delivered)
-    commits = sorted(arrived - record[3] for record, arrived in delivered) if kind == "server" else []
+    dones = sorted(arrived - record[3] for record, arrived in delivered) if kind == "server" else []
     count = max(len(delivered), 1)
     server_cpu = cpu_after[0] - cpu_before[0]
     failed = sum(o.failed for o in outcomes)
@@ -818,9 +823,10 @@ def measure(
         p90_ms=percentile(latencies, 90) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
         max_ms=(latencies[-1] if latencies else math.nan) * 1000,
-        commit_p50_ms=percentile(commits, 50) * 1000 if commits else None,
-        commit_p99_ms=percentile(commits, 99) * 1000 if commits else None,
+        done_p50_ms=percentile(dones, 50) * 1000 if dones else None,
+        done_p99_ms=percentile(dones, 99) * 1000 if dones else None,
         server_us_per_msg=server_cpu / count * 1e6 if kind == "server" else None,
+        process_us_per_msg=[(b - a) / count * 1e6 for a, b in zip(each_before, each_after, strict=True)],
         handler_us_per_msg=(cpu_after[1] - cpu_before[1]) / count * 1e6,
         client_us_per_msg=sum(o.client_cpu_s for o in outcomes) / count * 1e6,
         postgres_us_per_msg=(cpu_after[2] - cpu_before[2]) / count * 1e6 if pg_pids else None,
@@ -910,34 +916,46 @@ class Bench:
     def warm_up(self, servers: Servers) -> None:
         """Unmeasured: opens the pools and the dispatchers' connections, and gives a real body to copy."""
         run = self.run("server", "warm-up", self.args.warmup, 0, servers, None, self.args.batch_size)
-        check(run)
+        if failed(run):
+            raise RuntimeError(f"warm-up: {', '.join(problems(run))}; {run.failed_sample}")
         servers.auth_sample = auth_sample(self.handler)
 
 
-def check(run: Run) -> None:
-    problems = [
+def problems(run: Run) -> list[str]:
+    """What went wrong in a run: sends not acknowledged, acknowledged messages that never arrived,
+    arrivals nobody sent. Duplicates are listed too, but delivery is at least once: they fail nothing."""
+    return [
         f"{value} {name}"
         for name, value in (
             ("failed sends", run.failed),
             ("missing", run.missing),
-            ("duplicates", run.duplicates),
             ("unexpected", run.unexpected),
+            ("duplicates (not an error)", run.duplicates),
         )
         if value
     ]
-    if problems:
+
+
+def failed(run: Run) -> bool:
+    return bool(run.failed or run.missing or run.unexpected)
+
+
+def check(run: Run) -> None:
+    found = problems(run)
+    if found:
         detail = f"; first failure: {run.failed_sample}" if run.failed_sample else ""
-        raise RuntimeError(f"{run.kind} {run.mode} {run.size}: {', '.join(problems)}{detail}")
+        print(f"    !! {run.kind} {run.mode} {run.size:,}: {', '.join(found)}{detail}", flush=True)
 
 
 def progress(run: Run) -> None:
-    commit = f"  commit->handler p99 {run.commit_p99_ms:8.1f} ms" if run.commit_p99_ms is not None else ""
-    cpu = f"  srv {run.server_us_per_msg:5.0f} us/msg" if run.server_us_per_msg is not None else ""
+    done = f"  done->handler p99 {run.done_p99_ms:8.1f} ms" if run.done_p99_ms is not None else ""
+    each = "+".join(f"{v:.0f}" for v in run.process_us_per_msg) if len(run.process_us_per_msg) > 1 else ""
+    cpu = f"  srv {run.server_us_per_msg:5.0f}{f' ({each})' if each else ''} us/msg" if run.kind == "server" else ""
     pg = f"  pg {run.postgres_us_per_msg:4.0f} us/msg" if run.postgres_us_per_msg is not None else ""
     print(
         f"  {run.mode:<5} {run.size:>7,} round {run.round} {run.kind:<8} {run.messages_per_s:7.0f} msg/s"
         f"  ({run.elapsed_s:6.1f} s, acked {run.acknowledged_per_s:6.0f}/s)"
-        f"  p50 {run.p50_ms:8.1f} ms  p99 {run.p99_ms:8.1f} ms{commit}{cpu}{pg}",
+        f"  p50 {run.p50_ms:8.1f} ms  p99 {run.p99_ms:8.1f} ms{done}{cpu}{pg}",
         flush=True,
     )
 
@@ -948,19 +966,25 @@ class Summary:
     size: int
     rounds: int
     server_mps: float
+    server_acked_per_s: float  # intake: how fast the sends were acknowledged
     baseline_mps: float
     ratio: float  # median of per-round ratios (server msg/s / baseline msg/s of the same round)
     ratio_min: float
     ratio_max: float
     server_p50_ms: float
     server_p99_ms: float
-    commit_p50_ms: float | None
-    commit_p99_ms: float | None
+    done_p50_ms: float | None
+    done_p99_ms: float | None
     baseline_p50_ms: float
     baseline_p99_ms: float
     server_us_per_msg: float | None
+    process_us_per_msg: list[float]  # median per dispatcher process (serve first)
     postgres_us_per_msg: float | None
     handler_us_per_msg: float
+    failed_sends: int  # totals over the server and baseline runs of this row
+    missing: int
+    unexpected: int
+    duplicates: int
     server_body_bytes: int | None
     baseline_body_bytes: int | None
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -985,19 +1009,27 @@ def summarize(runs: list[Run]) -> list[Summary]:
                 size=size,
                 rounds=len(server),
                 server_mps=statistics.median(r.messages_per_s for r in server),
+                server_acked_per_s=statistics.median(r.acknowledged_per_s for r in server),
                 baseline_mps=statistics.median(r.messages_per_s for r in baseline),
                 ratio=statistics.median(ratios),
                 ratio_min=min(ratios),
                 ratio_max=max(ratios),
                 server_p50_ms=statistics.median(r.p50_ms for r in server),
                 server_p99_ms=statistics.median(r.p99_ms for r in server),
-                commit_p50_ms=median([r.commit_p50_ms for r in server]),
-                commit_p99_ms=median([r.commit_p99_ms for r in server]),
+                done_p50_ms=median([r.done_p50_ms for r in server]),
+                done_p99_ms=median([r.done_p99_ms for r in server]),
                 baseline_p50_ms=statistics.median(r.p50_ms for r in baseline),
                 baseline_p99_ms=statistics.median(r.p99_ms for r in baseline),
                 server_us_per_msg=median([r.server_us_per_msg for r in server]),
+                process_us_per_msg=[
+                    statistics.median(each) for each in zip(*(r.process_us_per_msg for r in server), strict=True)
+                ],
                 postgres_us_per_msg=median([r.postgres_us_per_msg for r in server]),
                 handler_us_per_msg=statistics.median(r.handler_us_per_msg for r in server),
+                failed_sends=sum(r.failed for r in group),
+                missing=sum(r.missing for r in group),
+                unexpected=sum(r.unexpected for r in group),
+                duplicates=sum(r.duplicates for r in group),
                 server_body_bytes=server[0].body_bytes,
                 baseline_body_bytes=baseline[0].body_bytes,
                 runs=[asdict(r) for r in group],
@@ -1012,27 +1044,35 @@ def fmt(value: float | None, pattern: str) -> str:
 
 def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> str:
     processes = f"{args.serves} serve" + (f" + {args.worker_processes} worker" if args.worker_processes else "")
-    paced = "single sends" if args.paced_batch == 1 else f"batch of {args.paced_batch}"
+    paced = "single message.send calls" if args.paced_batch == 1 else f"batches of {args.paced_batch}"
     lines = [
         f"messageservice send benchmark: {backend}, {processes} process(es); medians over rounds",
-        f"bare client(s): {args.post_concurrency} posts in flight each ({args.concurrency_source}); "
-        f"burst: batch of {args.batch_size} x {args.send_concurrency} in flight; "
-        f"paced: {args.paced_rate:g} msg/s offered, {paced}",
+        f"server: batches of {args.batch_size}, {args.send_concurrency} in flight (burst); {args.paced_rate:g} msg/s "
+        f"offered as {paced} (paced). bare: {args.post_concurrency} posts in flight per dispatcher process "
+        f"({args.concurrency_source})",
         "",
-        f"{'run':<22}{'rounds':>7}{'server msg/s':>14}{'bare msg/s':>12}{'ratio':>7}{'  range':<13}"
-        f"{'send->handler p50/p99 ms':>26}{'commit->handler':>17}{'bare p50/p99 ms':>17}"
-        f"{'srv us/msg':>12}{'pg us/msg':>11}{'hdl us/msg':>11}",
+        f"{'run':<16}{'rounds':>7}{'server msg/s':>14}{'acked/s':>9}{'bare msg/s':>12}{'ratio':>7}  {'range':<12}"
+        f"{'srv us/msg':>11}  {'per process':<14}{'pg us/msg':>10}{'hdl us/msg':>11}",
     ]
     for s in summaries:
-        name = f"{s.mode} {s.size:,}"
+        each = "+".join(f"{v:.0f}" for v in s.process_us_per_msg) if len(s.process_us_per_msg) > 1 else ""
         lines.append(
-            f"{name:<22}{s.rounds:>7}{s.server_mps:>14,.0f}{s.baseline_mps:>12,.0f}{s.ratio:>7.2f}"
-            f"  {s.ratio_min:.2f}..{s.ratio_max:.2f}  "
-            f"{s.server_p50_ms:>12.1f} / {s.server_p99_ms:<9.1f}"
-            f"{fmt(s.commit_p50_ms, '.1f'):>8} / {fmt(s.commit_p99_ms, '<6.1f')}"
-            f"{s.baseline_p50_ms:>8.1f} / {s.baseline_p99_ms:<6.1f}"
-            f"{fmt(s.server_us_per_msg, '.0f'):>12}{fmt(s.postgres_us_per_msg, '.0f'):>11}"
-            f"{s.handler_us_per_msg:>11.0f}"
+            f"{s.mode + ' ' + format(s.size, ','):<16}{s.rounds:>7}{s.server_mps:>14,.0f}{s.server_acked_per_s:>9,.0f}"
+            f"{s.baseline_mps:>12,.0f}{s.ratio:>7.2f}  {f'{s.ratio_min:.2f}..{s.ratio_max:.2f}':<12}"
+            f"{fmt(s.server_us_per_msg, ',.0f'):>11}  {each:<14}{fmt(s.postgres_us_per_msg, ',.0f'):>10}"
+            f"{s.handler_us_per_msg:>11,.0f}"
+        )
+    lines += [
+        "",
+        f"{'run':<16}{'send->handler p50 / p99 ms':>30}{'done->handler p50 / p99':>26}{'bare p50 / p99 ms':>22}"
+        f"   failed/missing/unexpected/duplicate",
+    ]
+    for s in summaries:
+        lines.append(
+            f"{s.mode + ' ' + format(s.size, ','):<16}{s.server_p50_ms:>19,.1f} / {s.server_p99_ms:<8,.1f}"
+            f"{fmt(s.done_p50_ms, ',.1f'):>15} / {fmt(s.done_p99_ms, '<8,.1f')}"
+            f"{s.baseline_p50_ms:>12,.1f} / {s.baseline_p99_ms:<8,.1f}"
+            f"   {s.failed_sends}/{s.missing}/{s.unexpected}/{s.duplicates}"
         )
     target = TARGETS[backend]
     lines.append("")
@@ -1043,17 +1083,23 @@ def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> 
         else:
             verdict = "meets" if s.server_p99_ms < TARGET_PACED_P99_MS else "MISSES"
             lines.append(
-                f"paced {s.size:,} at {args.paced_rate:g} msg/s: send->first attempt p99 {s.server_p99_ms:.1f} ms "
-                f"{verdict} the target of < {TARGET_PACED_P99_MS:g} ms."
+                f"paced at {args.paced_rate:g} msg/s offered: send->first attempt p99 {s.server_p99_ms:,.1f} ms "
+                f"{verdict} the target of < {TARGET_PACED_P99_MS:g} ms (delivered {s.server_mps:,.0f} msg/s)."
             )
-    bodies = {(s.server_body_bytes, s.baseline_body_bytes) for s in summaries}
+    if any(s.failed_sends or s.missing or s.unexpected for s in summaries):
+        lines.append("CORRECTNESS: some acknowledged messages did not arrive, or sends failed (see the counts above).")
+    else:
+        lines.append("Every acknowledged message reached the handler.")
+    bodies = sorted({f"{s.server_body_bytes}/{s.baseline_body_bytes}" for s in summaries})
     lines += [
         "",
-        "msg/s: messages acknowledged and delivered / (last handler arrival - first send); ratio: server / bare of",
-        "the same round. send->handler: handler arrival - when the client sent (burst) or was due to send (paced)",
-        "the request carrying the message; commit->handler: arrival - the server's result_time.finish of the send.",
-        "us/msg: CPU per message of the server processes, PostgreSQL's processes, the handler (all on 2 cores).",
-        f"Handler body bytes (server, bare): {', '.join(f'{a}/{b}' for a, b in sorted(bodies, key=str))}.",
+        "msg/s: messages acknowledged and delivered / (last handler arrival - first send); acked/s: the same for",
+        "the acknowledgements of the sends; ratio: server / bare of the same round (median, and range over rounds).",
+        "send->handler: handler arrival - when the client sent (burst) or was due to send (paced) the request that",
+        "carried the message; done->handler: arrival - the finish time the server returned for that send.",
+        "us/msg: CPU per delivered message of the server processes (and each of them), of PostgreSQL's processes",
+        f"and of the handler; all share the machine's {os.cpu_count()} cores. Handler body bytes, server/bare: "
+        f"{', '.join(bodies)}.",
     ]
     return "\n".join(lines)
 
@@ -1103,9 +1149,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--send-concurrency", type=int, default=4, help="batch requests in flight (burst)")
     parser.add_argument("--warmup", type=int, default=500, help="unmeasured messages after each server start")
     parser.add_argument("--paced-rate", type=float, default=1000.0, help="messages/s offered in the paced run")
-    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--paced-seconds", type=float, default=5.0, help="length of each paced round")
     parser.add_argument("--paced-batch", type=int, default=1, help="1: single message.send calls; more: batch")
-    parser.add_argument("--paced-rounds", type=int, default=1)
+    parser.add_argument("--paced-rounds", type=int, default=3)
     parser.add_argument("--no-paced", action="store_true", help="skip the paced run")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server and handler logs)")
     parser.add_argument(
@@ -1130,6 +1176,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         or not 1 <= args.batch_size <= 50
         or args.send_concurrency < 1
         or args.paced_rate <= 0
+        or args.paced_rounds < 1
         or not 1 <= args.paced_batch <= 50
     ):
         parser.error("sizes, workers, rounds and rates must be positive; batch sizes 1..50")
@@ -1193,6 +1240,7 @@ def main(argv: Sequence[str]) -> int:
     summaries = summarize(runs)
     print()
     print(report(summaries, args, backend))
+    correct = not any(failed(run) for run in runs)
     for run in runs:
         for path in run.profiles:
             print()
@@ -1219,7 +1267,7 @@ def main(argv: Sequence[str]) -> int:
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nresults: {out.relative_to(REPO_ROOT)}  ({document['duration_s']} s)")
-    return 0
+    return 0 if correct else 1
 
 
 if __name__ == "__main__":

@@ -337,6 +337,26 @@ def read_outcomes(database_url: str) -> dict[str, dict[str, Any]]:
     return asyncio.run(main())
 
 
+def leased(database_url: str) -> set[str]:
+    """MESSAGE_IDs whose delivery a server has claimed and not yet recorded (its lease lies ahead)."""
+
+    async def main() -> set[str]:
+        engine = create_async_engine(normalize_database_url(database_url))
+        try:
+            async with engine.connect() as conn:
+                query = (
+                    select(messages.c.message_id)
+                    .join(deliveries, deliveries.c.message_id == messages.c.id)
+                    # Retries here wait at most ~1.2 s; anything further out is a lease.
+                    .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at > time.time() + 3)
+                )
+                return set((await conn.execute(query)).scalars())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
 def settled(outcomes: dict[str, dict[str, Any]]) -> bool:
     return all(o["state"] == "done" and o["status_id"] == statuses.SENT.id for o in outcomes.values())
 
@@ -439,8 +459,18 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
             calls, inflight = handler.snapshot()
             at = time.time() - began
             servers.kill()
+            held = leased(database_url)
             kills.append(
-                {"at_s": round(at, 2), "acked": ledger.count(), "handled": sum(calls.values()), "inflight": inflight}
+                {
+                    "at_s": round(at, 2),
+                    "acked": ledger.count(),
+                    "handled": sum(calls.values()),
+                    "inflight": inflight,
+                    # Jobs the dead server held: sent again when its lease runs out, as duplicates if they
+                    # had reached the handler already (the answer was not yet recorded).
+                    "leased": len(held),
+                    "leased_already_handled": len(held & set(calls)),
+                }
             )
             time.sleep(rng.uniform(0, 0.5))  # down for a moment: clients' requests fail and are sent again
             servers.start()
