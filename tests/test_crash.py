@@ -498,6 +498,7 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
                 break
             time.sleep(0.5)
         settled_at = time.time() - began
+        calls_when_settled = sum(calls.values())
         time.sleep(1.0)  # nothing is sent once all is done
         # The API agrees with the store: a sample read back with messageservice.message.get.
         sample = rng.sample(sorted(wanted), min(REST_SAMPLE, len(wanted)))
@@ -523,6 +524,7 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
         "calls_per_message": {str(k): v for k, v in sorted(spread.items())},
         "missing": len(missing),
         "not_done_in_db": len(not_done),
+        "calls_after_settled": sum(calls.values()) - calls_when_settled,
         "claims": sum(o["attempts"] or 0 for o in outcomes.values()),
         "recorded_attempts": sum(o["recorded"] for o in outcomes.values()),
         "recorded_failed_attempts": sum(o["recorded"] - o["ok"] for o in outcomes.values()),
@@ -560,5 +562,6 @@ def test_sigkill_mid_flight_loses_no_acknowledged_message(
         if v["STATUS"] != "sent" or v["DELIVERY"]["STATE"] != "done" or v["MESSAGE_BODY"] != ledger.bodies[m]
     }
     assert set(through_api) == set(sample) and not wrong, list(wrong.items())[:5]
+    assert summary["calls_after_settled"] == 0, "deliveries went on after every message was done"
     assert len(kills) == len(KILL_WINDOWS)
     assert exit_code == 0, servers.log_tail()
