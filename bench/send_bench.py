@@ -2,22 +2,27 @@
 client posting the same bodies to the same handler, measured in the same run.
 
     .venv/bin/python bench/send_bench.py [--sizes 10000,100000] [--postgres] [--workers N] [--rounds 3]
-                                         [--paced-rate 1000] [--paced-seconds 10] [--no-paced] [--keep]
+                                         [--send-concurrency 4] [--paced-rate 1000] [--paced-seconds 5]
+                                         [--no-paced] [--py-spy /tmp/pyspy/bin/py-spy] [--keep]
 
 What runs where (all started by this one file, all on 127.0.0.1):
 
 * the orchestrator (this process): a fresh portal per size built with the real `messageservice` CLI
   (`init`, `app add`, `app install`, `token`, all `--json`), one sender whose HANDLER is the handler
   below, the server(s), the measurements, the report, JSON in bench/results/;
-* the server(s): the real `messageservice serve` command, unpatched. `--workers N` runs N of them on N
-  ports against the same database (each has its own dispatcher; on PostgreSQL their claims share the
-  queue with FOR UPDATE SKIP LOCKED); the sender alternates batches between them;
+* the server: the real `messageservice serve` command, unpatched, with its settings at their defaults
+  except the rate limiter's bucket (made deep) and app-event retries (off). `--workers N` runs N
+  dispatcher processes on one database: one `serve` and N-1 `messageservice worker` (where the
+  checkout has that command; else, or with --all-serve, N `serve`s on N ports, sends alternating);
+  on PostgreSQL their claims share the queue with FOR UPDATE SKIP LOCKED;
 * the handler: `send_bench.py _handler PORT`, an aiohttp server in its own process that answers 200
   and records, per `message_id` form field, the wall-clock time each POST arrived;
 * the load processes, fresh for every measurement: `_send` (the REST client: `batch` requests of 50
   `messageservice.message.send` commands, or single sends at a fixed rate) and `_baseline` (a bare
-  aiohttp client posting prebuilt bodies, built with the server's own `handler_body`, to the handler
-  at the dispatcher's concurrency: the ceiling).
+  aiohttp client posting prebuilt bodies, built with the server's own `handler_body`, to the handler:
+  the ceiling). The bare client posts as many at once as a dispatcher does to one handler (the smaller
+  of the server's `dispatch_concurrency` and `handler_concurrency` settings), one client process per
+  dispatcher process, with its connections opened before the clock starts.
 
 Each measurement, server or baseline:
 
@@ -27,12 +32,14 @@ Each measurement, server or baseline:
   `done->handler` = arrival - the `finish` time the server returned for that send (`result_time` in a
   batch, the envelope's `time` for a single call; it is stamped after the commit, so a negative value
   means the dispatcher had posted before the server finished answering the send);
-* paced: a fixed offered rate (default 1,000 messages/s for 10 s), open loop: latency is measured from
-  the time each request was due, so a client or server that falls behind is not hidden.
+* paced: a fixed offered rate (default 1,000 messages/s as single message.send calls, 3 rounds of 5 s),
+  open loop: latency is measured from the time each request was due, so a client or a server that
+  falls behind is not hidden.
 
-Every acknowledged MESSAGE_ID must reach the handler; missing, duplicate and unexpected ids are
-counted and any of them fails the run. Clocks: the client, the server and the handler all use
-time.time() on the same machine.
+Every acknowledged MESSAGE_ID must reach the handler: failed sends, missing and unexpected ids make
+the run exit 1; duplicates are counted and printed (delivery is at least once). Each size runs on a
+fresh database, after an unmeasured warm-up of 500 messages. Clocks: the client, the server and the
+handler all use time.time() on the same machine.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ HANDLER_PATH = "/h"
 SENDER_CODE = "bench.sms"
 TARGETS = {"sqlite": 1_000.0, "postgres": 2_000.0}  # messages/s, from the issue
 TARGET_PACED_P99_MS = 50.0
+# The dispatcher's lease is handler_timeout_seconds * 2 + 30 = 50 s at the defaults.
+STALL_SECONDS = 90.0
 MESSAGE_TEXT = "Your confirmation code is {code}. It expires in 10 minutes. Message {index}."
 
 
@@ -106,6 +115,7 @@ def handler_main(argv: Sequence[str]) -> None:
     port = int(argv[0])
     ids: list[bytes] = []
     times: list[float] = []
+    distinct: set[bytes] = set()
     sample: list[bytes] = []
     marker = b"&message_id="
 
@@ -122,12 +132,13 @@ def handler_main(argv: Sequence[str]) -> None:
             message_id = found[0].encode()
         ids.append(message_id)
         times.append(arrived)
+        distinct.add(message_id)
         if not sample:
             sample.append(body)
         return web.Response(body=b"OK")
 
     async def count(request: web.Request) -> web.Response:
-        return web.json_response({"arrivals": len(ids)})
+        return web.json_response({"arrivals": len(ids), "distinct": len(distinct)})
 
     async def dump(request: web.Request) -> web.Response:
         return web.json_response(
@@ -141,6 +152,7 @@ def handler_main(argv: Sequence[str]) -> None:
     async def reset(request: web.Request) -> web.Response:
         ids.clear()
         times.clear()
+        distinct.clear()
         sample.clear()
         return web.json_response({"arrivals": 0})
 
@@ -485,7 +497,8 @@ class Handler:
         return self.base + HANDLER_PATH
 
     def count(self) -> int:
-        return int(http_json(self.base + "/count")["arrivals"])
+        """Distinct message ids received (a duplicate must not stand in for a message still missing)."""
+        return int(http_json(self.base + "/count")["distinct"])
 
     def reset(self) -> None:
         http_json(self.base + "/reset", "POST")
@@ -493,8 +506,8 @@ class Handler:
     def dump(self) -> dict[str, Any]:
         return http_json(self.base + "/dump")
 
-    def wait_for(self, expected: int, stall_seconds: float = 30.0) -> int:
-        """Poll until `expected` arrivals or no progress for `stall_seconds`; the count reached."""
+    def wait_for(self, expected: int, stall_seconds: float) -> int:
+        """Poll until `expected` distinct ids or no progress for `stall_seconds`; the count reached."""
         seen, last_change = -1, time.monotonic()
         while True:
             current = self.count()
@@ -783,7 +796,9 @@ def measure(
     for spec in specs:
         records += json.loads(Path(spec.out).read_text())
         Path(spec.out).unlink()
-    handler.wait_for(len(records))
+    # Longer than a claim's lease: a message claimed by a dispatcher that never posted it is claimed and
+    # sent again when the lease runs out; it is late then, not lost.
+    handler.wait_for(len({r[0] for r in records}), stall_seconds=STALL_SECONDS)
     each_after = [cpu_of([pid]) for pid in server_pids]
     cpu_after = (sum(each_after), cpu_of([handler.process.pid]), cpu_of(pg_pids))
     profiles = stop_profilers(profilers)
@@ -951,7 +966,7 @@ def progress(run: Run) -> None:
     done = f"  done->handler p99 {run.done_p99_ms:8.1f} ms" if run.done_p99_ms is not None else ""
     each = "+".join(f"{v:.0f}" for v in run.process_us_per_msg) if len(run.process_us_per_msg) > 1 else ""
     cpu = f"  srv {run.server_us_per_msg:5.0f}{f' ({each})' if each else ''} us/msg" if run.kind == "server" else ""
-    pg = f"  pg {run.postgres_us_per_msg:4.0f} us/msg" if run.postgres_us_per_msg is not None else ""
+    pg = f"  pg {run.postgres_us_per_msg:4.0f} us/msg" if run.postgres_us_per_msg and run.kind == "server" else ""
     print(
         f"  {run.mode:<5} {run.size:>7,} round {run.round} {run.kind:<8} {run.messages_per_s:7.0f} msg/s"
         f"  ({run.elapsed_s:6.1f} s, acked {run.acknowledged_per_s:6.0f}/s)"
@@ -1119,6 +1134,44 @@ def postgres(enabled: bool) -> Iterator[Any]:
         server.stop()
 
 
+SETUP_SECONDS = 20.0  # a fresh portal, the processes and the warm-up
+
+
+def over_budget(
+    args: argparse.Namespace, runs: list[Run], mode: str, size: int, rounds: int, elapsed: float
+) -> str | None:
+    """Why a burst would not fit in --budget (from the server's rate so far), or None to run it."""
+    done = [r for r in runs if r.kind == "server" and r.mode == "burst"]
+    if args.budget <= 0 or mode != "burst" or not done:
+        return None
+    rate = statistics.median(r.messages_per_s for r in done)
+    bare = statistics.median(r.messages_per_s for r in runs if r.kind == "baseline" and r.mode == "burst")
+    need = SETUP_SECONDS + rounds * (size / rate + size / bare)
+    reserve = 0.0
+    if not args.no_paced:
+        paced = args.paced_rate * args.paced_seconds
+        reserve = SETUP_SECONDS + args.paced_rounds * (paced / min(args.paced_rate, rate) + args.paced_seconds)
+    if elapsed + need + reserve <= args.budget:
+        return None
+    return (
+        f"at {rate:,.0f} msg/s a burst of {size:,} would take about {need:,.0f} s; with {elapsed:,.0f} s spent and "
+        f"{reserve:,.0f} s kept for the paced rounds that overruns --budget {args.budget:g} s "
+        f"(run it with --sizes {size} or --budget 0)"
+    )
+
+
+def log_errors(folder: Path) -> list[str]:
+    """ERROR lines the server and worker processes logged (timestamps cut, repeats counted)."""
+    counts: dict[str, int] = {}
+    for path in sorted(folder.glob("process-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if " ERROR " in line or line.startswith("ERROR:"):
+                text = line.split(" ERROR ", 1)[-1] if " ERROR " in line else line
+                key = f"{path.name}: {text.strip()[:200]}"
+                counts[key] = counts.get(key, 0) + 1
+    return [f"{n} x {text}" for text, n in sorted(counts.items(), key=lambda item: -item[1])]
+
+
 def git_dirty() -> list[str]:
     """Files that differ from the commit: the numbers are for the working tree as it was."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -1153,6 +1206,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--paced-batch", type=int, default=1, help="1: single message.send calls; more: batch")
     parser.add_argument("--paced-rounds", type=int, default=3)
     parser.add_argument("--no-paced", action="store_true", help="skip the paced run")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=360.0,
+        help="seconds for the whole run: a burst that the rates measured so far say would overrun it (keeping "
+        "time for the paced rounds) is skipped and reported; 0: no limit",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server and handler logs)")
     parser.add_argument(
         "--py-spy",
@@ -1190,6 +1250,8 @@ def main(argv: Sequence[str]) -> int:
     started = time.time()
     load_before = os.getloadavg()
     runs: list[Run] = []
+    errors: dict[str, list[str]] = {}
+    skipped: list[str] = []
     plan: list[tuple[str, int, int, float | None, int]] = [
         ("burst", size, args.rounds if size <= args.big else args.big_rounds, None, args.batch_size)
         for size in args.size_list
@@ -1215,6 +1277,11 @@ def main(argv: Sequence[str]) -> int:
                 flush=True,
             )
             for mode, size, rounds, rate, batch in plan:
+                reason = over_budget(args, runs, mode, size, rounds, time.time() - started)
+                if reason:
+                    skipped.append(reason)
+                    print(f"{mode} {size:,}: skipped, {reason}", flush=True)
+                    continue
                 # A fresh database for every size, so each size starts from an empty queue and empty tables.
                 url, place = bench.new_portal()
                 with running_servers(url, place, args.serves, args.worker_processes, handler) as servers:
@@ -1229,6 +1296,10 @@ def main(argv: Sequence[str]) -> int:
                             progress(run)
                             check(run)
                             runs.append(run)
+                found = log_errors(place)
+                if found:
+                    errors[f"{mode} {size}"] = found
+                    print(f"    server logs: {len(found)} kinds of ERROR line, e.g. {found[0]}", flush=True)
     finally:
         if handler is not None:
             handler.stop()
@@ -1240,6 +1311,8 @@ def main(argv: Sequence[str]) -> int:
     summaries = summarize(runs)
     print()
     print(report(summaries, args, backend))
+    for reason in skipped:
+        print(f"SKIPPED: {reason}")
     correct = not any(failed(run) for run in runs)
     for run in runs:
         for path in run.profiles:
@@ -1264,6 +1337,8 @@ def main(argv: Sequence[str]) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("keep", "size_list")},
         "targets": {"messages_per_s": TARGETS[backend], "paced_p99_ms": TARGET_PACED_P99_MS},
         "summary": [asdict(s) for s in summaries],
+        "server_log_errors": errors,
+        "skipped": skipped,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nresults: {out.relative_to(REPO_ROOT)}  ({document['duration_s']} s)")

@@ -52,7 +52,7 @@ CLIENTS = 4
 KILL_WINDOWS = ((200, 900), (1100, 1900), (2100, 2800))
 HANDLER_TIMEOUT = 2.0
 # The dispatcher's lease on a claimed job (dispatcher.py): what a killed server held is claimed again after it.
-LEASE = HANDLER_TIMEOUT * 2 + 30
+LEASE = HANDLER_TIMEOUT * 2 + 10
 SEND_DEADLINE = 120.0  # seconds for every send to be acknowledged, restarts included
 SETTLE_DEADLINE = 120.0  # seconds after the last restart for every acknowledged message to be done
 REST_SAMPLE = 250  # messages read back through messageservice.message.get at the end

@@ -1,12 +1,14 @@
 """Per-HANDLER limits: how many calls may be in flight, and a circuit breaker for dead providers.
 
-A job its handler cannot take now is deferred (not counted as an attempt) rather than waited for,
-so a slow or dead provider never holds the dispatcher's slots that other providers need.
+A job whose handler is busy waits for a free call slot, but only as many jobs as the handler has
+slots; beyond that, or while the breaker is open, a job is deferred (not counted as an attempt). So a
+slow or dead provider never holds more of the dispatcher's slots than its own limit allows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 # A full handler is asked again this soon; an open breaker when its cool-down ends.
@@ -22,10 +24,23 @@ class HandlerGate:
     failures: int = 0
     open_until: float = 0.0
     probing: bool = False
+    waiting: int = 0
+    freed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def tripped(self) -> bool:
         return self.failures >= self.failures_to_open
+
+    def may_wait(self, now: float) -> bool:
+        """A busy but healthy handler: the job may wait for a slot, if not too many already do."""
+        return not (self.tripped and now < self.open_until) and self.waiting < self.limit
+
+    async def wait_for_slot(self) -> None:
+        self.waiting += 1
+        try:
+            await self.freed.wait()
+        finally:
+            self.waiting -= 1
 
     def blocked(self, now: float) -> bool:
         """Whether a new call would be turned away now (full, open, or half-open with its probe out)."""
@@ -54,6 +69,9 @@ class HandlerGate:
         """After a call; `handler_failed` for 5xx, timeouts and refused connections (not for 4xx)."""
         self.in_flight -= 1
         self.probing = False
+        # Wake the waiting jobs; they race for the free slot and the losers wait again.
+        self.freed.set()
+        self.freed.clear()
         if not handler_failed:
             self.failures = 0
             return

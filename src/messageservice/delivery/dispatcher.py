@@ -108,7 +108,8 @@ class Dispatcher(BackgroundLoop):
 
     async def _claim_more(self, session: aiohttp.ClientSession) -> None:
         settings = self._core.settings
-        lease = settings.handler_timeout_seconds * 2 + 30
+        # Long enough for a wait for a free slot plus the call itself, with room for the write-back.
+        lease = settings.handler_timeout_seconds * 2 + 10
         while (free := settings.dispatch_concurrency - len(self._inflight)) > 0:
             want = min(free, settings.dispatch_batch_size)
             try:
@@ -120,6 +121,8 @@ class Dispatcher(BackgroundLoop):
                 task = asyncio.create_task(self._deliver(session, job))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+            # Under a backlog this loop runs on; what finished meanwhile is written now, not after it.
+            await self._write_finished()
             if len(jobs) < want:
                 return
 
@@ -143,6 +146,9 @@ class Dispatcher(BackgroundLoop):
         clock = time.perf_counter()
         gate = self.gates.for_job(job.handler, job.sender_id) if job.handler is not None else None
         later = gate.admit(started) if gate is not None else None
+        while gate is not None and later is not None and gate.may_wait(time.time()):
+            await gate.wait_for_slot()
+            later = gate.admit(time.time())
         if gate is not None and later is not None:
             outcome = Outcome(Verdict.DEFER, None, f"handler {gate.state(started)}", None, later)
         else:
