@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from messageservice.background import BackgroundLoop
 from messageservice.core.context import Core
 from messageservice.phpquery import http_build_query
+from messageservice.store.queues import seconds_until_due
 from messageservice.store.tables import app_events
 
 log = logging.getLogger("messageservice.events")
@@ -134,19 +135,6 @@ async def deliver_due(core: Core) -> list[AttemptResult]:
     return results
 
 
-async def next_due_in(core: Core) -> float | None:
-    async with core.engine.connect() as conn:
-        due = (
-            await conn.execute(
-                select(app_events.c.next_attempt_at)
-                .where(app_events.c.state == "pending")
-                .order_by(app_events.c.next_attempt_at)
-                .limit(1)
-            )
-        ).scalar()
-    return None if due is None else max(0.0, due - core.clock())
-
-
 class EventWorker(BackgroundLoop):
     """Delivers app events in the server process."""
 
@@ -156,7 +144,7 @@ class EventWorker(BackgroundLoop):
         while True:
             try:
                 await deliver_due(self._core)
-                wait = await next_due_in(self._core)
+                wait = await seconds_until_due(self._core, app_events)
             except Exception:  # the worker must outlive a database hiccup
                 log.exception("app event worker pass failed")
                 wait = 5.0

@@ -21,10 +21,12 @@ from messageservice.config import Settings
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
 from messageservice.delivery.breaker import Gates
-from messageservice.delivery.queue import Job, Result, claim_due, next_due_in, record
+from messageservice.delivery.queue import Job, Result, claim_due, record
 from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
 from messageservice.delivery.wakeups import QueueListener
+from messageservice.store.queues import seconds_until_due
+from messageservice.store.tables import deliveries
 
 log = logging.getLogger("messageservice.dispatcher")
 
@@ -130,7 +132,7 @@ class Dispatcher(BackgroundLoop):
         wait = self._core.settings.dispatch_sweep_seconds
         if not self._finished:
             try:
-                due = await next_due_in(self._core)
+                due = await seconds_until_due(self._core, deliveries)
             except Exception:
                 log.exception("reading the queue failed")
                 due = None

@@ -244,16 +244,3 @@ async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Stat
             for m in moving
         ],
     )
-
-
-async def next_due_in(core: Core) -> float | None:
-    async with core.engine.connect() as conn:
-        due = (
-            await conn.execute(
-                select(deliveries.c.next_attempt_at)
-                .where(deliveries.c.state == "pending")
-                .order_by(deliveries.c.next_attempt_at)
-                .limit(1)
-            )
-        ).scalar()
-    return None if due is None else max(0.0, due - core.clock())
