@@ -308,6 +308,15 @@ async def get_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[
     else:
         raise CoreError(*NOT_FOUND)
     async with core.engine.connect() as conn:
+        # The delivery first: whatever committed with it (status, attempts) is then seen by the reads
+        # below, even without a snapshot across statements (PostgreSQL's READ COMMITTED).
+        delivery = (
+            await conn.execute(
+                select(deliveries)
+                .join(messages, messages.c.id == deliveries.c.message_id)
+                .where(where, _visible(actor))
+            )
+        ).first()
         row = (await conn.execute(select(messages).where(where, _visible(actor)))).first()
         if row is None:
             raise CoreError(*NOT_FOUND)
@@ -319,7 +328,6 @@ async def get_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[
                 select(status_reports).where(status_reports.c.message_id == row.id).order_by(status_reports.c.id)
             )
         ).all()
-        delivery = (await conn.execute(select(deliveries).where(deliveries.c.message_id == row.id))).first()
     view = _message_view(row)
     view["DELIVERY"] = (
         {
