@@ -51,6 +51,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -1161,14 +1162,27 @@ def over_budget(
 
 
 def log_errors(folder: Path) -> list[str]:
-    """ERROR lines the server and worker processes logged (timestamps cut, repeats counted)."""
+    """ERROR lines the server and worker processes logged (timestamps cut, repeats counted); for a
+    traceback, the exceptions it ends in."""
     counts: dict[str, int] = {}
     for path in sorted(folder.glob("process-*.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            if " ERROR " in line or line.startswith("ERROR:"):
-                text = line.split(" ERROR ", 1)[-1] if " ERROR " in line else line
-                key = f"{path.name}: {text.strip()[:200]}"
-                counts[key] = counts.get(key, 0) + 1
+        lines = path.read_text(errors="replace").splitlines()
+        for number, line in enumerate(lines):
+            if " ERROR " not in line and not line.startswith("ERROR:"):
+                continue
+            text = line.split(" ERROR ", 1)[-1].strip()
+            exceptions = []
+            for following in lines[number + 1 : number + 200]:
+                if re.match(r"^\d{4}-\d\d-\d\d ", following) or following.startswith(("ERROR:", "INFO:", "WARNING:")):
+                    break  # the next log record
+                if not following or following[:1].isspace():
+                    continue
+                if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit|Cancelled)\b", following):
+                    exceptions.append(following.strip()[:160])
+            if exceptions:
+                text += " -> " + " / ".join(exceptions)
+            key = f"{path.name}: {text[:400]}"
+            counts[key] = counts.get(key, 0) + 1
     return [f"{n} x {text}" for text, n in sorted(counts.items(), key=lambda item: -item[1])]
 
 
@@ -1185,7 +1199,9 @@ def git_dirty() -> list[str]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--sizes", default="10000,100000", help="messages per burst, comma-separated")
+    parser.add_argument(
+        "--sizes", default="10000,100000", help="messages per burst, comma-separated ('none': paced rounds only)"
+    )
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite")
     parser.add_argument(
         "--workers",
@@ -1222,14 +1238,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     try:
-        args.size_list = [int(part.replace("_", "")) for part in args.sizes.split(",") if part.strip()]
+        parts = [] if args.sizes.strip().lower() == "none" else args.sizes.split(",")
+        args.size_list = [int(part.replace("_", "")) for part in parts if part.strip()]
     except ValueError:
-        parser.error("--sizes: comma-separated integers")
+        parser.error("--sizes: comma-separated integers, or none")
     if args.workers is None:
         args.workers = 2 if args.postgres else 1
     if (
-        not args.size_list
-        or min(args.size_list) < 1
+        (not args.size_list and args.no_paced)
+        or min(args.size_list, default=1) < 1
         or args.workers < 1
         or args.rounds < 1
         or args.big_rounds < 1
@@ -1249,6 +1266,8 @@ def main(argv: Sequence[str]) -> int:
     folder = Path(tempfile.mkdtemp(prefix="messageservice-send-bench-"))
     started = time.time()
     load_before = os.getloadavg()
+    # The processes import the code at their start: the tree as it is now is what gets measured.
+    git_before = (git_revision(), git_dirty())
     runs: list[Run] = []
     errors: dict[str, list[str]] = {}
     skipped: list[str] = []
@@ -1328,8 +1347,9 @@ def main(argv: Sequence[str]) -> int:
         "workers": args.workers,
         "started": stamp,
         "duration_s": round(time.time() - started, 1),
-        "git": git_revision(),
-        "git_dirty": git_dirty(),
+        "git": git_before[0],
+        "git_dirty": git_before[1],
+        "git_changed_during_run": (git_revision(), git_dirty()) != git_before,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,
@@ -1341,7 +1361,10 @@ def main(argv: Sequence[str]) -> int:
         "skipped": skipped,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nresults: {out.relative_to(REPO_ROOT)}  ({document['duration_s']} s)")
+    dirty = f", {len(git_before[1])} file(s) changed from it" if git_before[1] else ""
+    print(f"\nresults: {out.relative_to(REPO_ROOT)}  ({document['duration_s']} s; commit {git_before[0]}{dirty})")
+    if document["git_changed_during_run"]:
+        print("note: the working tree changed during the run (processes started later may have run newer code)")
     return 0 if correct else 1
 
 

@@ -12,6 +12,7 @@ from messageservice.config import Settings, normalize_database_url
 from messageservice.core.secrets import SecretBox
 from messageservice.store.db import create_engine, sqlite_file
 from messageservice.store.reads import PostgresReads, SqliteReads
+from messageservice.store.writes import AsyncWrites, SqliteWrites
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Core:
     settings: Settings
     box: SecretBox
     reads: PostgresReads | SqliteReads
+    writes: AsyncWrites | SqliteWrites
     clock: Callable[[], float] = field(default=time.time)
     # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
     queued_listeners: list[Callable[[], None]] = field(default_factory=list)
@@ -38,8 +40,10 @@ class Core:
             settings=settings,
             box=SecretBox.from_settings(settings.secret_key, settings.data_dir),
             reads=SqliteReads(path) if path is not None else PostgresReads(url, settings.db_pool_size // 2),
+            writes=SqliteWrites(path) if path is not None else AsyncWrites(engine),
         )
 
     async def close(self) -> None:
+        await self.writes.close()
         await self.reads.close()
         await self.engine.dispose()

@@ -7,9 +7,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
@@ -99,14 +98,20 @@ def _headers(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     raise _invalid("Unknown MODULE_ID!")
 
 
-async def _sender_row(conn: AsyncConnection, message_from: str) -> Any:
+# Built once, executed with parameters: building a statement per send cost more than SQLite's work.
+_SENDER = (
+    select(senders.c.id, senders.c.app_id, senders.c.code)
+    .join(apps, apps.c.id == senders.c.app_id)
+    .where(apps.c.client_id == bindparam("client_id"), senders.c.code == bindparam("code"), apps.c.installed)
+)
+_INSERT_MESSAGE = insert(messages).returning(messages.c.id, messages.c.message_id)
+_INSERT_DELIVERY = insert(deliveries)
+_INSERT_REPORT = insert(status_reports)
+
+
+def _sender_row(conn: Connection, message_from: str) -> Any:
     client_id, _, code = message_from.partition("|")
-    query = (
-        select(senders.c.id, senders.c.app_id, senders.c.code)
-        .join(apps, apps.c.id == senders.c.app_id)
-        .where(apps.c.client_id == client_id, senders.c.code == code, apps.c.installed)
-    )
-    return (await conn.execute(query)).first()
+    return conn.execute(_SENDER, {"client_id": client_id, "code": code}).first()
 
 
 async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
@@ -136,51 +141,56 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
         if existing is not None:
             return existing
     now = core.clock()
+    values = {
+        "message_from": message_from,
+        "author_id": actor.user_id,
+        "module_id": module_id,
+        "headers": json.dumps(headers),
+        "message_to": normalize_phone(message_to.strip()),
+        "message_body": body,
+        "status_id": statuses.PENDING.id,
+        "idempotency_scope": actor.scope if key is not None else None,
+        "idempotency_key": key,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+    def queue(conn: Connection) -> Any:
+        # The message, its delivery job and the first history entry commit together, or none does.
+        sender = _sender_row(conn, message_from)
+        if sender is None:
+            raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
+        row = conn.execute(
+            _INSERT_MESSAGE,
+            {
+                "message_id": secrets.token_hex(16),
+                "app_id": sender.app_id,
+                "sender_id": sender.id,
+                "sender_code": sender.code,
+                **values,
+            },
+        ).one()
+        conn.execute(
+            _INSERT_DELIVERY,
+            {"message_id": row.id, "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now},
+        )
+        conn.execute(
+            _INSERT_REPORT,
+            {
+                "message_id": row.id,
+                "status": statuses.PENDING.name,
+                "status_id": statuses.PENDING.id,
+                "applied": True,
+                "reporter_user_id": actor.user_id,
+                "reporter_app_id": actor.app_id,
+                "reported_at": now,
+            },
+        )
+        announce(conn)
+        return row
+
     try:
-        async with core.engine.begin() as conn:
-            sender = await _sender_row(conn, message_from)
-            if sender is None:
-                raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
-            row = (
-                await conn.execute(
-                    insert(messages)
-                    .values(
-                        message_id=secrets.token_hex(16),
-                        app_id=sender.app_id,
-                        sender_id=sender.id,
-                        sender_code=sender.code,
-                        message_from=message_from,
-                        author_id=actor.user_id,
-                        module_id=module_id,
-                        headers=json.dumps(headers),
-                        message_to=normalize_phone(message_to.strip()),
-                        message_body=body,
-                        status_id=statuses.PENDING.id,
-                        idempotency_scope=actor.scope if key is not None else None,
-                        idempotency_key=key,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(messages.c.id, messages.c.message_id)
-                )
-            ).one()
-            await conn.execute(
-                insert(deliveries).values(
-                    message_id=row.id, state="pending", attempts=0, next_attempt_at=now, created_at=now
-                )
-            )
-            await announce(conn)
-            await conn.execute(
-                insert(status_reports).values(
-                    message_id=row.id,
-                    status=statuses.PENDING.name,
-                    status_id=statuses.PENDING.id,
-                    applied=True,
-                    reporter_user_id=actor.user_id,
-                    reporter_app_id=actor.app_id,
-                    reported_at=now,
-                )
-            )
+        row = await core.writes.run(queue)
     except IntegrityError:
         # Two sends with one idempotency key raced; the other one won.
         existing = await _by_idempotency(core, actor, key) if key is not None else None
@@ -470,5 +480,5 @@ async def replay(core: Core, actor: Actor, params: dict[str, Any]) -> int:
                 for m in chosen
             ],
         )
-        await announce(conn)
+        await conn.run_sync(announce)
     return len(chosen)

@@ -10,9 +10,8 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.config import normalize_database_url
 
@@ -21,9 +20,10 @@ log = logging.getLogger("messageservice.wakeups")
 CHANNEL = "messageservice_queued"
 
 
-async def announce(conn: AsyncConnection) -> None:
+def announce(conn: Connection) -> None:
+    """Inside a transaction that queued deliveries (a sync connection, see store/writes.py)."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(text(f"NOTIFY {CHANNEL}"))
+        conn.execute(text(f"NOTIFY {CHANNEL}"))
 
 
 class QueueListener:

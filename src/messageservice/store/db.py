@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -22,6 +22,29 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def configure_sqlite(engine: Engine) -> None:
+    """Pragmas and transaction handling for every SQLite connection we open for writing."""
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the writer; foreign keys are off in SQLite unless asked.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+        # The driver would BEGIN only at the first write, leaving the reads before it outside the
+        # transaction; we begin ourselves (SQLAlchemy's documented pysqlite recipe).
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
+        # IMMEDIATE takes the write lock up front: check-then-write blocks are atomic, and a
+        # waiting writer queues on busy_timeout instead of failing with SQLITE_BUSY_SNAPSHOT.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine(database_url: str, pool_size: int = 32) -> AsyncEngine:
     url = normalize_database_url(database_url)
     path = sqlite_file(url)
@@ -31,25 +54,7 @@ def create_engine(database_url: str, pool_size: int = 32) -> AsyncEngine:
             url, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=pool_size // 2
         )
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-            cursor = dbapi_connection.cursor()
-            # WAL lets readers run beside the writer; foreign keys are off in SQLite unless asked.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-            # The driver would BEGIN only at the first write, leaving the reads before it outside the
-            # transaction; we begin ourselves (SQLAlchemy's documented pysqlite recipe).
-            dbapi_connection.isolation_level = None
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
-            # IMMEDIATE takes the write lock up front: check-then-write blocks are atomic, and a
-            # waiting writer queues on busy_timeout instead of failing with SQLITE_BUSY_SNAPSHOT.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        configure_sqlite(engine.sync_engine)
         return engine
     # A pool smaller than the requests in flight closes and reopens connections all the time.
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size // 2)
