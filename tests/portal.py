@@ -63,6 +63,9 @@ class ServerThread:
             lifespan="on",
             # An idle TLS keep-alive would otherwise hold shutdown for the 30 s SSL close timeout.
             timeout_graceful_shutdown=2,
+            # The session-wide client reuses connections across tests; a server closing one idle
+            # connection just as the client sends on it loses that request (RemoteDisconnected).
+            timeout_keep_alive=600,
             **ssl_options,
         )
         self.server = uvicorn.Server(config)
