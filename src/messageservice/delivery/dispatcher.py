@@ -113,7 +113,9 @@ class Dispatcher(BackgroundLoop):
         # Long enough for a wait for a free slot plus the call itself, with room for the write-back.
         lease = settings.handler_timeout_seconds * 2 + 10
         while (free := settings.dispatch_concurrency - len(self._inflight)) > 0:
-            want = min(free, settings.dispatch_batch_size)
+            # No more at a time than one handler can take (its calls plus as many waiting): a claim
+            # for a single busy provider would otherwise be deferred and claimed over and over.
+            want = min(free, settings.dispatch_batch_size, settings.handler_concurrency * 2)
             try:
                 jobs = await claim_due(self._core, want, lease, self.gates.blocked_senders(time.time()))
             except Exception:
