@@ -317,9 +317,14 @@ async def get_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[
         where = messages.c.message_id == external
     else:
         raise CoreError(*NOT_FOUND)
-    async with core.engine.connect() as conn:
-        # The delivery first: whatever committed with it (status, attempts) is then seen by the reads
-        # below, even without a snapshot across statements (PostgreSQL's READ COMMITTED).
+    async with core.engine.connect() as connection:
+        # One snapshot for all the reads, so that status, delivery and attempts agree (a write-back
+        # commits them together); SQLite's transactions here are serial anyway.
+        conn = (
+            await connection.execution_options(isolation_level="REPEATABLE READ")
+            if connection.dialect.name == "postgresql"
+            else connection
+        )
         delivery = (
             await conn.execute(
                 select(deliveries)
