@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core import statuses
@@ -55,8 +55,9 @@ async def claim_due(core: Core, limit: int, lease_seconds: float, skip_senders: 
         .limit(limit)
     )
     if skip_senders:
+        # NULL NOT IN (...) is never true: a message whose sender is gone must still be claimed (to fail).
         due = due.join(messages, messages.c.id == deliveries.c.message_id).where(
-            messages.c.sender_id.not_in(skip_senders)
+            or_(messages.c.sender_id.is_(None), messages.c.sender_id.not_in(skip_senders))
         )
     if core.engine.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
