@@ -28,16 +28,22 @@ PAGE_SIZE = 50
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: a user, through an app (app_id) or through a webhook (webhook_id)."""
+    """Who acts: a user, through an app (app_id), a webhook (webhook_id) or our own tools (channel)."""
 
     user_id: int
     is_admin: bool
     app_id: int | None = None
     webhook_id: int | None = None
+    channel: str | None = None  # "cli", "console": an operator acting outside the REST API
 
     @property
     def scope(self) -> str:
-        return f"app:{self.app_id}" if self.app_id is not None else f"webhook:{self.webhook_id}"
+        """Where an IDEMPOTENCY_KEY is unique."""
+        if self.app_id is not None:
+            return f"app:{self.app_id}"
+        if self.webhook_id is not None:
+            return f"webhook:{self.webhook_id}"
+        return f"{self.channel or 'user'}:{self.user_id}"
 
 
 def _invalid(text: str) -> CoreError:
