@@ -11,17 +11,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
-from messageservice.core.portal import Portal, get_portal
+from messageservice.core.portal import portal_from_row
 from messageservice.core.secrets import hash_secret, new_hex
 from messageservice.delivery.payload import HandlerMessage, handler_body
 from messageservice.delivery.retry import Outcome
 from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
+from messageservice.store.tables import portal as portal_table
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,17 @@ class Result:
     duration_ms: float
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    portal: Any
+    attempts: dict[int, Any]  # message id -> (attempts, created_at)
+    rows: list[Any]
+    tokens: dict[tuple[int, int], str]  # (app id, author id) -> the access token minted for them
+    expires: int
+
+
 async def claim_due(core: Core, limit: int, lease_seconds: float, skip_senders: list[int] | None = None) -> list[Job]:
     """Claim up to `limit` due jobs; `skip_senders` are senders whose handler cannot take more now."""
-    portal = await get_portal(core)
     now = core.clock()
     due = (
         select(deliveries.c.message_id)
@@ -61,60 +69,75 @@ async def claim_due(core: Core, limit: int, lease_seconds: float, skip_senders: 
         )
     if core.engine.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    async with core.engine.begin() as conn:
-        claimed = (
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.message_id.in_(due.scalar_subquery()))
-                .values(next_attempt_at=now + lease_seconds, attempts=deliveries.c.attempts + 1)
-                .returning(deliveries.c.message_id, deliveries.c.attempts, deliveries.c.created_at)
-            )
-        ).all()
-        if not claimed:
-            return []
-        return await _jobs(core, conn, portal, {row.message_id: row for row in claimed})
-
-
-async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict[int, Any]) -> list[Job]:
-    rows = (
-        await conn.execute(
-            select(
-                messages,
-                senders.c.type.label("sender_type"),
-                senders.c.handler,
-                apps.c.scopes,
-                apps.c.status.label("app_status"),
-                apps.c.installed,
-                apps.c.application_token_enc,
-                apps.c.signing_secret_enc,
-            )
-            .outerjoin(senders, senders.c.id == messages.c.sender_id)
-            .join(apps, apps.c.id == messages.c.app_id)
-            .where(messages.c.id.in_(list(claimed)))
-        )
-    ).all()
-    now = core.clock()
+    claim = (
+        update(deliveries)
+        .where(deliveries.c.message_id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=now + lease_seconds, attempts=deliveries.c.attempts + 1)
+        .returning(deliveries.c.message_id, deliveries.c.attempts, deliveries.c.created_at)
+    )
     expires = int(now + core.settings.access_token_ttl)
-    tokens: list[dict[str, Any]] = []
+
+    def transaction(conn: Connection) -> _Claimed | None:
+        claimed = {row.message_id: row for row in conn.execute(claim)}
+        if not claimed:
+            return None
+        rows = conn.execute(_JOB_ROWS, {"ids": list(claimed)}).all()
+        # One fresh token per app and author in a claim: each call still carries a token minted for
+        # its own author, and a claim of a hundred messages writes a row or two instead of a hundred.
+        tokens = {(row.app_id, row.author_id): new_hex(35) for row in rows if row.handler and row.installed}
+        if tokens:
+            conn.execute(
+                insert(access_tokens),
+                [
+                    {"token_hash": hash_secret(token), "app_id": app_id, "user_id": user_id, "expires_at": expires}
+                    for (app_id, user_id), token in tokens.items()
+                ],
+            )
+        portal_row = conn.execute(_PORTAL).first()
+        return _Claimed(portal_row, claimed, rows, tokens, expires)
+
+    claimed = await core.writes.run(transaction)
+    return [] if claimed is None else _jobs(core, claimed)
+
+
+_JOB_ROWS = (
+    select(
+        messages,
+        senders.c.type.label("sender_type"),
+        senders.c.handler,
+        apps.c.scopes,
+        apps.c.status.label("app_status"),
+        apps.c.installed,
+        apps.c.application_token_enc,
+        apps.c.signing_secret_enc,
+    )
+    .outerjoin(senders, senders.c.id == messages.c.sender_id)
+    .join(apps, apps.c.id == messages.c.app_id)
+    .where(messages.c.id.in_(bindparam("ids", expanding=True)))
+)
+_PORTAL = select(portal_table).where(portal_table.c.id == 1)
+
+
+def _jobs(core: Core, claimed: _Claimed) -> list[Job]:
+    """Build each claimed message's HANDLER call (outside the transaction: it holds no lock)."""
+    portal = portal_from_row(claimed.portal, core.settings.public_url)
+    decrypted: dict[str, str] = {}
+
+    def decrypt(value: str) -> str:
+        # The same app's secrets come up for every message of a claim; Fernet is not free.
+        if value not in decrypted:
+            decrypted[value] = core.box.decrypt(value)
+        return decrypted[value]
+
     jobs = []
-    for row in rows:
-        claim = claimed[row.id]
+    for row in claimed.rows:
+        claim = claimed.attempts[row.id]
         if row.handler is None or not row.installed:
             jobs.append(Job(row.id, claim.attempts, claim.created_at, None, ""))
             continue
-        # Each call carries a fresh token for the author, so the provider can report status with it.
-        access_token = new_hex(35)
-        tokens.append(
-            {
-                "token_hash": hash_secret(access_token),
-                "app_id": row.app_id,
-                "user_id": row.author_id,
-                "expires_at": expires,
-            }
-        )
         auth = {
-            "access_token": access_token,
-            "expires": expires,
+            "access_token": claimed.tokens[(row.app_id, row.author_id)],
+            "expires": claimed.expires,
             "expires_in": core.settings.access_token_ttl,
             "scope": row.scopes,
             "domain": portal.domain,
@@ -123,7 +146,7 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
             "client_endpoint": portal.client_endpoint,
             "member_id": portal.member_id,
             "user_id": row.author_id,
-            "application_token": core.box.decrypt(row.application_token_enc) if row.application_token_enc else "",
+            "application_token": decrypt(row.application_token_enc) if row.application_token_enc else "",
         }
         message = HandlerMessage(
             module_id=row.module_id,
@@ -135,13 +158,11 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
             message_body=row.message_body,
             ts=int(row.created_at),
         )
-        secret = core.box.decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
+        secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
         body = handler_body(message, auth)
         jobs.append(
             Job(row.id, claim.attempts, claim.created_at, row.handler, body, row.sender_id, row.message_id, secret)
         )
-    if tokens:
-        await conn.execute(insert(access_tokens), tokens)
     return jobs
 
 
@@ -178,45 +199,59 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
         for r in results
         if r.job.handler is not None and decisions[r.job.message_id][0] != "defer"
     ]
+    finished: list[int] = []  # done without an error to keep: the common case, one statement for all
     delivery_rows = []
     sent: list[int] = []
     errored: dict[int, str] = {}
     for r in results:
         state, next_at, error = decisions[r.job.message_id]
-        delivery_rows.append(
-            {
-                "b_id": r.job.message_id,
-                "b_state": "pending" if state in ("retry", "defer") else state,
-                "b_next": next_at if next_at is not None else now,
-                "b_error": error,
-            }
-        )
+        if state == "done" and error is None:
+            finished.append(r.job.message_id)
+        else:
+            delivery_rows.append(
+                {
+                    "b_id": r.job.message_id,
+                    "b_state": "pending" if state in ("retry", "defer") else state,
+                    "b_next": next_at if next_at is not None else now,
+                    "b_error": error,
+                }
+            )
         if state == "done":
             sent.append(r.job.message_id)
         elif state == "dead":
             errored[r.job.message_id] = error or APP_GONE
-    async with core.engine.begin() as conn:
+
+    def transaction(conn: Connection) -> None:
         if attempt_rows:
-            await conn.execute(insert(attempts), attempt_rows)
-        await conn.execute(_SET_DELIVERY, delivery_rows)
+            conn.execute(insert(attempts), attempt_rows)
+        if finished:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.message_id.in_(finished), deliveries.c.state == "pending")
+                .values(state="done", next_attempt_at=now, last_error=None)
+            )
+        if delivery_rows:
+            conn.execute(_SET_DELIVERY, delivery_rows)
         if deferred:
-            await conn.execute(
+            conn.execute(
                 update(deliveries)
                 .where(deliveries.c.message_id.in_(deferred))
                 .values(attempts=deliveries.c.attempts - 1)
             )
-        await _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
-        await _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
+        _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
+        _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
+
+    await core.writes.run(transaction)
 
 
-async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:
+def _advance(conn: Connection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:
     """Move messages forward (never back) and note each move in their status history."""
     if not changes:
         return
     ids = list(changes)
     # Locked, so that a provider's report cannot land between this read and the update below.
     query = select(messages.c.id, messages.c.status_id).where(messages.c.id.in_(ids)).with_for_update()
-    current = dict((await conn.execute(query)).all())
+    current: dict[int, int] = {row.id: row.status_id for row in conn.execute(query)}
     moving = [m for m in ids if m in current and statuses.moves_forward(current[m], changes[m][0])]
     if not moving:
         return
@@ -225,12 +260,12 @@ async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Stat
     for m in moving:
         groups.setdefault((changes[m][0].id, changes[m][1]), []).append(m)
     for (status_id, error), group in groups.items():
-        await conn.execute(
+        conn.execute(
             update(messages)
             .where(messages.c.id.in_(group), messages.c.status_id.in_(_below(statuses.ERROR.rank)))
             .values(status_id=status_id, exec_error=error, updated_at=now)
         )
-    await conn.execute(
+    conn.execute(
         insert(status_reports),
         [
             {
