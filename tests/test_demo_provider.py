@@ -280,6 +280,7 @@ def test_make_run_delivers_a_first_message_and_is_idempotent(tmp_path: Path) -> 
             # The first message of each run, then the one sent with the printed curl: 1, 2 then 3, 4.
             check_run(process, output, run == 0, 2 * run + 1, server_port)
             assert process.interrupt() == 130
+            assert "stopping the demo provider and the server" in process.output
         finally:
             process.kill()
         for port in (server_port, provider_port):

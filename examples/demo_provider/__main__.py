@@ -19,7 +19,7 @@ def parse_delays(text: str) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demo_provider", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=9000, help="port to listen on")
+    parser.add_argument("--port", type=int, default=9100, help="port to listen on")
     parser.add_argument("--portal", default="http://127.0.0.1:8000", help="the messageservice server it serves")
     parser.add_argument("--public-url", help="where the portal reaches this app (default http://HOST:PORT)")
     parser.add_argument("--code", default="demo_sms", help="the sender CODE it registers")

@@ -50,7 +50,7 @@ PROGRESS = (DeliveryStatus.QUEUED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED
 @dataclass(frozen=True)
 class DemoConfig:
     portal_url: str  # the portal this provider serves, e.g. http://127.0.0.1:8000; events from elsewhere are refused
-    public_url: str  # where the portal reaches this app, e.g. http://127.0.0.1:9000
+    public_url: str  # where the portal reaches this app, e.g. http://127.0.0.1:9100
     code: str = "demo_sms"
     name: str = "Demo SMS"
     delays: tuple[float, float, float] = (0.5, 1.0, 1.0)  # seconds before reporting queued, sent, delivered

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo_provider.launch", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="the server's address")
     parser.add_argument("--port", type=int, default=8000, help="the server's port")
-    parser.add_argument("--provider-port", type=int, default=9000, help="the demo provider's port (on 127.0.0.1)")
+    parser.add_argument("--provider-port", type=int, default=9100, help="the demo provider's port (on 127.0.0.1)")
     parser.add_argument("--delays", default="0.5,1,1", help="the provider's seconds before queued,sent,delivered")
     parser.add_argument("--no-first-message", action="store_true", help="do not send a first message")
     args = parser.parse_args(argv)
@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return server.returncode or 0
     except KeyboardInterrupt:
         interrupted = True
+        say("stopping the demo provider and the server")
         return 130
     except (LaunchError, ProviderError) as exc:
         say(f"error: {exc}")
