@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -296,3 +297,18 @@ def test_make_run_delivers_a_first_message_and_is_idempotent(tmp_path: Path) -> 
     assert [(a["name"], a["url"], a["installed"]) for a in apps] == [
         ("Demo SMS provider", f"http://127.0.0.1:{provider_port}/", True)
     ]
+
+
+def test_make_run_says_which_port_is_taken(tmp_path: Path) -> None:
+    env = example_env(MESSAGESERVICE_DATABASE_URL=f"sqlite:///{tmp_path}/messageservice.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        launch = [sys.executable, "-m", "demo_provider.launch", "--port", str(free_port())]
+        done = subprocess.run(
+            [*launch, "--provider-port", str(port)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert f"port {port} for the demo provider is taken" in done.stdout and "PROVIDER_PORT=" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

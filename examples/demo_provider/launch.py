@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,18 @@ def cli_json(ms: str, *args: str) -> Any:
     if done.returncode != 0:
         raise LaunchError(f"messageservice {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
     return json.loads(done.stdout)
+
+
+def check_free(host: str, port: int, what: str, setting: str) -> None:
+    """Before starting: otherwise another server on the port would answer our readiness checks."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # As uvicorn binds: connections of a previous run in TIME_WAIT do not make the port taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = f"port {port} for {what} is taken ({exc.strerror})"
+            raise LaunchError(f"{reason}; choose another: {setting}=...") from None
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
@@ -179,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     provider: subprocess.Popen[bytes] | None = None
     interrupted = False
     try:
+        check_free(args.host, args.port, "the server", "make run PORT")
+        check_free("127.0.0.1", args.provider_port, "the demo provider", "make run PROVIDER_PORT")
         server = subprocess.Popen([ms, "serve", "--host", args.host, "--port", str(args.port)])
         wait_until_up(base_url + "/health", server, "the server")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))}
