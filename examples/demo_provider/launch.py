@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from messageservice.config import get_settings
 from messageservice.provider import ProviderError, SyncRestClient
 
 APP_NAME = "Demo SMS provider"
@@ -186,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     ms = messageservice_command()
     url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    url_host = f"[{url_host}]" if ":" in url_host else url_host
     base_url = f"http://{url_host}:{args.port}"
+    # Where the portal says it is (auth[client_endpoint]): the provider accepts events from there only.
+    portal_url = get_settings().public_url or base_url
     provider_url = f"http://127.0.0.1:{args.provider_port}"
     server: subprocess.Popen[bytes] | None = None
     provider: subprocess.Popen[bytes] | None = None
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         server = subprocess.Popen([ms, "serve", "--host", args.host, "--port", str(args.port)])
         wait_until_up(base_url + "/health", server, "the server")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))}
-        provider_args = ["--port", str(args.provider_port), "--portal", base_url, "--delays", args.delays]
+        provider_args = ["--port", str(args.provider_port), "--portal", portal_url, "--delays", args.delays]
         provider = subprocess.Popen([sys.executable, "-m", "demo_provider", *provider_args], env=env)
         wait_until_up(provider_url + "/health", provider, "the demo provider")
         client_id = find_or_add_app(ms, provider_url + "/")
