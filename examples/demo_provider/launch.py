@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGTERM (from a supervisor or a test) stops both children as Ctrl-C does.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    ms = messageservice_command()
     url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     url_host = f"[{url_host}]" if ":" in url_host else url_host
     base_url = f"http://{url_host}:{args.port}"
@@ -196,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     provider: subprocess.Popen[bytes] | None = None
     interrupted = False
     try:
+        ms = messageservice_command()
         check_free(args.host, args.port, "the server", "make run PORT")
         check_free("127.0.0.1", args.provider_port, "the demo provider", "make run PROVIDER_PORT")
         server = subprocess.Popen([ms, "serve", "--host", args.host, "--port", str(args.port)])
