@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -303,7 +304,8 @@ def worker(
                 await loop.stop()
             await core.close()
 
-    asyncio.run(main())
+    # uvloop, as `serve` gets from uvicorn: the dispatcher's HTTP client runs markedly cheaper on it.
+    uvloop.run(main())
 
 
 @cli.command()

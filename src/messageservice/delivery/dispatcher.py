@@ -25,6 +25,7 @@ from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
 from messageservice.delivery.wakeups import QueueListener
 from messageservice.store.queues import seconds_until_due
+from messageservice.store.statistics import YoungTables
 from messageservice.store.tables import deliveries
 
 log = logging.getLogger("messageservice.dispatcher")
@@ -76,6 +77,8 @@ class Dispatcher(BackgroundLoop):
         self._inflight: set[asyncio.Task[None]] = set()
         self._finished: list[Result] = []
         self._memory = ClaimMemory()
+        self._young_tables = YoungTables()
+        self._statistics_checked = 0.0
         settings = core.settings
         self.gates = Gates(settings.handler_concurrency, settings.breaker_failures, settings.breaker_cooldown_seconds)
         core.queued_listeners.append(self.wake)
@@ -133,6 +136,8 @@ class Dispatcher(BackgroundLoop):
             except Exception:
                 log.exception("claiming deliveries failed")
                 return
+            if jobs:
+                await self._check_statistics()
             for job in jobs:
                 task = asyncio.create_task(self._deliver(session, job))
                 self._inflight.add(task)
@@ -142,6 +147,17 @@ class Dispatcher(BackgroundLoop):
             if len(jobs) < want:
                 return
         self._backlog = True
+
+    async def _check_statistics(self) -> None:
+        """While busy, once a second, until the hot tables have planner statistics (PostgreSQL)."""
+        now = time.monotonic()
+        if self._young_tables.settled or now - self._statistics_checked < 1.0:
+            return
+        self._statistics_checked = now
+        try:
+            await self._young_tables.analyze_if_needed(self._core)
+        except Exception:
+            log.exception("analyzing young tables failed")
 
     async def _idle(self) -> None:
         if self._finished or self._wakeup.is_set() or self._work:
