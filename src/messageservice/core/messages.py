@@ -176,9 +176,12 @@ def _visible(actor: Actor) -> Any:
     return messages.c.author_id == actor.user_id
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit on both engines; a larger one names no message (and PostgreSQL would refuse it)
+
+
 def _internal_id(value: Any) -> int | None:
     text = _text(value)
-    if not text or not text.isascii() or not text.isdigit() or len(text) > 18:
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
         return None
     return int(text)
 
