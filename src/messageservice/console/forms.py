@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -9,6 +10,9 @@ from starlette.requests import Request
 # Generous for a message body of 65,535 characters percent-encoded, small enough to refuse floods.
 MAX_FORM_BYTES = 1_000_000
 MAX_FIELDS = 200
+# Names, logins, URLs and the like never need markup; a tag there is a mistake or an attack.
+TAG = re.compile(r"<\s*/?\s*[A-Za-z!?]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class FormError(Exception):
@@ -51,7 +55,17 @@ class Form:
         """Every field's first value, to put back into a form shown again after an error."""
         return {name: values[0] for name, values in self.fields.items() if values}
 
-    def text(self, name: str, label: str, *, required: bool = True, max_length: int = 255, strip: bool = True) -> str:
+    def text(
+        self,
+        name: str,
+        label: str,
+        *,
+        required: bool = True,
+        max_length: int = 255,
+        strip: bool = True,
+        free_text: bool = False,
+    ) -> str:
+        """One field's value, checked. Only `free_text` (a message body) may hold markup or line breaks."""
         values = self.fields.get(name, [])
         if len(values) > 1:
             raise FormError(f"{label}: give one value only.")
@@ -64,6 +78,10 @@ class Form:
             raise FormError(f"{label} is too long (at most {max_length} characters).")
         if "\x00" in value:
             raise FormError(f"{label} must not contain NUL characters.")
+        if not free_text and TAG.search(value):
+            raise FormError(f"{label} must not contain HTML tags.")
+        if not free_text and (CONTROL.search(value) or "\n" in value or "\r" in value):
+            raise FormError(f"{label} must be one line without control characters.")
         return value
 
     def integer(

@@ -94,7 +94,7 @@ def build_routes(console: Console) -> list[Route]:
             elif what == "user-password":
                 user_id = form.integer("user_id", "User")
                 login = form.text("login", "Login", required=False, max_length=64) or None
-                password = form.text("password", "Password", max_length=MAX_LENGTH, strip=False)
+                password = form.text("password", "Password", max_length=MAX_LENGTH, strip=False, free_text=True)
                 assert user_id is not None
                 await set_password(core, user_id, password, login=login)
                 flash(request, f"Console password set for user {user_id}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -19,16 +20,20 @@ from messageservice.core.messages import MAX_BODY, send_message
 # CRM entity types (OWNER_TYPE_ID) a card can be bound to.
 OWNER_TYPES = {"1": "Lead", "2": "Deal", "3": "Contact", "4": "Company"}
 MODES = ("crm", "bizproc")
+RECIPIENT = re.compile(r"^[\w +()\-.@#*]+$")
 
 
 def _common(form: Form, choices: list[str]) -> dict[str, Any]:
     sender = form.text("sender", "Sender", max_length=300)
+    recipient = form.text("recipient", "Recipient", max_length=255)
     if sender not in choices:
         raise FormError("Sender: choose one of the offered senders.")
+    if not RECIPIENT.match(recipient):
+        raise FormError("Recipient: a phone number or address (letters, digits, spaces and + ( ) - . @ _ # * only).")
     return {
         "MESSAGE_FROM": sender,
-        "MESSAGE_TO": form.text("recipient", "Recipient", max_length=255),
-        "MESSAGE_BODY": form.text("text", "Text", max_length=MAX_BODY, strip=False),
+        "MESSAGE_TO": recipient,
+        "MESSAGE_BODY": form.text("text", "Text", max_length=MAX_BODY, strip=False, free_text=True),
     }
 
 
