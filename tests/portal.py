@@ -125,6 +125,10 @@ class LivePortal:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            under_a_loop = False
+        else:
+            under_a_loop = True
+        if not under_a_loop:
             return asyncio.run(main())
         # Called under a running loop (Playwright's sync API keeps one): run the work on a thread of its own.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:

@@ -164,12 +164,21 @@ def test_forms_that_cannot_be_read_are_refused(portal: LivePortal, client: Conso
 
 
 def test_unknown_pages_and_records_are_plain_404s(client: ConsoleClient) -> None:
-    for path in ("/nope", "/messages/999999999", "/messages/abc", "/apps/local.nope.1", f"/apps/{uuid.uuid4()}"):
+    for path in (
+        "/nope",
+        "/messages/999999999",
+        "/messages/99999999999",
+        "/messages/abc",
+        "/apps/local.nope.1",
+        f"/apps/{uuid.uuid4()}",
+    ):
         answer = client.get(path)
         assert answer.status_code == 404, path
         assert "Traceback" not in answer.text and 'id="error-message"' in answer.text
     assert client.post("/apps/local.nope.1/install", {}).status_code == 404
     assert client.post("/portal/explode", {}).status_code == 404
+    replay = client.post("/messages/99999999999/replay", {})
+    assert replay.status_code == 200 and "Nothing to replay" in replay.text
 
 
 def test_replay_and_retry_of_a_message_that_cannot_are_explained(

@@ -62,7 +62,10 @@ def read_filter(query: dict[str, str]) -> queries.MessageFilter:
 
 def message_id_of(request: Request) -> int | None:
     raw = str(request.path_params.get("id", ""))
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 18 else None
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 12):
+        return None
+    # The column is a 32-bit integer on PostgreSQL: a larger number is no message (and no query error).
+    return int(raw) if int(raw) <= queries.MAX_ID else None
 
 
 def build_routes(console: Console) -> list[Route]:
@@ -129,7 +132,7 @@ def build_routes(console: Console) -> list[Route]:
             flash(request, "Replayed: the message is queued again with all its attempts.")
         else:
             flash(request, "Nothing to replay: only dead letters whose sender still exists can be replayed.", "error")
-        return redirect(f"/messages/{message_id}")
+        return redirect(f"/messages/{message_id}" if message_id else "/messages")
 
     async def do_retry(request: Request, operator: Operator) -> Response:
         message_id = message_id_of(request) or 0
@@ -137,7 +140,7 @@ def build_routes(console: Console) -> list[Route]:
             flash(request, "The next attempt starts now.")
         else:
             flash(request, "Nothing to retry now: the message is not waiting for a retry.", "error")
-        return redirect(f"/messages/{message_id}")
+        return redirect(f"/messages/{message_id}" if message_id else "/messages")
 
     return [
         Route("/messages", guarded(console, listing), methods=["GET"]),

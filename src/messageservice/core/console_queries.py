@@ -18,6 +18,7 @@ from messageservice.delivery.payload import HandlerMessage, handler_body
 from messageservice.store.tables import apps, attempts, deliveries, messages, senders, users, webhooks
 
 PAGE_SIZE = 25
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 # Shown instead of credentials that each attempt minted afresh and that we never keep.
 NOT_KEPT = "(fresh for each attempt; not kept)"
 PER_ATTEMPT = "(the attempt's time + expires_in)"
@@ -139,6 +140,8 @@ async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str
     The body is rebuilt from the stored message exactly as the dispatcher builds it; the credentials
     minted for each attempt are not kept, so they are shown as such.
     """
+    if not 0 < message_id <= MAX_ID:
+        return None
     async with core.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -186,6 +189,8 @@ async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str
 
 async def retry_now(core: Core, message_id: int) -> bool:
     """Bring a waiting retry forward to now. Not a job in flight: its attempt count is ahead of its records."""
+    if not 0 < message_id <= MAX_ID:
+        return False
     now = core.clock()
     recorded = select(func.count()).select_from(attempts).where(attempts.c.message_id == message_id).scalar_subquery()
     async with core.engine.begin() as conn:
@@ -248,12 +253,16 @@ async def list_webhooks(core: Core) -> list[WebhookRow]:
 
 
 async def set_webhook_active(core: Core, webhook_id: int, active: bool) -> bool:
+    if not 0 < webhook_id <= MAX_ID:
+        return False
     async with core.engine.begin() as conn:
         result = await conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(active=active))
     return bool(result.rowcount)
 
 
 async def set_user_flags(core: Core, user_id: int, *, is_admin: bool, active: bool) -> bool:
+    if not 0 < user_id <= MAX_ID:
+        return False
     async with core.engine.begin() as conn:
         result = await conn.execute(update(users).where(users.c.id == user_id).values(is_admin=is_admin, active=active))
     return bool(result.rowcount)
