@@ -9,6 +9,7 @@ Screenshots of the main pages go to test-artifacts/console/.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -282,7 +283,18 @@ def test_retry_now_button(
     assert len(failing_handler.wait_for(2)) == 2
 
 
-def test_dashboard_draws_and_refreshes(page: Page, portal: LivePortal, sender: str) -> None:
+def deliver_one(portal: LivePortal, app: AppCredentials, sender: str, provider: DeliveringProvider) -> None:
+    """A message through the delivering provider, its report in, so the window has something to show."""
+    before = len(provider.reports)
+    send_via_rest(portal, app, sender, "for the charts")
+    with provider.changed:
+        assert provider.changed.wait_for(lambda: len(provider.reports) > before, timeout=WAIT_MS / 1000)
+
+
+def test_dashboard_draws_and_refreshes(
+    page: Page, portal: LivePortal, provider_app: AppCredentials, sender: str, provider: DeliveringProvider
+) -> None:
+    deliver_one(portal, provider_app, sender, provider)
     open_console(page, portal, "/")
     dashboard = page.locator("#dashboard")
     expect(dashboard).to_have_attribute("data-refreshes", re.compile(r"^[1-9]"))
@@ -296,7 +308,10 @@ def test_dashboard_draws_and_refreshes(page: Page, portal: LivePortal, sender: s
     screenshot(page, portal.backend, "dashboard")
 
 
-def test_providers_page(page: Page, portal: LivePortal, sender: str, provider: DeliveringProvider) -> None:
+def test_providers_page(
+    page: Page, portal: LivePortal, provider_app: AppCredentials, sender: str, provider: DeliveringProvider
+) -> None:
+    deliver_one(portal, provider_app, sender, provider)
     open_console(page, portal, "/providers")
     code = sender.split("|")[1]
     row = page.locator("tr", has=page.locator(f"td:text-is('{code}')"))
@@ -393,3 +408,28 @@ def test_portal_page_actions(page: Page, portal: LivePortal) -> None:
     expect(page.locator(".flash")).to_contain_text("Public URL saved")
     expect(page.locator("#settings-table")).to_contain_text("MESSAGESERVICE_RETRY_SCHEDULE")
     screenshot(page, portal.backend, "portal")
+
+
+def test_open_breaker_is_shown(
+    page: Page, portal: LivePortal, provider_app: AppCredentials, failing_handler: Receiver
+) -> None:
+    # Five failures in a row open the handler's breaker in the serving process (MESSAGESERVICE_BREAKER_FAILURES).
+    failing_handler.status = 500
+    sender = add_sender(portal, provider_app, failing_handler.url)
+    for i in range(portal.settings.breaker_failures):
+        send_via_rest(portal, provider_app, sender, f"breaker {i}")
+    failing_handler.wait_for(portal.settings.breaker_failures)
+    code = sender.split("|")[1]
+    row = page.locator("tr", has=page.locator(f"td:text-is('{code}')"))
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:  # the page is a snapshot: look again until the fifth answer has been counted
+        open_console(page, portal, "/providers")
+        if row.locator("td.breaker-open").count() or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+    expect(row.locator("td.breaker-open")).to_have_text("open")
+    expect(row).to_contain_text("HTTP 500")
+    open_console(page, portal, "/")
+    expect(page.locator("[data-stat=open_breakers]")).not_to_have_text("0")
+    expect(page.locator("#handler-rows tr.breaker-open")).to_contain_text(code)
+    screenshot(page, portal.backend, "dashboard-breaker-open")
