@@ -408,6 +408,30 @@ def test_portal_page_actions(page: Page, portal: LivePortal) -> None:
     expect(page.locator(".flash")).to_contain_text("Public URL saved")
     expect(page.locator("#settings-table")).to_contain_text("MESSAGESERVICE_RETRY_SCHEDULE")
     screenshot(page, portal.backend, "portal")
+    # The new admin signs in with what was set here; once deactivated here, no more.
+    assert sign_in_works(page, portal, login, "a-long-password")
+    flags = page.locator("#user-table tr", has_text=name).locator("form")
+    flags.locator("input[name=active]").uncheck()
+    flags.locator("button").click()
+    expect(page.locator(".flash")).to_contain_text(f"User {user_id} updated")
+    expect(page.locator("#user-table tr", has_text=name).locator("input[name=active]")).not_to_be_checked()
+    assert not sign_in_works(page, portal, login, "a-long-password")
+
+
+def sign_in_works(page: Page, portal: LivePortal, login: str, password: str) -> bool:
+    """Whether a separate browser session can sign in (the operator's own session is left alone)."""
+    assert page.context.browser is not None
+    other = page.context.browser.new_context()
+    try:
+        tab = other.new_page()
+        tab.goto(portal.base_url + "/console/login")
+        tab.fill("input[name=login]", login)
+        tab.fill("input[name=password]", password)
+        tab.click("button[type=submit]")
+        tab.wait_for_load_state()
+        return tab.locator("header .who").count() == 1
+    finally:
+        other.close()
 
 
 def test_open_breaker_is_shown(

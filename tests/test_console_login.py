@@ -80,6 +80,14 @@ def test_brake_forgets_after_its_window() -> None:
     assert brake.wait_seconds("a", "x", now=11) == 0
 
 
+def test_brake_stops_one_address_trying_many_logins() -> None:
+    brake = LoginBrake(allowed=5, allowed_per_address=3, window=10)
+    for i in range(3):
+        brake.failed("a", f"login{i}", now=i)
+    assert brake.wait_seconds("a", "another", now=3) > 0
+    assert brake.wait_seconds("b", "another", now=3) == 0
+
+
 def test_post_without_csrf_or_from_another_site_is_refused(portal: LivePortal) -> None:
     admin = add_admin(portal)
     client = ConsoleClient(portal).login(admin)

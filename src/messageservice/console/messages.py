@@ -21,7 +21,6 @@ from messageservice.core.portal import list_users
 
 STATUS_NAMES = sorted({s.name for s in statuses.BY_ID.values()})
 DELIVERY_STATES = ("pending", "done", "dead")
-FINAL_DELIVERY = ("done", "dead")
 
 
 def operator_actor(operator: Operator) -> Actor:
@@ -108,7 +107,7 @@ def build_routes(console: Console) -> list[Route]:
             "call": call,
             "can_replay": delivery.get("STATE") == "dead",
             "can_retry": delivery.get("STATE") == "pending" and len(view["ATTEMPTS"]) == delivery.get("ATTEMPTS"),
-            "final": delivery.get("STATE") in FINAL_DELIVERY and view["STATUS_SEMANTIC"] != "process",
+            "final": is_final(view),
             "fingerprint": fingerprint(view),
         }
         return console.render(request, "message.html", context)
@@ -149,6 +148,13 @@ def build_routes(console: Console) -> list[Route]:
         Route("/messages/{id}/replay", guarded(console, do_replay), methods=["POST"]),
         Route("/messages/{id}/retry", guarded(console, do_retry), methods=["POST"]),
     ]
+
+
+def is_final(view: dict[str, Any]) -> bool:
+    """Nothing more will happen by itself: an end status (a provider may still report after `sent`)."""
+    status = statuses.by_id(view["STATUS_ID"]) or statuses.UNKNOWN
+    delivery = view["DELIVERY"] or {}
+    return status.rank == statuses.DELIVERED.rank and delivery.get("STATE") != "pending"
 
 
 def fingerprint(view: dict[str, Any]) -> str:

@@ -96,9 +96,11 @@ async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | N
 @dataclass
 class LoginBrake:
     """Failed sign-ins per client address and login: after `allowed` failures in `window` seconds,
-    further attempts are refused until the window has passed. In memory, per process."""
+    further attempts are refused until the window has passed; one address trying many logins is
+    stopped after `allowed_per_address`. In memory, per process."""
 
     allowed: int = 5
+    allowed_per_address: int = 50
     window: float = 300.0
     failures: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
@@ -113,16 +115,19 @@ class LoginBrake:
     def wait_seconds(self, address: str, login: str, now: float | None = None) -> int:
         """0 when an attempt may go ahead; else how long to wait."""
         now = time.time() if now is None else now
-        recent = self._recent((address, login.lower()), now)
-        if len(recent) < self.allowed:
-            return 0
-        return max(1, int(recent[0] + self.window - now) + 1)
+        waits = [0]
+        for key, allowed in (((address, login.lower()), self.allowed), ((address, ""), self.allowed_per_address)):
+            recent = self._recent(key, now)
+            if len(recent) >= allowed:
+                waits.append(max(1, int(recent[len(recent) - allowed] + self.window - now) + 1))
+        return max(waits)
 
     def failed(self, address: str, login: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         if len(self.failures) > 10_000:
             self.failures.clear()  # a flood of made-up logins must not grow memory without bound
         self.failures.setdefault((address, login.lower()), []).append(now)
+        self.failures.setdefault((address, ""), []).append(now)
 
     def succeeded(self, address: str, login: str) -> None:
         self.failures.pop((address, login.lower()), None)

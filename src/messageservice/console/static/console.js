@@ -19,15 +19,18 @@ async function fetchJson(url) {
   return response.json();
 }
 
-// Message page: follow the message until its delivery ends; reload when anything changed.
+// Message page: follow the message until it reaches an end status; reload when anything changed.
+// Every second for the first minute, then every 5 s, for half an hour at most.
 function watchMessage(live) {
   if (live.dataset.final === "yes") return;
+  const started = Date.now();
   const tick = async () => {
     try {
       const state = await fetchJson(live.dataset.stateUrl);
       if (state && state.fingerprint !== live.dataset.fingerprint) { window.location.reload(); return; }
     } catch (error) { /* the server may be restarting: try again */ }
-    setTimeout(tick, 1000);
+    const age = Date.now() - started;
+    if (age < 30 * 60 * 1000) setTimeout(tick, age < 60 * 1000 ? 1000 : 5000);
   };
   setTimeout(tick, 1000);
 }
