@@ -9,6 +9,9 @@ Screenshots of the main pages go to test-artifacts/console/.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +29,9 @@ from tests.console_helpers import (
     screenshot,
 )
 from tests.portal import AppCredentials, LivePortal
+from tests.postgres import free_port
 from tests.receiver import Receiver, Reply
+from tests.test_demo_provider import example_env, wait_answer
 
 WAIT_MS = 20_000
 
@@ -113,11 +118,53 @@ def test_sign_in_page(browser: Browser, portal: LivePortal, admin: Admin) -> Non
     context.close()
 
 
-def test_send_from_the_crm_card_reaches_delivered(
-    page: Page, portal: LivePortal, sender: str, provider: DeliveringProvider
+@pytest.fixture(scope="module")
+def demo_provider(portal: LivePortal) -> Iterator[str]:
+    """The bundled demo provider (examples/demo_provider) as its own process, serving this portal."""
+    port = free_port()
+    args = ["--port", str(port), "--portal", portal.base_url, "--delays", "0.2,0.3,0.3", "--code", "demo_sms"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo_provider", *args],
+        env=example_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_answer(url + "/health")
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+
+
+def test_send_from_the_crm_card_reaches_delivered_through_the_demo_provider(
+    page: Page, portal: LivePortal, demo_provider: str
 ) -> None:
+    # Install the demo provider from the Apps page; on ONAPPINSTALL it registers its sender `demo_sms`.
+    open_console(page, portal, "/apps")
+    page.fill("#add-app input[name=name]", f"Demo SMS provider {uuid.uuid4().hex[:4]}")
+    page.fill("#add-app input[name=url]", demo_provider + "/")
+    page.fill("#add-app input[name=scopes]", "messageservice")
+    page.click("#add-app button[type=submit]")
+    client_id = page.locator("#new-client-id").inner_text()
+    page.click("#created a")
+    page.click("#install")
+    expect(page.locator(".flash")).to_contain_text("Installed")
+    sender = f"{client_id}|demo_sms"
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        open_console(page, portal, "/send")
+        if page.locator(f"select[name=sender] option[value='{sender}']").count() or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+
     text = f"Your order {uuid.uuid4().hex[:6]} is ready"
-    open_console(page, portal, "/send")
     page.select_option("select[name=sender]", sender)
     page.fill("input[name=recipient]", "+1 (555) 010-2030")
     page.fill("textarea[name=text]", text)
@@ -126,13 +173,31 @@ def test_send_from_the_crm_card_reaches_delivered(
     screenshot(page, portal.backend, "send-crm")
     page.click("#send-form button[type=submit]")
     expect(page).to_have_url(re.compile(r"/console/messages/\d+$"))
-    # The page follows the message by itself until the provider's report arrives.
+    # The page follows the message by itself: the demo reports queued, sent and delivered in turn.
     expect(page.locator("#status")).to_have_text("delivered", timeout=WAIT_MS)
     expect(page.locator("#attempts")).to_contain_text("200")
-    expect(page.locator("#timeline")).to_contain_text("delivered")
-    expect(page.locator("#timeline")).to_contain_text("by app Provider")
+    timeline = page.locator("#timeline li")
+    expect(timeline.filter(has_text="by app Demo SMS provider")).to_have_count(3)
+    expect(page.locator("#timeline")).to_contain_text("queued")
     expect(page.locator("#handler-body")).to_contain_text("bindings[0][OWNER_TYPE_ID]")
+    expect(page.locator("#handler-body")).to_contain_text(text)
     screenshot(page, portal.backend, "message-delivered")
+
+
+def test_send_from_the_crm_card_reaches_a_provider_of_the_test(
+    page: Page, portal: LivePortal, sender: str, provider: DeliveringProvider
+) -> None:
+    """The same card, and what the provider received field by field."""
+    text = f"Your order {uuid.uuid4().hex[:6]} is ready"
+    open_console(page, portal, "/send")
+    page.select_option("select[name=sender]", sender)
+    page.fill("input[name=recipient]", "+1 (555) 010-2030")
+    page.fill("textarea[name=text]", text)
+    page.select_option("select[name=owner_type]", "2")
+    page.fill("input[name=owner_id]", "42")
+    page.click("#send-form button[type=submit]")
+    expect(page.locator("#status")).to_have_text("delivered", timeout=WAIT_MS)
+    expect(page.locator("#timeline")).to_contain_text("by app Provider")
     call = next(c for c in provider.calls if c["message_body"] == text)
     assert call["bindings[0][OWNER_TYPE_ID]"] == "2" and call["bindings[0][OWNER_ID]"] == "42"
     assert call["message_to"] == "+15550102030"

@@ -96,6 +96,7 @@ def test_handler_call_rebuilds_the_body(portal: LivePortal, handler: Receiver) -
         assert shown[key] == value, key
     assert [k for k, _ in fields] == list(received)  # same fields, same order
     assert shown["auth[access_token]"] == queries.NOT_KEPT and received["auth[access_token]"] not in body
+    assert shown["auth[application_token]"] == queries.SECRET and app.application_token not in body
     assert portal.run(lambda core: queries.handler_call(core, 10**12)) is None
 
 

@@ -123,6 +123,8 @@ def build_routes(console: Console) -> list[Route]:
                 return console.error_page(request, 404, "There is no such action.")
         except (FormError, CoreError, OAuthError) as exc:
             return await detail_page(request, client_id, error=describe(exc), values=form.values())
+        if what in ("install", "update", "uninstall"):
+            console.send_app_events_now()
         return redirect(f"/apps/{client_id}")
 
     return [

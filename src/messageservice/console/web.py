@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hmac
 import logging
@@ -22,6 +23,7 @@ from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.logins import LoginBrake, Operator, current_operator
 from messageservice.core.tokens import OAuthError
+from messageservice.delivery.app_events import deliver_due
 
 log = logging.getLogger("messageservice.console")
 
@@ -56,6 +58,21 @@ class Console:
     loops: list[BackgroundLoop]
     env: jinja2.Environment = field(default_factory=_environment)
     brake: LoginBrake = field(default_factory=LoginBrake)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def send_app_events_now(self) -> None:
+        """Post queued app events (ONAPPINSTALL, ...) at once, as the CLI does, without holding up the page;
+        the event worker's claim keeps the two from posting one event twice."""
+
+        async def post() -> None:
+            try:
+                await deliver_due(self.core)
+            except Exception:
+                log.exception("posting app events failed; the event worker retries them")
+
+        task = asyncio.create_task(post())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def render(self, request: Request, template: str, context: dict[str, Any], *, status: int = 200) -> HTMLResponse:
         session = request.scope.get("session", {})

@@ -22,6 +22,7 @@ MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 # Shown instead of credentials that each attempt minted afresh and that we never keep.
 NOT_KEPT = "(fresh for each attempt; not kept)"
 PER_ATTEMPT = "(the attempt's time + expires_in)"
+SECRET = "(the app's application_token: secret, not shown)"
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ def _row(r: Any) -> MessageRow:
 async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str, str]], str | None] | None:
     """What the HANDLER received for a message: (handler URL, fields in order, raw body).
 
-    The body is rebuilt from the stored message exactly as the dispatcher builds it; the credentials
-    minted for each attempt are not kept, so they are shown as such.
+    The body is rebuilt from the stored message exactly as the dispatcher builds it; the token minted
+    for each attempt is not kept and the application_token is a secret, so they are shown as such.
     """
     if not 0 < message_id <= MAX_ID:
         return None
@@ -181,7 +182,7 @@ async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str
         "client_endpoint": portal.client_endpoint,
         "member_id": portal.member_id,
         "user_id": row.author_id,
-        "application_token": NOT_KEPT,
+        "application_token": SECRET,
     }
     body = handler_body(message, auth)
     return row.handler or "", parse_qsl(body, keep_blank_values=True), body
