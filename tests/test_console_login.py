@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs, urlsplit
+
+import requests
 
 from messageservice.core.logins import LoginBrake
 from messageservice.core.passwords import hash_password, password_matches
 from tests.console_helpers import CSRF_FIELD, ConsoleClient, add_admin
-from tests.portal import LivePortal
+from tests.portal import AppCredentials, LivePortal
 
 
 def test_password_hash_is_salted_scrypt() -> None:
@@ -32,7 +35,7 @@ def test_admin_signs_in_and_out(portal: LivePortal) -> None:
     admin = add_admin(portal)
     client = ConsoleClient(portal).login(admin)
     cookie = next(c for c in client.http.cookies if c.name == "messageservice_console")
-    assert cookie.path == "/console"
+    assert cookie.path == "/"
     assert cookie.has_nonstandard_attr("HttpOnly") or "httponly" in str(cookie._rest).lower()
     page = client.get("/messages")
     assert page.status_code == 200 and admin.login in page.text
@@ -125,3 +128,45 @@ def test_login_page_escapes_and_never_redirects_off_site(portal: LivePortal) -> 
     )
     assert "<script>alert(1)</script>" not in answer.text
     assert "&lt;script&gt;" in answer.text
+
+
+def _authorize(http: requests.Session, portal: LivePortal, client_id: str, **extra: str) -> requests.Response:
+    params = {"client_id": client_id, **extra}
+    return http.get(portal.base_url + "/oauth/authorize/", params=params, allow_redirects=False, timeout=30)
+
+
+def _token_user(portal: LivePortal, app: AppCredentials, answer: requests.Response) -> int:
+    assert answer.status_code == 302, answer.text
+    code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+    token = portal.session.get(
+        portal.base_url + "/oauth/token/",
+        params={
+            "grant_type": "authorization_code",
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "code": code,
+        },
+        timeout=30,
+    ).json()
+    return int(token["user_id"])
+
+
+def test_oauth_authorize_issues_codes_for_the_signed_in_admin(portal: LivePortal) -> None:
+    app = portal.add_app()  # installed by user 1
+    admin = add_admin(portal)
+    client = ConsoleClient(portal).login(admin)
+    assert _token_user(portal, app, _authorize(client.http, portal, app.client_id)) == admin.user_id
+    assert _token_user(portal, app, _authorize(client.http, portal, app.client_id, user_id=str(admin.user_id))) == (
+        admin.user_id
+    )
+    # Someone else's id is still refused; without a session the installer gets the code, as before.
+    other = _authorize(client.http, portal, app.client_id, user_id=str(portal.add_user("Bystander")))
+    assert other.status_code == 403 and other.json()["error"] == "access_denied"
+    assert _token_user(portal, app, _authorize(requests.Session(), portal, app.client_id)) == 1
+    # A forged or tampered cookie is no session.
+    forged = requests.Session()
+    forged.cookies.set("messageservice_console", "eyJ1c2VyX2lkIjogMn0=.forged.sig")
+    assert _token_user(portal, app, _authorize(forged, portal, app.client_id)) == 1
+    # Signed out: no more.
+    client.post("/logout", {})
+    assert _token_user(portal, app, _authorize(client.http, portal, app.client_id)) == 1

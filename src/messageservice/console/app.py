@@ -14,10 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messageservice.background import BackgroundLoop
 from messageservice.console import apps, auth, dashboard, messages, portal, providers, send
-from messageservice.console.web import HERE, PREFIX, Console, log
+from messageservice.console.session import COOKIE, SESSION_SECONDS, session_key
+from messageservice.console.web import HERE, Console, log
 from messageservice.core.context import Core
 
-SESSION_SECONDS = 8 * 3600
 # No inline script or style anywhere: even text that slipped past escaping could not run.
 SECURITY_HEADERS = [
     (
@@ -74,10 +74,11 @@ def create_console(core: Core, loops: list[BackgroundLoop]) -> Starlette:
             Middleware(SecurityHeaders),
             Middleware(
                 SessionMiddleware,
-                secret_key=core.box.derive("console-session"),
-                session_cookie="messageservice_console",
+                secret_key=session_key(core),
+                session_cookie=COOKIE,
                 max_age=SESSION_SECONDS,
-                path=PREFIX,
+                # The whole site: /oauth/authorize/ reads it to know who is signed in.
+                path="/",
                 same_site="lax",
                 https_only=(core.settings.public_url or "").startswith("https://"),
             ),
