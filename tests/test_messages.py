@@ -275,6 +275,47 @@ def test_refused_connection_is_retried_until_dead(fresh_portal: LivePortal) -> N
     assert status_get.json()["result"] == "error"
 
 
+@pytest.mark.parametrize("fresh_portal", [FAST], indirect=True)
+def test_a_senders_own_retry_schedule_replaces_the_servers(fresh_portal: LivePortal, handler: Receiver) -> None:
+    app = fresh_portal.add_app()
+    handler.script = [Reply(500)] * 10
+    code = "own" + uuid.uuid4().hex[:6]
+    params = {"CODE": code, "TYPE": "SMS", "HANDLER": handler_url(handler), "NAME": "N", "RETRY_SCHEDULE": "0.1"}
+    assert fresh_portal.call("messageservice.sender.add", params, token=app.access_token).json()["result"] is True
+    message = settled(
+        fresh_portal, app.access_token, send(fresh_portal, app.access_token, f"{app.client_id}|{code}")["ID"]
+    )
+    # One delay: two attempts, where the server's schedule (three delays) would make four.
+    assert len(message["ATTEMPTS"]) == 2 and message["DELIVERY"]["STATE"] == "dead"
+
+    update = {"CODE": code, "RETRY_SCHEDULE": "0.1, 0.1,0.1,0.1"}
+    assert fresh_portal.call("messageservice.sender.update", update, token=app.access_token).json()["result"] is True
+    message = settled(
+        fresh_portal, app.access_token, send(fresh_portal, app.access_token, f"{app.client_id}|{code}")["ID"]
+    )
+    assert len(message["ATTEMPTS"]) == 5
+    # "" restores the server's schedule.
+    reset = {"CODE": code, "RETRY_SCHEDULE": ""}
+    assert fresh_portal.call("messageservice.sender.update", reset, token=app.access_token).json()["result"] is True
+    message = settled(
+        fresh_portal, app.access_token, send(fresh_portal, app.access_token, f"{app.client_id}|{code}")["ID"]
+    )
+    assert len(message["ATTEMPTS"]) == 4
+
+
+@pytest.mark.parametrize("bad", ["x", "1,,2", "-1", "nan", "1e9", ",".join(["1"] * 21), " ", ["1", "2"]])
+def test_a_wrong_retry_schedule_is_refused(portal: LivePortal, app: AppCredentials, bad: object) -> None:
+    code = "bad" + uuid.uuid4().hex[:6]
+    params = {"CODE": code, "TYPE": "SMS", "HANDLER": "http://127.0.0.1:9/h", "NAME": "N", "RETRY_SCHEDULE": bad}
+    answer = portal.call("messageservice.sender.add", params, token=app.access_token)
+    expected = {"error": "ERROR_SENDER_VALIDATION_FAILURE", "error_description": "Wrong RETRY_SCHEDULE!"}
+    if bad == " ":  # blank is the default schedule, as ""
+        assert answer.json()["result"] is True
+        return
+    assert answer.status_code == 400 and answer.json() == expected, bad
+    assert code not in portal.call("messageservice.sender.list", token=app.access_token).json()["result"]
+
+
 @pytest.mark.parametrize("fresh_portal", [{**FAST, "handler_timeout_seconds": 0.3}], indirect=True)
 def test_timeout_is_retried(fresh_portal: LivePortal, handler: Receiver) -> None:
     app = fresh_portal.add_app()

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.orphans import fail_queued
+from messageservice.delivery.retry import parse_schedule
 from messageservice.php import php_empty, php_string
 from messageservice.store.tables import apps, messages, sender_langs, senders
 
@@ -26,6 +27,7 @@ MAX_CODE = 128
 MAX_HANDLER = 1000
 MAX_NAME = 500
 MAX_LANGUAGE_ID = 8
+MAX_RETRY_SCHEDULE = 200
 DEFAULT_LANGUAGE = "**"
 
 
@@ -91,6 +93,14 @@ def _lang_rows(name: Any, description: Any, app_name: str) -> list[dict[str, Any
     return list({row["language_id"]: row for row in rows}.values())
 
 
+def _retry_schedule(params: dict[str, Any]) -> str | None:
+    """RETRY_SCHEDULE (our extension; Bitrix24 ignores it): the provider's own delays, "" for the default."""
+    text = php_string(params.get("RETRY_SCHEDULE"))
+    if text is None or (text.strip() and (len(text) > MAX_RETRY_SCHEDULE or parse_schedule(text) is None)):
+        raise CoreError(VALIDATION, "Wrong RETRY_SCHEDULE!")
+    return ",".join(part.strip() for part in text.split(",")) if text.strip() else None
+
+
 async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, Any]) -> None:
     """messageservice.sender.add after the context and admin checks; params have upper-case keys."""
     if not params:
@@ -104,6 +114,7 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
         raise CoreError(VALIDATION, "Empty sender message TYPE!")
     if sender_type not in TYPES:
         raise CoreError(VALIDATION, "Unknown sender message TYPE!")
+    schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
     async with core.engine.begin() as conn:
         app_name = (await conn.execute(select(apps.c.name).where(apps.c.id == app_id))).scalar_one()
         if await _find(conn, app_id, code) is not None:
@@ -122,6 +133,7 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
                             code=code,
                             type=sender_type,
                             handler=handler,
+                            retry_schedule=schedule,
                             author_id=author_id,
                             created_at=now,
                             updated_at=now,
@@ -146,9 +158,10 @@ async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
     code = params.get("CODE")
     if php_empty(code):
         raise CoreError("ERROR_SENDER_CODE_REQUIRED", "CODE is required!")
-    if all(key not in params for key in ("HANDLER", "NAME", "DESCRIPTION")):
+    if all(key not in params for key in ("HANDLER", "NAME", "DESCRIPTION", "RETRY_SCHEDULE")):
         raise CoreError("ERROR_SENDER_OTHER_PARAMS_REQUIRED", "At least one other parameter is required!")
     handler = check_handler_url(params["HANDLER"]) if "HANDLER" in params else None
+    schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
     code_text = php_string(code)
     async with core.engine.begin() as conn:
         row = await _find(conn, app_id, code_text, lock=True) if code_text is not None else None
@@ -165,6 +178,8 @@ async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
         values: dict[str, Any] = {"updated_at": core.clock()}
         if handler is not None:
             values["handler"] = handler
+        if "RETRY_SCHEDULE" in params:
+            values["retry_schedule"] = schedule
         await conn.execute(update(senders).where(senders.c.id == row.id).values(**values))
         for lang_id, change in changes.items():
             if lang_id in existing:

@@ -60,7 +60,8 @@ def decide(result: Result, settings: Settings, now: float) -> Decision:
         return "dead", None, outcome.error
     if outcome.verdict is Verdict.DEFER:
         return "defer", outcome.retry_after, outcome.error
-    delay = outcome.retry_after if outcome.retry_after is not None else backoff(job.attempt, settings.retry_delays)
+    delays = job.retry_delays if job.retry_delays is not None else settings.retry_delays
+    delay = outcome.retry_after if outcome.retry_after is not None else backoff(job.attempt, delays)
     if delay is None or now + delay - job.queued_at > settings.retry_max_age_seconds:
         return "dead", None, f"{outcome.error} (gave up after {job.attempt} attempts)"
     return "retry", now + delay, outcome.error

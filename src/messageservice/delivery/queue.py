@@ -19,7 +19,7 @@ from messageservice.core.orphans import APP_GONE
 from messageservice.core.portal import portal_from_row
 from messageservice.core.secrets import SecretBox, hash_secret, new_hex
 from messageservice.delivery.payload import HandlerMessage, handler_body
-from messageservice.delivery.retry import Outcome
+from messageservice.delivery.retry import Outcome, parse_schedule
 from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
 from messageservice.store.tables import portal as portal_table
 
@@ -34,6 +34,7 @@ class Job:
     sender_id: int | None = None
     external_id: str = ""  # the 32-hex message_id: Standard Webhooks' webhook-id
     signing_secret: str | None = None
+    retry_delays: list[float] | None = None  # the sender's own schedule; None: the server's
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ _JOB_ROWS = (
         messages,
         senders.c.type.label("sender_type"),
         senders.c.handler,
+        senders.c.retry_schedule,
         apps.c.scopes,
         apps.c.status.label("app_status"),
         apps.c.installed,
@@ -242,8 +244,19 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
         )
         secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
         body = handler_body(message, auth)
+        delays = parse_schedule(row.retry_schedule) if row.retry_schedule else None
         jobs.append(
-            Job(row.id, claim.attempts, claim.created_at, row.handler, body, row.sender_id, row.message_id, secret)
+            Job(
+                row.id,
+                claim.attempts,
+                claim.created_at,
+                row.handler,
+                body,
+                row.sender_id,
+                row.message_id,
+                secret,
+                delays,
+            )
         )
     return jobs
 

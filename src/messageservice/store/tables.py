@@ -121,6 +121,8 @@ senders = Table(
     Column("code", String(128), nullable=False),
     Column("type", String(32), nullable=False),
     Column("handler", String(1000), nullable=False),
+    # The provider's own retry delays (RETRY_SCHEDULE, our extension); NULL: MESSAGESERVICE_RETRY_SCHEDULE.
+    Column("retry_schedule", String(200)),
     Column("author_id", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
