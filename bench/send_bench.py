@@ -617,8 +617,13 @@ def wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], secon
 
 
 @contextlib.contextmanager
-def running_servers(database_url: str, folder: Path, serves: int, workers: int, handler: Handler) -> Iterator[Servers]:
-    """A fresh portal, one sender whose HANDLER is `handler`, `serves` x `serve` and `workers` x `worker`."""
+def running_servers(
+    database_url: str, folder: Path, serves: int, workers: int, handler: Handler, api_only: bool = False
+) -> Iterator[Servers]:
+    """A fresh portal, one sender whose HANDLER is `handler`, `serves` x `serve` and `workers` x `worker`.
+
+    `api_only`: the `serve`s do not deliver (`serve --no-dispatch`); the workers do.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     env = portal_env(database_url, folder)
     cli_json(env, folder, "init", "--domain", "bench.local")
@@ -641,6 +646,8 @@ def running_servers(database_url: str, folder: Path, serves: int, workers: int, 
             if number < serves:
                 port = free_port()
                 args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+                if api_only:
+                    args.append("--no-dispatch")
             else:
                 args = ["worker", "--log-level", "warning"]
             process = subprocess.Popen(
@@ -1059,7 +1066,8 @@ def fmt(value: float | None, pattern: str) -> str:
 
 
 def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> str:
-    processes = f"{args.serves} serve" + (f" + {args.worker_processes} worker" if args.worker_processes else "")
+    processes = f"{args.serves} serve" + (" (API only)" if args.api_serve else "")
+    processes += f" + {args.worker_processes} worker" if args.worker_processes else ""
     paced = "single message.send calls" if args.paced_batch == 1 else f"batches of {args.paced_batch}"
     lines = [
         f"messageservice send benchmark: {backend}, {processes} process(es); medians over rounds",
@@ -1207,10 +1215,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--workers",
         type=int,
         default=None,
-        help="dispatcher processes on one database (default: 1 SQLite, 2 PostgreSQL): one `serve`, the rest "
-        "`messageservice worker` where the checkout has that command, else more `serve`s (sends alternate)",
+        help="dispatcher processes on one database (default: 1 SQLite, 2 PostgreSQL). With --api-serve (the "
+        "PostgreSQL default) all are `messageservice worker`s beside one API-only `serve`; else one `serve` and the "
+        "rest workers where the checkout has that command, else more `serve`s (sends alternate)",
     )
     parser.add_argument("--all-serve", action="store_true", help="run --workers `serve` processes, no `worker`")
+    parser.add_argument(
+        "--api-serve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one `serve --no-dispatch` for the API and --workers `worker`s deliver (default on PostgreSQL: the "
+        "scale-out topology); --no-api-serve: the serve delivers too and counts as one of --workers",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds for bursts up to --big (each a fresh process)")
     parser.add_argument("--big", type=int, default=20_000, help="bursts larger than this run --big-rounds times")
     parser.add_argument("--big-rounds", type=int, default=1)
@@ -1244,6 +1260,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--sizes: comma-separated integers, or none")
     if args.workers is None:
         args.workers = 2 if args.postgres else 1
+    if args.api_serve is None:
+        args.api_serve = args.postgres and not args.all_serve
     if (
         (not args.size_list and args.no_paced)
         or min(args.size_list, default=1) < 1
@@ -1278,7 +1296,9 @@ def main(argv: Sequence[str]) -> int:
     if not args.no_paced:
         paced_size = max(1, round(args.paced_rate * args.paced_seconds))
         plan.append(("paced", paced_size, args.paced_rounds, args.paced_rate, args.paced_batch))
-    if args.workers > 1 and not args.all_serve and has_worker_command():
+    if args.api_serve:
+        args.serves, args.worker_processes = 1, args.workers
+    elif args.workers > 1 and not args.all_serve and has_worker_command():
         args.serves, args.worker_processes = 1, args.workers - 1
     else:
         args.serves, args.worker_processes = args.workers, 0
@@ -1291,7 +1311,8 @@ def main(argv: Sequence[str]) -> int:
             handler = Handler(folder)
             bench = Bench(args, folder, handler, pg)
             print(
-                f"{backend}: {args.serves} serve + {args.worker_processes} worker process(es); handler at "
+                f"{backend}: {args.serves} serve{' (API only)' if args.api_serve else ''} + "
+                f"{args.worker_processes} worker process(es); handler at "
                 f"{handler.url}; bare client(s): {args.post_concurrency} in flight ({args.concurrency_source})",
                 flush=True,
             )
@@ -1303,7 +1324,9 @@ def main(argv: Sequence[str]) -> int:
                     continue
                 # A fresh database for every size, so each size starts from an empty queue and empty tables.
                 url, place = bench.new_portal()
-                with running_servers(url, place, args.serves, args.worker_processes, handler) as servers:
+                with running_servers(
+                    url, place, args.serves, args.worker_processes, handler, api_only=args.api_serve
+                ) as servers:
                     servers.pg_data = pg.data if pg is not None else None
                     bench.warm_up(servers)
                     pids = ", ".join(str(p.pid) for p in servers.processes)

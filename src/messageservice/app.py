@@ -27,9 +27,9 @@ from messageservice.oauth.routes import build_routes as oauth_routes
 from messageservice.rest.endpoint import RestEndpoint
 
 
-def background_loops(core: Core) -> list[BackgroundLoop]:
+def background_loops(core: Core, *, dispatch: bool = True) -> list[BackgroundLoop]:
     """What a server process runs besides HTTP; `messageservice worker` runs the same without HTTP."""
-    return [EventWorker(core), Housekeeper(core), Dispatcher(core)]
+    return [EventWorker(core), Housekeeper(core), *([Dispatcher(core)] if dispatch else [])]
 
 
 def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     core = Core.open(settings)
     registry = build_registry()
     rest = RestEndpoint(core, registry)
-    loops = background_loops(core)
+    loops = background_loops(core, dispatch=settings.serve_dispatch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

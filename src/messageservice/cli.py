@@ -342,6 +342,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     tls: Annotated[bool, typer.Option("--tls", help="Serve https with a self-signed certificate.")] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--dispatch/--no-dispatch",
+            help="Also deliver messages here (default); --no-dispatch leaves delivery to `messageservice worker`s.",
+        ),
+    ] = True,
 ) -> None:
     """Run the server."""
     import uvicorn
@@ -351,6 +358,8 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    if not dispatch:
+        settings = settings.model_copy(update={"serve_dispatch": False})
     migrate(settings.database_url)
 
     async def check(core: Core) -> portal_service.Portal:

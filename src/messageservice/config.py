@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # "reliable": at-least-once with retries; "strict": as Bitrix24, one attempt and the answer ignored.
     delivery_profile: str = "reliable"
     dispatch_concurrency: int = 64
+    # Whether `serve` also delivers; false when `messageservice worker`s do it, so that the API's event
+    # loop serves requests only (PostgreSQL scale-out; on SQLite a worker only finds work on its sweep).
+    serve_dispatch: bool = True
     # Per handler origin: calls in flight, and the breaker (consecutive failures to open, cool-down).
     handler_concurrency: int = 16
     breaker_failures: int = 5

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 log = logging.getLogger("messageservice.group_commit")
 
 # Work for a whole group, in one transaction: one result per item, in order. A result that is an
-# exception is raised to that item's caller alone (the others' work still commits).
+# exception is raised to that item's caller alone (the others' work still commits). All submissions
+# of one kind must pass the same work: a group runs the one its first item came with.
 GroupWork = Callable[[Sequence[T]], Awaitable[list[Any]]]
 
 MAX_GROUP = 500  # bounds one transaction's length, and so the wait of the calls queued behind it
@@ -59,6 +59,10 @@ class GroupCommit:
                 await self._run_group(work, group)
         finally:
             queue.flushing = False
+            # Cancelled (shutdown): what never reached a transaction was not done; say so, do not hang.
+            for _, future in queue.items:
+                future.cancel()
+            queue.items = []
 
     async def _run_group(self, work: GroupWork[T], group: list[tuple[T, asyncio.Future[Any]]]) -> None:
         items = [item for item, _ in group]
@@ -76,11 +80,10 @@ class GroupCommit:
                     result = alone
                 _settle(future, result)
             return
-        except BaseException as exc:
-            # Cancelled (shutdown): nobody's work is known to have committed.
+        except BaseException:
+            # Cancelled (shutdown): whether the group committed is unknown, so nobody is told it did.
             for _, future in group:
-                if not future.done():
-                    future.set_exception(asyncio.CancelledError() if isinstance(exc, asyncio.CancelledError) else exc)
+                future.cancel()
             raise
         for (_, future), result in zip(group, results, strict=True):
             _settle(future, result)
