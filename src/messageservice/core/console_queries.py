@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,7 +13,7 @@ from messageservice.core.context import Core
 from messageservice.core.phones import normalize_phone
 from messageservice.core.portal import get_portal
 from messageservice.core.secrets import hash_secret, new_alnum
-from messageservice.delivery.payload import HandlerMessage, handler_body
+from messageservice.delivery.payload import auth_block, handler_body, stored_message
 from messageservice.store.tables import apps, attempts, deliveries, messages, senders, users, webhooks
 
 PAGE_SIZE = 25
@@ -160,30 +159,16 @@ async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str
         ).first()
     if row is None:
         return None
-    message = HandlerMessage(
-        module_id=row.module_id,
-        headers=json.loads(row.headers),
-        sender_type=row.sender_type or "SMS",
-        sender_code=row.sender_code,
-        message_id=row.message_id,
-        message_to=row.message_to,
-        message_body=row.message_body,
-        ts=int(row.created_at),
-    )
+    message = stored_message(row)
     portal = await get_portal(core)
-    auth = {
-        "access_token": NOT_KEPT,
-        "expires": PER_ATTEMPT,
-        "expires_in": core.settings.access_token_ttl,
-        "scope": row.scopes,
-        "domain": portal.domain,
-        "server_endpoint": portal.client_endpoint,
-        "status": row.app_status,
-        "client_endpoint": portal.client_endpoint,
-        "member_id": portal.member_id,
-        "user_id": row.author_id,
-        "application_token": SECRET,
-    }
+    auth = auth_block(
+        portal,
+        row,
+        access_token=NOT_KEPT,
+        expires=PER_ATTEMPT,
+        expires_in=core.settings.access_token_ttl,
+        application_token=SECRET,
+    )
     body = handler_body(message, auth)
     return row.handler or "", parse_qsl(body, keep_blank_values=True), body
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,39 @@ class HandlerMessage:
     message_to: str
     message_body: str
     ts: int
+
+
+def stored_message(row: Any) -> HandlerMessage:
+    """A HandlerMessage from a messages row joined with its sender's type (as `sender_type`)."""
+    return HandlerMessage(
+        module_id=row.module_id,
+        headers=json.loads(row.headers),
+        sender_type=row.sender_type or "SMS",  # the sender may be gone; Bitrix's REST senders are SMS
+        sender_code=row.sender_code,
+        message_id=row.message_id,
+        message_to=row.message_to,
+        message_body=row.message_body,
+        ts=int(row.created_at),
+    )
+
+
+def auth_block(
+    portal: Any, row: Any, *, access_token: str, expires: Any, expires_in: int, application_token: str
+) -> dict[str, Any]:
+    """auth[...] for the author of a messages row joined with its app (`scopes`, `app_status`)."""
+    return {
+        "access_token": access_token,
+        "expires": expires,
+        "expires_in": expires_in,
+        "scope": row.scopes,
+        "domain": portal.domain,
+        "server_endpoint": portal.client_endpoint,
+        "status": row.app_status,
+        "client_endpoint": portal.client_endpoint,
+        "member_id": portal.member_id,
+        "user_id": row.author_id,
+        "application_token": application_token,
+    }
 
 
 def handler_fields(message: HandlerMessage, auth: dict[str, Any] | None) -> dict[str, Any]:

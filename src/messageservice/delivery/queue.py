@@ -7,7 +7,6 @@ leaves its jobs to be claimed again when the lease runs out: delivery is at leas
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
 from messageservice.core.portal import portal_from_row
 from messageservice.core.secrets import SecretBox, hash_secret, new_hex
-from messageservice.delivery.payload import HandlerMessage, handler_body
+from messageservice.delivery.payload import auth_block, handler_body, stored_message
 from messageservice.delivery.retry import Outcome, parse_schedule
 from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
 from messageservice.store.tables import portal as portal_table
@@ -219,29 +218,15 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
         if row.handler is None or not row.installed:
             jobs.append(Job(row.id, claim.attempts, claim.created_at, None, ""))
             continue
-        auth = {
-            "access_token": claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
-            "expires": expires,
-            "expires_in": core.settings.access_token_ttl,
-            "scope": row.scopes,
-            "domain": portal.domain,
-            "server_endpoint": portal.client_endpoint,
-            "status": row.app_status,
-            "client_endpoint": portal.client_endpoint,
-            "member_id": portal.member_id,
-            "user_id": row.author_id,
-            "application_token": decrypt(row.application_token_enc) if row.application_token_enc else "",
-        }
-        message = HandlerMessage(
-            module_id=row.module_id,
-            headers=json.loads(row.headers),
-            sender_type=row.sender_type,
-            sender_code=row.sender_code,
-            message_id=row.message_id,
-            message_to=row.message_to,
-            message_body=row.message_body,
-            ts=int(row.created_at),
+        auth = auth_block(
+            portal,
+            row,
+            access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
+            expires=expires,
+            expires_in=core.settings.access_token_ttl,
+            application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
         )
+        message = stored_message(row)
         secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
         body = handler_body(message, auth)
         delays = parse_schedule(row.retry_schedule) if row.retry_schedule else None
