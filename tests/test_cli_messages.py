@@ -16,7 +16,7 @@ import pytest
 
 from tests.portal import AppCredentials, LivePortal
 from tests.receiver import Receiver
-from tests.test_messages import FAST, handler_url, register, wait_for
+from tests.test_messages import FAST, get, handler_url, register, wait_for
 
 COMMAND = [sys.executable, "-m", "messageservice.cli"]
 
@@ -47,8 +47,9 @@ def show(portal: LivePortal, message_id: int | str) -> dict[str, Any]:
     return ms_json(portal, "messages", "show", str(message_id))
 
 
-def settled(portal: LivePortal, message_id: int) -> dict[str, Any]:
-    return wait_for(lambda: (m := show(portal, message_id))["DELIVERY"]["STATE"] != "pending" and m, timeout=30)
+def settled(portal: LivePortal, app: AppCredentials, message_id: int) -> dict[str, Any]:
+    """Waits through the REST API (a process per look would be slow); `messages show` has its own tests."""
+    return wait_for(lambda: (m := get(portal, app.access_token, message_id))["DELIVERY"]["STATE"] != "pending" and m)
 
 
 @pytest.fixture
@@ -282,13 +283,14 @@ def test_bulk_send_without_a_sender_anywhere(portal: LivePortal, tmp_path: Path)
 # --- messages list | show ----------------------------------------------------------------------
 
 
-def test_messages_list_filters_and_pages(portal: LivePortal, sender: str, handler: Receiver) -> None:
-    ids = [
-        ms_json(portal, "send", "--from", sender, "--to", f"+1555000{i:04d}", "--text", f"list {i}")["ID"]
-        for i in range(7)
-    ]
+def test_messages_list_filters_and_pages(
+    portal: LivePortal, app: AppCredentials, sender: str, handler: Receiver
+) -> None:
+    rows = [b"to,text"] + [f"+1555000{i:04d},list {i}".encode() for i in range(7)]
+    csv_file = write_rows(portal.settings.data_dir / f"{sender.split('|')[1]}.csv", rows)
+    ids = [m["id"] for m in ms_json(portal, "send-bulk", str(csv_file), "--from", sender)["messages"]]
     for message_id in ids:
-        settled(portal, message_id)
+        settled(portal, app, message_id)
     page = ms_json(portal, "messages", "list", "--sender", sender, "--limit", "3", "--offset", "2")
     assert page["total"] == 7 and page["offset"] == 2 and page["next"] == 5
     assert [m["ID"] for m in page["messages"]] == sorted(ids, reverse=True)[2:5]
@@ -333,7 +335,7 @@ def test_messages_show_attempts_and_timeline(
 ) -> None:
     body = "Hi \x1b[2J there\u202e"
     sent = ms_json(portal, "send", "--from", sender, "--to", "+15550008000", "--text", body, "--binding", "deal:5")
-    settled(portal, sent["ID"])
+    settled(portal, app, sent["ID"])
     form = handler.wait_for(1)[0].form
     report = {"CODE": form["code"], "MESSAGE_ID": form["message_id"], "STATUS": "delivered"}
     assert portal.call("messageservice.message.status.update", report, token=form["auth[access_token]"]).ok
@@ -412,11 +414,13 @@ def test_messages_follow_prints_new_messages_and_status_changes(
     assert events[1]["USER_ID"] is None and events[2]["APP_ID"] is not None and events[2]["APPLIED"] is True
 
 
-def test_messages_follow_text_and_ctrl_c(portal: LivePortal, sender: str, handler: Receiver) -> None:
+def test_messages_follow_text_and_ctrl_c(
+    portal: LivePortal, app: AppCredentials, sender: str, handler: Receiver
+) -> None:
     follower = start_follow(portal, "--sender", sender)
     try:
         sent = ms_json(portal, "send", "--from", sender, "--to", "+15550009001", "--text", "watch me")
-        settled(portal, sent["ID"])
+        settled(portal, app, sent["ID"])
         time.sleep(1.5)  # one more look at the database
         follower.send_signal(signal.SIGINT)
         out, err = follower.communicate(timeout=30)
@@ -452,7 +456,7 @@ def test_replay_dead_letters(fresh_portal: LivePortal) -> None:
             for i in range(3)
         ]
         for message_id in ids:
-            assert settled(portal, message_id)["DELIVERY"]["STATE"] == "dead"
+            assert settled(portal, app, message_id)["DELIVERY"]["STATE"] == "dead"
         dead = ms_json(portal, "messages", "list", "--dead")
         assert sorted(m["ID"] for m in dead["messages"]) == ids
 
@@ -460,7 +464,7 @@ def test_replay_dead_letters(fresh_portal: LivePortal) -> None:
         handler.status = 200
         one = ms_json(portal, "replay", str(ids[0]))
         assert one == {"replayed": [ids[0]], "skipped": []}
-        assert settled(portal, ids[0])["STATUS"] == "sent"
+        assert settled(portal, app, ids[0])["STATUS"] == "sent"
         # Already sent now: named, not replayed, and the exit code says so.
         again = ms(portal, "replay", str(ids[0]), "--json", code=1)
         assert json.loads(again.stdout)["skipped"] == [
@@ -469,7 +473,7 @@ def test_replay_dead_letters(fresh_portal: LivePortal) -> None:
         rest = ms(portal, "replay", "--dead", "--sender", sender).stdout
         assert rest.strip() == f"replayed 2: {ids[1]}, {ids[2]}"
         for message_id in ids[1:]:
-            view = settled(portal, message_id)
+            view = settled(portal, app, message_id)
             assert view["STATUS"] == "sent" and [h["STATUS"] for h in view["HISTORY"]][-3:] == [
                 "error",
                 "replayed",
@@ -510,7 +514,7 @@ def test_stats_command(fresh_portal: LivePortal) -> None:
         csv_file = write_rows(portal.settings.data_dir / "stats.csv", rows)
         sent = ms_json(portal, "send-bulk", str(csv_file))
         for message in sent["messages"]:
-            settled(portal, message["id"])
+            settled(portal, app, message["id"])
     finally:
         good.stop()
         bad.stop()
@@ -544,3 +548,11 @@ def test_stats_command(fresh_portal: LivePortal) -> None:
 @pytest.mark.parametrize(("window", "message"), [("10s", "the window must be 1m to 7d"), ("soon", "not a duration")])
 def test_stats_bad_window(portal: LivePortal, window: str, message: str) -> None:
     assert message in ms(portal, "stats", "--window", window, code=2).stderr
+
+
+def test_unreachable_database_is_a_message(portal: LivePortal) -> None:
+    env = {**portal.env, "MESSAGESERVICE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    for args in (["messages", "list"], ["stats"], ["send", "--from", "a|b", "--to", "+15550001111", "--text", "x"]):
+        result = subprocess.run([*COMMAND, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "error: database: ConnectionRefusedError" in result.stderr

@@ -50,8 +50,9 @@ STATUS_NAMES = tuple(s.name for s in statuses.BY_ID.values())
 LISTED_SKIPS = 20
 REPLAY_CHUNK = 500
 
-console = Console()
-err_console = Console(stderr=True)
+# Soft wrap: a line longer than the terminal (or than 80 columns in a pipe) is not broken in two.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 messages_cli = typer.Typer(help="Read messages: list them, show one in full, follow new ones.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -203,8 +204,9 @@ def send(
 @dataclasses.dataclass
 class BulkOutcome:
     rows: int = 0
-    sent: list[dict[str, int]] = dataclasses.field(default_factory=list)  # {"line", "id"} for new messages
-    already_sent: list[dict[str, int]] = dataclasses.field(default_factory=list)  # idempotency key seen before
+    # (line, message id): new messages, and those an idempotency key had already sent before this run.
+    sent: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    already_sent: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {"line", "reason"}
     stopped: str | None = None  # why the run ended early (the database went away, Ctrl+C), if it did
     began: bool = False
@@ -217,7 +219,7 @@ class BulkOutcome:
             "already_sent": len(self.already_sent),
             "skipped": self.skipped,
             "stopped": self.stopped,
-            "messages": sorted(self.sent + self.already_sent, key=lambda m: m["line"]),
+            "messages": [{"line": line, "id": id_} for line, id_ in sorted(self.sent + self.already_sent)],
             "seconds": round(seconds, 3),
         }
 
@@ -256,10 +258,11 @@ def send_bulk(
 
     async def work(core: Core) -> None:
         actor = await _actor(core, user)
-        newest = await list_messages(core, actor, {}, 0)
-        # An idempotency key already used returns its old message; those are all older than this run.
-        before = newest[0][0]["ID"] if newest[0] else 0
-        first_line_of: dict[int, int] = {}
+        keyed = bool(idempotency_prefix) or "idempotency_key" in message_file.columns
+        # A key used before returns its old message: older than any this run creates.
+        newest = (await list_messages(core, actor, {}, 0))[0] if keyed else []
+        before = newest[0]["ID"] if newest else 0
+        first_line_of: dict[int, int] = {}  # message id -> the row that sent it, when keys are in use
         progress = Progress(
             TextColumn("sending"),
             BarColumn(),
@@ -288,14 +291,15 @@ def send_bulk(
                         outcome.stopped = f"line {row.line}: {_database_error(exc)}"
                         break
                     else:
-                        entry = {"line": row.line, "id": result["ID"]}
+                        entry = (row.line, result["ID"])
                         if result["ID"] in first_line_of:
                             reason = f"the same idempotency key as line {first_line_of[result['ID']]}"
-                        elif result["ID"] <= before:
+                        elif keyed and result["ID"] <= before:
                             outcome.already_sent.append(entry)
                         else:
                             outcome.sent.append(entry)
-                        first_line_of.setdefault(result["ID"], row.line)
+                        if keyed:
+                            first_line_of.setdefault(result["ID"], row.line)
                 if reason is not None:
                     outcome.skipped.append({"line": row.line, "reason": reason})
                 progress.update(task, advance=1, skipped=len(outcome.skipped))

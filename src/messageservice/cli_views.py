@@ -112,7 +112,8 @@ def message_detail(view: dict[str, Any]) -> RenderableType:
     fields.add_row("to", Text(safe(view["MESSAGE_TO"], one_line=True)))
     fields.add_row("module", Text(safe(_module_fields(view), one_line=True)))
     status = status_text(view)
-    status.append(f"  ({safe(view.get('STATUS_DESCRIPTION'))})", style="")
+    if view.get("STATUS_DESCRIPTION") and view["STATUS_DESCRIPTION"] != view["STATUS"]:
+        status.append(f"  ({safe(view['STATUS_DESCRIPTION'])})", style="")
     fields.add_row("status", status)
     if view.get("EXEC_ERROR"):
         fields.add_row("error", Text(safe(view["EXEC_ERROR"]), style="red"))
