@@ -392,12 +392,14 @@ def start_follow(portal: LivePortal, *args: str) -> subprocess.Popen[str]:
 
 
 def test_messages_follow_prints_new_messages_and_status_changes(
-    portal: LivePortal, sender: str, handler: Receiver
+    portal: LivePortal, app: AppCredentials, sender: str, handler: Receiver
 ) -> None:
     follower = start_follow(portal, "--sender", sender, "--count", "3", "--timeout", "60", "--json")
     try:
         sent = ms_json(portal, "send", "--from", sender, "--to", "+15550009000", "--text", "followed")
         form = handler.wait_for(1)[0].form
+        # The provider reports after the dispatcher has noted "sent" (a report first would leave no "sent").
+        settled(portal, app, sent["ID"])
         report = {"CODE": form["code"], "MESSAGE_ID": form["message_id"], "STATUS": "delivered"}
         assert portal.call("messageservice.message.status.update", report, token=form["auth[access_token]"]).ok
         out, err = follower.communicate(timeout=60)
