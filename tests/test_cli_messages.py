@@ -323,6 +323,8 @@ def test_messages_list_filters_and_pages(
         (["--offset", "-1"], "Invalid value for '--offset'"),
         (["--dead", "--delivery", "done"], "--dead and --delivery disagree"),
         (["--user", "999999"], "there is no user 999999"),
+        (["--user", "99999999999999999999"], "Invalid value for '--user'"),
+        (["--offset", "99999999999999999999"], "Invalid value for '--offset'"),
     ],
 )
 def test_messages_list_bad_input(portal: LivePortal, args: list[str], message: str) -> None:

@@ -78,10 +78,11 @@ class MessageFile:
                 raise FileError(f"{self.path}: the header row is not UTF-8 text")
             name = cell.strip().lower().replace(" ", "_")
             columns.append(ALIASES.get(name, name))
-        unknown = [c for c in columns if c not in COLUMNS]
+        # A column without a name (a spreadsheet's trailing separator) is allowed, and its cells ignored.
+        unknown = [c for c in columns if c and c not in COLUMNS]
         if unknown:
             raise FileError(f"{self.path}: unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}")
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        duplicated = sorted({c for c in columns if c and columns.count(c) > 1})
         if duplicated:
             raise FileError(f"{self.path}: column {duplicated[0]!r} appears twice")
         missing = [c for c in REQUIRED if c not in columns]

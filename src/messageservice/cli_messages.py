@@ -49,6 +49,8 @@ STATUS_NAMES = tuple(s.name for s in statuses.BY_ID.values())
 # A text summary lists skipped rows one by one up to this many, then groups them by reason.
 LISTED_SKIPS = 20
 REPLAY_CHUNK = 500
+MAX_ID = 2**31 - 1  # user ids are 32-bit integers on PostgreSQL
+MAX_OFFSET = 999_999_999  # the largest start message.list takes
 
 # Soft wrap: a line longer than the terminal (or than 80 columns in a pipe) is not broken in two.
 console = Console(soft_wrap=True)
@@ -56,7 +58,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 messages_cli = typer.Typer(help="Read messages: list them, show one in full, follow new ones.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-UserOption = Annotated[int, typer.Option("--user", help="The portal user acting (and authoring sends).")]
+UserOption = Annotated[
+    int, typer.Option("--user", min=1, max=MAX_ID, help="The portal user acting (and authoring sends).")
+]
 SenderFilter = Annotated[str | None, typer.Option("--sender", help="Only this sender: client_id|CODE, or CODE.")]
 
 
@@ -388,7 +392,9 @@ def messages_list(
     delivery: Annotated[str | None, typer.Option(help="Only this delivery state: pending, done or dead.")] = None,
     dead: Annotated[bool, typer.Option("--dead", help="Only dead letters (same as --delivery dead).")] = False,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 50,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many (the next page starts at offset+limit).")] = 0,
+    offset: Annotated[
+        int, typer.Option(min=0, max=MAX_OFFSET, help="Skip this many (the next page starts at offset+limit).")
+    ] = 0,
     user: UserOption = 1,
     as_json: JsonOption = False,
 ) -> None:
