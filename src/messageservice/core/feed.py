@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, func, select
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
@@ -95,56 +95,60 @@ class MessageFeed:
             query = query.where(messages.c.message_to == normalize_phone(self.recipient.strip()))
         return query
 
+    def _unseen(
+        self, conn: Connection, table: Table, query: Any, after: int, seen: set[int], limit: int
+    ) -> tuple[list[Any], int]:
+        """Rows of `query` (ordered by `table`'s id) not yet seen, and the new high-water mark.
+
+        The mark moves to the table's newest id even when the narrowing matched nothing, so that a
+        reader following one quiet sender does not scan everyone's rows again on every look.
+        """
+        newest = int(conn.execute(select(func.max(table.c.id))).scalar() or 0)
+        rows = conn.execute(query.where(table.c.id > max(0, after - OVERLAP)).limit(limit + OVERLAP)).all()
+        fresh = [row for row in rows if row.id not in seen]
+        seen.update(row.id for row in fresh)
+        # A full page may have stopped short of the newest rows: the next look carries on from its end.
+        mark = rows[-1].id if len(rows) == limit + OVERLAP else max(after, newest)
+        for old in [i for i in seen if i <= mark - OVERLAP]:
+            seen.discard(old)
+        return fresh, mark
+
     def _poll(self, conn: Connection, limit: int) -> list[FeedEvent]:
         events: list[FeedEvent] = []
-        low = max(0, self._messages_after - OVERLAP)
-        created = conn.execute(
-            self._narrowed(
-                select(
-                    messages.c.id,
-                    messages.c.message_id,
-                    messages.c.message_from,
-                    messages.c.message_to,
-                    messages.c.created_at,
-                    func.substr(messages.c.message_body, 1, PREVIEW).label("text"),
-                )
-                .where(messages.c.id > low)
-                .order_by(messages.c.id)
-                .limit(limit + OVERLAP)
-            )
-        ).all()
+        created_query = self._narrowed(
+            select(
+                messages.c.id,
+                messages.c.message_id,
+                messages.c.message_from,
+                messages.c.message_to,
+                messages.c.created_at,
+                func.substr(messages.c.message_body, 1, PREVIEW).label("text"),
+            ).order_by(messages.c.id)
+        )
+        created, self._messages_after = self._unseen(
+            conn, messages, created_query, self._messages_after, self._seen_messages, limit
+        )
         for row in created:
-            if row.id in self._seen_messages:
-                continue
-            self._seen_messages.add(row.id)
             events.append(
                 FeedEvent(
                     "created", row.created_at, row.id, row.message_id, row.message_from, row.message_to, CREATION,
                     text=row.text or "",
                 )
             )  # fmt: skip
-        self._messages_after = max([self._messages_after, *(row.id for row in created)])
-        self._seen_messages = {i for i in self._seen_messages if i > self._messages_after - OVERLAP}
-
-        low = max(0, self._reports_after - OVERLAP)
-        reports = conn.execute(
-            self._narrowed(
-                select(
-                    status_reports,
-                    messages.c.message_id.label("external_id"),
-                    messages.c.message_from,
-                    messages.c.message_to,
-                )
-                .join(messages, messages.c.id == status_reports.c.message_id)
-                .where(status_reports.c.id > low)
-                .order_by(status_reports.c.id)
-                .limit(limit + OVERLAP)
+        reports_query = self._narrowed(
+            select(
+                status_reports,
+                messages.c.message_id.label("external_id"),
+                messages.c.message_from,
+                messages.c.message_to,
             )
-        ).all()
+            .join(messages, messages.c.id == status_reports.c.message_id)
+            .order_by(status_reports.c.id)
+        )
+        reports, self._reports_after = self._unseen(
+            conn, status_reports, reports_query, self._reports_after, self._seen_reports, limit
+        )
         for row in reports:
-            if row.id in self._seen_reports:
-                continue
-            self._seen_reports.add(row.id)
             if row.status == CREATION:
                 continue
             events.append(
@@ -153,8 +157,6 @@ class MessageFeed:
                     row.status, bool(row.applied), row.reporter_user_id, row.reporter_app_id,
                 )
             )  # fmt: skip
-        self._reports_after = max([self._reports_after, *(row.id for row in reports)])
-        self._seen_reports = {i for i in self._seen_reports if i > self._reports_after - OVERLAP}
         # A message's creation comes before its first status change even when their times tie.
         events.sort(key=lambda e: (e.at, e.kind != "created", e.id))
         return events
