@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -360,6 +361,22 @@ def test_messages_show_attempts_and_timeline(
     assert f"app {view['HISTORY'][2]['APP_ID']} (user 1)" in text
     # Someone's text cannot drive the operator's terminal: escapes and direction overrides are shown, not obeyed.
     assert "\x1b[2J" not in text and "\\x1b[2J" in text and "\u202e" not in text and "\\u202e" in text
+
+    # --body: the fields the HANDLER got, exactly and in order; the auth values are per attempt, not shown.
+    received = parse_qsl(handler.requests[0].body.decode(), keep_blank_values=True)
+    fields = ms_json(portal, "messages", "show", str(sent["ID"]), "--body")["HANDLER_FIELDS"]
+    assert [tuple(f) for f in fields if not f[0].startswith("auth[")] == [
+        pair for pair in received if not pair[0].startswith("auth[")
+    ]
+    assert [f[0] for f in fields] == [name for name, _ in received]
+    assert {f[1] for f in fields if f[0].startswith("auth[")} == {"(new for each attempt)"}
+    with_body = ms(portal, "messages", "show", str(sent["ID"]), "--body").stdout
+    assert "HANDLER call body" in with_body and "bindings[0][OWNER_TYPE_ID]" in with_body
+    assert form["auth[access_token]"] not in with_body
+    code = sender.split("|")[1]
+    assert portal.call("messageservice.sender.delete", {"CODE": code}, token=app.access_token).ok
+    assert ms_json(portal, "messages", "show", str(sent["ID"]), "--body")["HANDLER_FIELDS"] is None
+    assert "sender was deleted" in ms(portal, "messages", "show", str(sent["ID"]), "--body").stdout
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.feed import MessageFeed
+from messageservice.core.handler_preview import handler_fields
 from messageservice.core.messages import PAGE_SIZE, Actor, get_message, list_messages, replay, send_message
 from messageservice.core.stats import MAX_WINDOW, MIN_WINDOW, collect
 from messageservice.store.db import migrate
@@ -452,6 +453,9 @@ async def _find(core: Core, actor: Actor, ref: str) -> dict[str, Any]:
 @messages_cli.command("show")
 def messages_show(
     message: Annotated[str, typer.Argument(help="The message's id, or its 32-hex message_id.", show_default=False)],
+    body: Annotated[
+        bool, typer.Option("--body", help="Also the form fields every HANDLER call carries, in order.")
+    ] = False,
     user: UserOption = 1,
     as_json: JsonOption = False,
 ) -> None:
@@ -459,13 +463,19 @@ def messages_show(
     _checked(lambda: _message_ref(message))
 
     async def work(core: Core) -> dict[str, Any]:
-        return await _find(core, await _actor(core, user), message)
+        view = await _find(core, await _actor(core, user), message)
+        if body:
+            fields = await handler_fields(core, view["ID"])
+            view["HANDLER_FIELDS"] = [list(pair) for pair in fields] if fields is not None else None
+        return view
 
     view = _run(work)
     if as_json:
         _print_json(view)
-    else:
-        console.print(views.message_detail(view), highlight=False)
+        return
+    console.print(views.message_detail(view), highlight=False)
+    if body:
+        console.print(views.handler_fields_table(view["HANDLER_FIELDS"]), highlight=False)
 
 
 @messages_cli.command("follow")

@@ -155,6 +155,15 @@ def message_detail(view: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def handler_fields_table(fields: list[list[str]] | None) -> RenderableType:
+    if fields is None:
+        return Text("\nNo HANDLER call: the message's sender was deleted.", style="dim")
+    table = Table("field", "value", title="\nHANDLER call body (form fields, in order)", title_justify="left")
+    for name, value in fields:
+        table.add_row(Text(safe(name)), Text(safe(value)))
+    return table
+
+
 def feed_line(event: FeedEvent) -> Text:
     line = Text(when(event.at, precise=True) + "  ", style="dim")
     line.append(f"#{event.id} ", style="bold")
