@@ -4,8 +4,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DOMAIN ?= messageservice.local
 PYTHON ?= python3
+PROVIDER_PORT ?= 9100
 
-.PHONY: run test lint bench clean
+.PHONY: run serve test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +14,16 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# Set up, migrate, create the portal (idempotent) and serve on the embedded SQLite default.
+# Set up, migrate, create the portal (idempotent) and serve on the embedded SQLite default, with the demo
+# SMS provider (examples/demo_provider) beside it: installed, a first message sent and delivered, and the
+# console shows how to send more. Running it again reuses the same app. Ctrl-C stops both.
 run: $(VENV)/.installed
+	$(VENV)/bin/messageservice init --domain $(DOMAIN)
+	PYTHONPATH=examples $(VENV)/bin/python -m demo_provider.launch --host $(HOST) --port $(PORT) \
+		--provider-port $(PROVIDER_PORT)
+
+# The server alone, for a provider of your own.
+serve: $(VENV)/.installed
 	$(VENV)/bin/messageservice init --domain $(DOMAIN)
 	$(VENV)/bin/messageservice serve --host $(HOST) --port $(PORT)
 

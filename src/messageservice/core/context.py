@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from messageservice.config import Settings, normalize_database_url
 from messageservice.core.secrets import SecretBox
 from messageservice.store.db import create_engine, sqlite_file
+from messageservice.store.group_commit import GroupCommit
 from messageservice.store.reads import PostgresReads, SqliteReads
 from messageservice.store.writes import AsyncWrites, SqliteWrites
 
@@ -22,6 +23,7 @@ class Core:
     box: SecretBox
     reads: PostgresReads | SqliteReads
     writes: AsyncWrites | SqliteWrites
+    group_commit: GroupCommit
     clock: Callable[[], float] = field(default=time.time)
     # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
     queued_listeners: list[Callable[[], None]] = field(default_factory=list)
@@ -35,12 +37,14 @@ class Core:
         engine = create_engine(settings.database_url, settings.db_pool_size)
         url = normalize_database_url(settings.database_url)
         path = sqlite_file(url)
+        writes = SqliteWrites(path) if path is not None else AsyncWrites(engine)
         return cls(
             engine=engine,
             settings=settings,
             box=SecretBox.from_settings(settings.secret_key, settings.data_dir),
             reads=SqliteReads(path) if path is not None else PostgresReads(url, settings.db_pool_size // 2),
-            writes=SqliteWrites(path) if path is not None else AsyncWrites(engine),
+            writes=writes,
+            group_commit=GroupCommit(writes),
         )
 
     async def close(self) -> None:

@@ -35,7 +35,9 @@ class User:
     time_zone: str
 
 
-def _portal_from_row(row, override_url: str | None) -> Portal:  # type: ignore[no-untyped-def]
+def portal_from_row(row, override_url: str | None) -> Portal:  # type: ignore[no-untyped-def]
+    if row is None:
+        raise CoreError("PORTAL_NOT_INITIALIZED", "Run `messageservice init --domain D` first", status=500)
     return Portal(
         domain=row.domain,
         member_id=row.member_id,
@@ -51,7 +53,7 @@ async def init_portal(core: Core, domain: str, admin_name: str = "Admin") -> tup
     async with core.engine.begin() as conn:
         row = (await conn.execute(select(portal).where(portal.c.id == 1))).first()
         if row is not None:
-            return _portal_from_row(row, core.settings.public_url), False
+            return portal_from_row(row, core.settings.public_url), False
         now = core.clock()
         await conn.execute(insert(portal).values(id=1, domain=domain, member_id=new_hex(16), created_at=now))
         await conn.execute(
@@ -61,7 +63,7 @@ async def init_portal(core: Core, domain: str, admin_name: str = "Admin") -> tup
         )
         row = (await conn.execute(select(portal).where(portal.c.id == 1))).one()
     await _bump_user_sequence(core)
-    return _portal_from_row(row, core.settings.public_url), True
+    return portal_from_row(row, core.settings.public_url), True
 
 
 async def _bump_user_sequence(core: Core) -> None:
@@ -78,9 +80,7 @@ async def _bump_user_sequence(core: Core) -> None:
 async def get_portal(core: Core) -> Portal:
     async with core.engine.connect() as conn:
         row = (await conn.execute(select(portal).where(portal.c.id == 1))).first()
-    if row is None:
-        raise CoreError("PORTAL_NOT_INITIALIZED", "Run `messageservice init --domain D` first", status=500)
-    return _portal_from_row(row, core.settings.public_url)
+    return portal_from_row(row, core.settings.public_url)
 
 
 async def set_public_url(core: Core, url: str) -> None:

@@ -8,7 +8,6 @@ calls run at once; finished calls are written back in batches, one transaction p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -21,7 +20,7 @@ from messageservice.config import Settings
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
 from messageservice.delivery.breaker import Gates
-from messageservice.delivery.queue import Job, Result, claim_due, record
+from messageservice.delivery.queue import ClaimMemory, Job, Result, claim_due, record
 from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
 from messageservice.delivery.wakeups import QueueListener
@@ -72,13 +71,18 @@ class Dispatcher(BackgroundLoop):
     def __init__(self, core: Core) -> None:
         super().__init__(core)
         self._wakeup = asyncio.Event()
+        self._work = True  # new or due messages may be waiting: claim before sleeping again
+        self._backlog = False  # the last claim was full: there is more to take as slots free up
         self._inflight: set[asyncio.Task[None]] = set()
         self._finished: list[Result] = []
+        self._memory = ClaimMemory()
         settings = core.settings
         self.gates = Gates(settings.handler_concurrency, settings.breaker_failures, settings.breaker_cooldown_seconds)
         core.queued_listeners.append(self.wake)
 
     def wake(self) -> None:
+        """Messages were queued (here or, through NOTIFY, elsewhere)."""
+        self._work = True
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -92,13 +96,20 @@ class Dispatcher(BackgroundLoop):
         )
         if listener is not None:
             await listener.start()
+        loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             try:
                 while True:
+                    started = loop.time()
                     self._wakeup.clear()
                     await self._write_finished()
-                    await self._claim_more(session)
+                    if self._work or self._backlog:
+                        self._work = False
+                        await self._claim_more(session)
                     await self._idle()
+                    if self._inflight:
+                        # Busy: let a tick's worth of finished calls and new messages gather.
+                        await asyncio.sleep(max(0.0, settings.dispatch_tick_seconds - (loop.time() - started)))
             finally:
                 for task in self._inflight:
                     task.cancel()
@@ -112,12 +123,13 @@ class Dispatcher(BackgroundLoop):
         settings = self._core.settings
         # Long enough for a wait for a free slot plus the call itself, with room for the write-back.
         lease = settings.handler_timeout_seconds * 2 + 10
+        self._backlog = False
         while (free := settings.dispatch_concurrency - len(self._inflight)) > 0:
             # No more at a time than one handler can take (its calls plus as many waiting): a claim
             # for a single busy provider would otherwise be deferred and claimed over and over.
             want = min(free, settings.dispatch_batch_size, settings.handler_concurrency * 2)
             try:
-                jobs = await claim_due(self._core, want, lease, self.gates.blocked_senders(time.time()))
+                jobs = await claim_due(self._core, want, lease, self.gates.blocked_senders(time.time()), self._memory)
             except Exception:
                 log.exception("claiming deliveries failed")
                 return
@@ -129,10 +141,14 @@ class Dispatcher(BackgroundLoop):
             await self._write_finished()
             if len(jobs) < want:
                 return
+        self._backlog = True
 
     async def _idle(self) -> None:
+        if self._finished or self._wakeup.is_set() or self._work:
+            return
         wait = self._core.settings.dispatch_sweep_seconds
-        if not self._finished:
+        if not self._inflight:
+            # Nothing in flight: sleep until the next retry falls due, or the sweep (other processes).
             try:
                 due = await seconds_until_due(self._core, deliveries)
             except Exception:
@@ -140,10 +156,12 @@ class Dispatcher(BackgroundLoop):
                 due = None
             if due is not None:
                 wait = min(wait, due)
-        if self._finished or self._wakeup.is_set():
+        if self._wakeup.is_set():
             return
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+        except TimeoutError:
+            self._work = True  # the sweep: look for retries now due and work queued elsewhere
 
     async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> None:
         started = time.time()

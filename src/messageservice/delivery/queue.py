@@ -8,20 +8,20 @@ leaves its jobs to be claimed again when the lease runs out: delivery is at leas
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
-from messageservice.core.portal import Portal, get_portal
-from messageservice.core.secrets import hash_secret, new_hex
+from messageservice.core.portal import portal_from_row
+from messageservice.core.secrets import SecretBox, hash_secret, new_hex
 from messageservice.delivery.payload import HandlerMessage, handler_body
 from messageservice.delivery.retry import Outcome
 from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
+from messageservice.store.tables import portal as portal_table
 
 
 @dataclass(frozen=True)
@@ -44,76 +44,181 @@ class Result:
     duration_ms: float
 
 
-async def claim_due(core: Core, limit: int, lease_seconds: float, skip_senders: list[int] | None = None) -> list[Job]:
-    """Claim up to `limit` due jobs; `skip_senders` are senders whose handler cannot take more now."""
-    portal = await get_portal(core)
-    now = core.clock()
+# A token minted this recently is handed out again: a steady trickle of claims then writes a token
+# row a minute per app and author, not one per claim. Such tokens live this much longer, so that the
+# `expires_in` a call reports is always true.
+TOKEN_REUSE_SECONDS = 60.0
+PORTAL_REREAD_SECONDS = 10.0  # the portal's domain and member_id never change; its public URL rarely
+
+
+@dataclass(frozen=True)
+class _Minted:
+    token: str
+    minted_at: float
+
+
+@dataclass
+class ClaimMemory:
+    """What one dispatcher's claims reuse for a short while (updated only after a claim commits)."""
+
+    portal: Any = None
+    portal_read_at: float = float("-inf")
+    # (app id, author id, the app's encrypted application token: a reinstall starts afresh) -> token
+    tokens: dict[tuple[int, int, str | None], _Minted] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)  # encrypted -> decrypted app secrets
+
+    def fresh_token(self, key: tuple[int, int, str | None], now: float) -> str | None:
+        minted = self.tokens.get(key)
+        return minted.token if minted is not None and now - minted.minted_at < TOKEN_REUSE_SECONDS else None
+
+    def remember(self, claimed: _Claimed) -> None:
+        if claimed.portal_read:
+            self.portal, self.portal_read_at = claimed.portal, claimed.now
+        if claimed.minted:
+            self.tokens = {k: v for k, v in self.tokens.items() if claimed.now - v.minted_at < TOKEN_REUSE_SECONDS}
+            self.tokens.update(claimed.minted)
+        if len(self.secrets) > 10_000:
+            self.secrets.clear()
+
+    def decrypt(self, box: SecretBox, value: str) -> str:
+        # The same app's secrets come up for every message; Fernet is not free.
+        if value not in self.secrets:
+            self.secrets[value] = box.decrypt(value)
+        return self.secrets[value]
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    now: float
+    portal: Any
+    portal_read: bool
+    attempts: dict[int, Any]  # message id -> (attempts, created_at)
+    rows: list[Any]
+    tokens: dict[tuple[int, int, str | None], str]  # the token each (app, author, install) gets
+    minted: dict[tuple[int, int, str | None], _Minted]  # of those, the ones minted by this claim
+
+
+def _claim_statement(postgres: bool, skipping: bool) -> Any:
+    """Claim due jobs: move them past a lease and count the attempt, returning what was taken."""
     due = (
         select(deliveries.c.message_id)
-        .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now)
+        .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= bindparam("now"))
         .order_by(deliveries.c.next_attempt_at)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    if skip_senders:
+    if skipping:
         # NULL NOT IN (...) is never true: a message whose sender is gone must still be claimed (to fail).
         due = due.join(messages, messages.c.id == deliveries.c.message_id).where(
-            or_(messages.c.sender_id.is_(None), messages.c.sender_id.not_in(skip_senders))
+            or_(messages.c.sender_id.is_(None), messages.c.sender_id.not_in(bindparam("skip", expanding=True)))
         )
-    if core.engine.dialect.name == "postgresql":
+    if postgres:
         due = due.with_for_update(skip_locked=True)
-    async with core.engine.begin() as conn:
-        claimed = (
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.message_id.in_(due.scalar_subquery()))
-                .values(next_attempt_at=now + lease_seconds, attempts=deliveries.c.attempts + 1)
-                .returning(deliveries.c.message_id, deliveries.c.attempts, deliveries.c.created_at)
-            )
-        ).all()
-        if not claimed:
-            return []
-        return await _jobs(core, conn, portal, {row.message_id: row for row in claimed})
+    return (
+        update(deliveries)
+        .where(deliveries.c.message_id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=bindparam("lease_until"), attempts=deliveries.c.attempts + 1)
+        .returning(deliveries.c.message_id, deliveries.c.attempts, deliveries.c.created_at)
+    )
 
 
-async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict[int, Any]) -> list[Job]:
-    rows = (
-        await conn.execute(
-            select(
-                messages,
-                senders.c.type.label("sender_type"),
-                senders.c.handler,
-                apps.c.scopes,
-                apps.c.status.label("app_status"),
-                apps.c.installed,
-                apps.c.application_token_enc,
-                apps.c.signing_secret_enc,
-            )
-            .outerjoin(senders, senders.c.id == messages.c.sender_id)
-            .join(apps, apps.c.id == messages.c.app_id)
-            .where(messages.c.id.in_(list(claimed)))
-        )
-    ).all()
+# Built once: building a statement per claim (and its cache key) cost more than running it.
+_CLAIM = {
+    (postgres, skipping): _claim_statement(postgres, skipping)
+    for postgres in (False, True)
+    for skipping in (False, True)
+}
+
+
+async def claim_due(
+    core: Core,
+    limit: int,
+    lease_seconds: float,
+    skip_senders: list[int] | None = None,
+    memory: ClaimMemory | None = None,
+) -> list[Job]:
+    """Claim up to `limit` due jobs; `skip_senders` are senders whose handler cannot take more now."""
+    memory = memory if memory is not None else ClaimMemory()
     now = core.clock()
-    expires = int(now + core.settings.access_token_ttl)
-    tokens: list[dict[str, Any]] = []
+    claim = _CLAIM[(core.engine.dialect.name == "postgresql", bool(skip_senders))]
+    params: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + lease_seconds}
+    if skip_senders:
+        params["skip"] = skip_senders
+    token_expires = now + core.settings.access_token_ttl + TOKEN_REUSE_SECONDS
+
+    def transaction(conn: Connection) -> _Claimed | None:
+        claimed = {row.message_id: row for row in conn.execute(claim, params)}
+        if not claimed:
+            return None
+        rows = conn.execute(_JOB_ROWS, {"ids": list(claimed)}).all()
+        # Each call carries a token minted for its own author, fresh or at most a minute old.
+        tokens: dict[tuple[int, int, str | None], str] = {}
+        minted: dict[tuple[int, int, str | None], _Minted] = {}
+        for row in rows:
+            key = (row.app_id, row.author_id, row.application_token_enc)
+            if row.handler and row.installed and key not in tokens:
+                reused = memory.fresh_token(key, now)
+                tokens[key] = reused if reused is not None else new_hex(35)
+                if reused is None:
+                    minted[key] = _Minted(tokens[key], now)
+        if minted:
+            conn.execute(
+                _INSERT_TOKEN,
+                [
+                    {
+                        "token_hash": hash_secret(m.token),
+                        "app_id": app_id,
+                        "user_id": user_id,
+                        "expires_at": token_expires,
+                    }
+                    for (app_id, user_id, _), m in minted.items()
+                ],
+            )
+        portal_read = memory.portal is None or now - memory.portal_read_at > PORTAL_REREAD_SECONDS
+        portal_row = conn.execute(_PORTAL).first() if portal_read else memory.portal
+        return _Claimed(now, portal_row, portal_read, claimed, rows, tokens, minted)
+
+    claimed = await core.writes.run(transaction)
+    if claimed is None:
+        return []
+    memory.remember(claimed)
+    return _jobs(core, claimed, memory)
+
+
+_JOB_ROWS = (
+    select(
+        messages,
+        senders.c.type.label("sender_type"),
+        senders.c.handler,
+        apps.c.scopes,
+        apps.c.status.label("app_status"),
+        apps.c.installed,
+        apps.c.application_token_enc,
+        apps.c.signing_secret_enc,
+    )
+    .outerjoin(senders, senders.c.id == messages.c.sender_id)
+    .join(apps, apps.c.id == messages.c.app_id)
+    .where(messages.c.id.in_(bindparam("ids", expanding=True)))
+)
+_PORTAL = select(portal_table).where(portal_table.c.id == 1)
+_INSERT_TOKEN = insert(access_tokens)
+
+
+def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
+    """Build each claimed message's HANDLER call (outside the transaction: it holds no lock)."""
+    portal = portal_from_row(claimed.portal, core.settings.public_url)
+    expires = int(claimed.now + core.settings.access_token_ttl)
+
+    def decrypt(value: str) -> str:
+        return memory.decrypt(core.box, value)
+
     jobs = []
-    for row in rows:
-        claim = claimed[row.id]
+    for row in claimed.rows:
+        claim = claimed.attempts[row.id]
         if row.handler is None or not row.installed:
             jobs.append(Job(row.id, claim.attempts, claim.created_at, None, ""))
             continue
-        # Each call carries a fresh token for the author, so the provider can report status with it.
-        access_token = new_hex(35)
-        tokens.append(
-            {
-                "token_hash": hash_secret(access_token),
-                "app_id": row.app_id,
-                "user_id": row.author_id,
-                "expires_at": expires,
-            }
-        )
         auth = {
-            "access_token": access_token,
+            "access_token": claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
             "expires": expires,
             "expires_in": core.settings.access_token_ttl,
             "scope": row.scopes,
@@ -123,7 +228,7 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
             "client_endpoint": portal.client_endpoint,
             "member_id": portal.member_id,
             "user_id": row.author_id,
-            "application_token": core.box.decrypt(row.application_token_enc) if row.application_token_enc else "",
+            "application_token": decrypt(row.application_token_enc) if row.application_token_enc else "",
         }
         message = HandlerMessage(
             module_id=row.module_id,
@@ -135,25 +240,45 @@ async def _jobs(core: Core, conn: AsyncConnection, portal: Portal, claimed: dict
             message_body=row.message_body,
             ts=int(row.created_at),
         )
-        secret = core.box.decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
+        secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
         body = handler_body(message, auth)
         jobs.append(
             Job(row.id, claim.attempts, claim.created_at, row.handler, body, row.sender_id, row.message_id, secret)
         )
-    if tokens:
-        await conn.execute(insert(access_tokens), tokens)
     return jobs
 
 
-# Statuses a dispatcher event may still move forward from (the message's rank is below the new one).
-def _below(rank: int) -> list[int]:
-    return [s.id for s in statuses.BY_ID.values() if s.rank < rank]
+def _not_below(new: statuses.Status) -> list[int]:
+    """Statuses a dispatcher event (sent, error) must not move a message from: as high as it, or higher."""
+    return [s.id for s in statuses.BY_ID.values() if not statuses.moves_forward(s.id, new)]
 
 
 _SET_DELIVERY = (
     update(deliveries)
     .where(deliveries.c.message_id == bindparam("b_id"), deliveries.c.state == "pending")
     .values(state=bindparam("b_state"), next_attempt_at=bindparam("b_next"), last_error=bindparam("b_error"))
+)
+_FINISH = (
+    update(deliveries)
+    .where(deliveries.c.message_id.in_(bindparam("ids", expanding=True)), deliveries.c.state == "pending")
+    .values(state="done", next_attempt_at=bindparam("now"), last_error=None)
+)
+_UNCOUNT = (
+    update(deliveries)
+    .where(deliveries.c.message_id.in_(bindparam("ids", expanding=True)))
+    .values(attempts=deliveries.c.attempts - 1)
+)
+_INSERT_ATTEMPTS = insert(attempts)
+_INSERT_REPORTS = insert(status_reports)
+# Check and move in one statement: a provider's report cannot land between a read and the update.
+_MOVE = (
+    update(messages)
+    .where(
+        messages.c.id.in_(bindparam("ids", expanding=True)),
+        messages.c.status_id.not_in(bindparam("not_below", expanding=True)),
+    )
+    .values(status_id=bindparam("b_status"), exec_error=bindparam("b_error"), updated_at=bindparam("b_now"))
+    .returning(messages.c.id)
 )
 
 
@@ -178,60 +303,59 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
         for r in results
         if r.job.handler is not None and decisions[r.job.message_id][0] != "defer"
     ]
+    finished: list[int] = []  # done without an error to keep: the common case, one statement for all
     delivery_rows = []
     sent: list[int] = []
     errored: dict[int, str] = {}
     for r in results:
         state, next_at, error = decisions[r.job.message_id]
-        delivery_rows.append(
-            {
-                "b_id": r.job.message_id,
-                "b_state": "pending" if state in ("retry", "defer") else state,
-                "b_next": next_at if next_at is not None else now,
-                "b_error": error,
-            }
-        )
+        if state == "done" and error is None:
+            finished.append(r.job.message_id)
+        else:
+            delivery_rows.append(
+                {
+                    "b_id": r.job.message_id,
+                    "b_state": "pending" if state in ("retry", "defer") else state,
+                    "b_next": next_at if next_at is not None else now,
+                    "b_error": error,
+                }
+            )
         if state == "done":
             sent.append(r.job.message_id)
         elif state == "dead":
             errored[r.job.message_id] = error or APP_GONE
-    async with core.engine.begin() as conn:
+
+    def transaction(conn: Connection) -> None:
         if attempt_rows:
-            await conn.execute(insert(attempts), attempt_rows)
-        await conn.execute(_SET_DELIVERY, delivery_rows)
+            conn.execute(_INSERT_ATTEMPTS, attempt_rows)
+        if finished:
+            conn.execute(_FINISH, {"ids": finished, "now": now})
+        if delivery_rows:
+            conn.execute(_SET_DELIVERY, delivery_rows)
         if deferred:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.message_id.in_(deferred))
-                .values(attempts=deliveries.c.attempts - 1)
-            )
-        await _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
-        await _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
+            conn.execute(_UNCOUNT, {"ids": deferred})
+        _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
+        _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
+
+    await core.writes.run(transaction)
 
 
-async def _advance(conn: AsyncConnection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:
+def _advance(conn: Connection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:
     """Move messages forward (never back) and note each move in their status history."""
     if not changes:
         return
-    ids = list(changes)
-    # Locked, so that a provider's report cannot land between this read and the update below.
-    query = select(messages.c.id, messages.c.status_id).where(messages.c.id.in_(ids)).with_for_update()
-    current = dict((await conn.execute(query)).all())
-    moving = [m for m in ids if m in current and statuses.moves_forward(current[m], changes[m][0])]
+    # One UPDATE per (status, error): an IN list cannot be part of an executemany.
+    groups: dict[tuple[statuses.Status, str | None], list[int]] = {}
+    for m, change in changes.items():
+        groups.setdefault(change, []).append(m)
+    moving: list[int] = []
+    for (status, error), group in groups.items():
+        params = {"ids": group, "not_below": _not_below(status), "b_status": status.id, "b_error": error, "b_now": now}
+        moving += [row.id for row in conn.execute(_MOVE, params)]
     if not moving:
         return
-    # One UPDATE per (status, error): an IN list cannot be part of an executemany.
-    groups: dict[tuple[int, str | None], list[int]] = {}
-    for m in moving:
-        groups.setdefault((changes[m][0].id, changes[m][1]), []).append(m)
-    for (status_id, error), group in groups.items():
-        await conn.execute(
-            update(messages)
-            .where(messages.c.id.in_(group), messages.c.status_id.in_(_below(statuses.ERROR.rank)))
-            .values(status_id=status_id, exec_error=error, updated_at=now)
-        )
-    await conn.execute(
-        insert(status_reports),
+    conn.execute(
+        _INSERT_REPORTS,
         [
             {
                 "message_id": m,

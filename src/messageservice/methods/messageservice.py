@@ -69,6 +69,7 @@ def register(registry: Registry) -> None:
         scope=SCOPE,
         summary="Send a message as a CRM card (crm) or an automation rule (bizproc) would.",
         extension=True,
+        independent=True,
     )
     async def message_send(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
         result = await messages.send_message(ctx.core, _actor(ctx), upper_keys(params))

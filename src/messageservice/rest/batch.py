@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -79,6 +80,13 @@ def _shape(values: dict[str, Any]) -> Any:
     return values
 
 
+@dataclass
+class _Done:
+    started: float
+    finished: float
+    outcome: MethodResult | CoreError
+
+
 async def run_batch(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
     upper = {str(k).upper(): v for k, v in params.items()}
     commands = _commands(upper.get("CMD"))
@@ -87,42 +95,76 @@ async def run_batch(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
         name: {} for name in ("result", "result_error", "result_total", "result_next", "result_time")
     }
     sub_ctx = replace(ctx, in_batch=True)
-    for index, (key, command) in enumerate(commands):
-        if index >= MAX_LENGTH:
+    listed = commands[:MAX_LENGTH]
+    position = 0
+    while position < len(listed):
+        run = listed[position : position + 1]
+        if not halt:
+            while position + len(run) < len(listed) and all(
+                _independent(sub_ctx, command) for command in (run[0][1], listed[position + len(run)][1])
+            ):
+                run.append(listed[position + len(run)])
+        position += len(run)
+        done = await asyncio.gather(*(_timed(sub_ctx, command, results) for _, command in run))
+        halted = False
+        for (key, _), item in zip(run, done, strict=True):
+            outcome = item.outcome
+            if isinstance(outcome, CoreError):
+                results["result_error"][key] = {"error": outcome.code, "error_description": outcome.description}
+                halted = halt
+                continue
+            results["result"][key] = outcome.result
+            if outcome.next is not None:
+                results["result_next"][key] = outcome.next
+            if outcome.total is not None:
+                results["result_total"][key] = outcome.total
+            results["result_time"][key] = Timing(item.started, item.finished, item.finished - item.started).block()
+        if halted:
+            break
+    else:
+        for key, _ in commands[MAX_LENGTH:]:
             results["result_error"][key] = {
                 "error": "ERROR_BATCH_LENGTH_EXCEEDED",
                 "error_description": "Max batch length exceeded",
             }
-            continue
-        started = time.time()
-        try:
-            outcome = await _one(sub_ctx, command, results)
-        except CoreError as exc:
-            results["result_error"][key] = {"error": exc.code, "error_description": exc.description}
-            if halt:
-                break
-            continue
-        finished = time.time()
-        results["result"][key] = outcome.result
-        if outcome.next is not None:
-            results["result_next"][key] = outcome.next
-        if outcome.total is not None:
-            results["result_total"][key] = outcome.total
-        results["result_time"][key] = Timing(started, finished, finished - started).block()
     return MethodResult({name: _shape(values) for name, values in results.items()})
+
+
+def _independent(ctx: CallContext, command: Any) -> bool:
+    """May this command run beside its neighbours? Only calls of independent methods with no references."""
+    # A `$` in any spelling (raw or %24) may be a reference: such commands run in order, as in Bitrix.
+    if not isinstance(command, str) or "$" in command or "%24" in command.lower():
+        return False
+    name = _method_name(command.partition("?")[0])
+    method = ctx.registry.get(name) if name is not None else None
+    return method is not None and method.independent
+
+
+async def _timed(ctx: CallContext, command: Any, results: dict[str, dict[str, Any]]) -> _Done:
+    started = time.time()
+    try:
+        outcome: MethodResult | CoreError = await _one(ctx, command, results)
+    except CoreError as exc:
+        outcome = exc
+    return _Done(started, time.time(), outcome)
+
+
+def _method_name(path: str) -> str | None:
+    try:
+        path = urlsplit(path).path
+    except ValueError:
+        return None
+    name = path.strip("/").lower()
+    return name[: -len(".json")] if name.endswith(".json") else name
 
 
 async def _one(ctx: CallContext, command: Any, results: dict[str, dict[str, Any]]) -> MethodResult:
     if not isinstance(command, str):
         raise errors.method_not_found()
     path, _, query = command.partition("?")
-    try:
-        path = urlsplit(path).path
-    except ValueError:
-        raise errors.method_not_found() from None
-    name = path.strip("/").lower()
-    if name.endswith(".json"):
-        name = name[: -len(".json")]
+    name = _method_name(path)
+    if name is None:
+        raise errors.method_not_found()
     method = ctx.registry.get(name)
     if method is None:
         raise errors.method_not_found()

@@ -64,6 +64,9 @@ class Method:
     # Our additions that Bitrix24 does not have are flagged in the generated API document.
     extension: bool = False
     batchable: bool = True
+    # Calls that never read each other's effects (sends): in a batch without `halt`, a run of them goes
+    # at once, so that group commit (store/group_commit.py) can put them in one transaction.
+    independent: bool = False
 
 
 @dataclass
@@ -71,13 +74,20 @@ class Registry:
     methods: dict[str, Method] = field(default_factory=dict)
 
     def method(
-        self, name: str, *, scope: str, summary: str, extension: bool = False, batchable: bool = True
+        self,
+        name: str,
+        *,
+        scope: str,
+        summary: str,
+        extension: bool = False,
+        batchable: bool = True,
+        independent: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             key = name.lower()
             if key in self.methods:
                 raise ValueError(f"method {name} registered twice")
-            self.methods[key] = Method(key, scope, handler, summary, extension, batchable)
+            self.methods[key] = Method(key, scope, handler, summary, extension, batchable, independent)
             return handler
 
         return register

@@ -48,7 +48,9 @@ class PostgresReads:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size)
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._max_size, reset=_keep_session
+                    )
         return self._pool
 
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
@@ -59,6 +61,14 @@ class PostgresReads:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Nothing to reset: these connections only run single SELECTs and never change session state.
+
+    asyncpg's default reset is one more round trip (RESET ALL, UNLISTEN *, ...) on every release,
+    which cost as much as the read itself.
+    """
 
 
 class SqliteReads:

@@ -40,14 +40,25 @@ class SqliteWrites:
         self._engine = create_sync_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
         configure_sqlite(self._engine)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        # One connection for the writer thread's life: checking one out of the pool for each
+        # transaction cost about as much as a small transaction itself.
+        self._conn: Connection | None = None
 
     def _in_thread(self, transaction: Callable[[Connection], T]) -> T:
-        with self._engine.begin() as conn:
-            return transaction(conn)
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            self._conn = self._engine.connect()
+        with self._conn.begin():
+            return transaction(self._conn)
+
+    def _close_in_thread(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def run(self, transaction: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, transaction)
 
     async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_in_thread)
         self._thread.shutdown(wait=True)
         self._engine.dispose()

@@ -1,0 +1,1 @@
+"""A demo SMS provider built on messageservice.provider: `python -m demo_provider --help` (from examples/)."""
