@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -29,7 +30,7 @@ from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 from messageservice import cli_views as views
-from messageservice.cli_csv import FileError, MessageFile
+from messageservice.cli_csv import FileError, MessageFile, Row
 from messageservice.cli_input import Draft, InputError, parse_duration, parse_moment, send_params
 from messageservice.config import get_settings
 from messageservice.core import portal as portal_service
@@ -50,6 +51,8 @@ STATUS_NAMES = tuple(s.name for s in statuses.BY_ID.values())
 # A text summary lists skipped rows one by one up to this many, then groups them by reason.
 LISTED_SKIPS = 20
 REPLAY_CHUNK = 500
+# send-bulk keeps this many sends in flight: enough to fill a group commit, few enough to show progress.
+BULK_CHUNK = 200
 MAX_ID = 2**31 - 1  # user ids are 32-bit integers on PostgreSQL
 MAX_OFFSET = 999_999_999  # the largest start message.list takes
 
@@ -277,37 +280,50 @@ def send_bulk(
             console=err_console,
             disable=as_json,
         )
+
+        async def queue(row: Row) -> dict[str, Any] | str | Exception:
+            """The send's result, the reason it was refused, or the database error that stops the run."""
+            assert row.draft is not None
+            try:
+                params = send_params(row.draft)
+                if idempotency_prefix and "IDEMPOTENCY_KEY" not in params:
+                    params["IDEMPOTENCY_KEY"] = f"{idempotency_prefix}:{row.line}"
+                return await send_message(core, actor, params)
+            except InputError as exc:
+                return str(exc)
+            except CoreError as exc:
+                return _sender_refusal(exc, row.draft.sender or "")
+            except (SQLAlchemyError, OSError) as exc:
+                return exc
+
+        def note(row: Row, result: dict[str, Any] | str | Exception | None) -> None:
+            if isinstance(result, Exception):
+                outcome.stopped = outcome.stopped or f"line {row.line}: {_database_error(result)}"
+                return
+            reason = row.error if result is None else result if isinstance(result, str) else None
+            if isinstance(result, dict):
+                entry = (row.line, result["ID"])
+                if result["ID"] in first_line_of:
+                    reason = f"the same idempotency key as line {first_line_of[result['ID']]}"
+                elif keyed and result["ID"] <= before:
+                    outcome.already_sent.append(entry)
+                else:
+                    outcome.sent.append(entry)
+                if keyed:
+                    first_line_of.setdefault(result["ID"], row.line)
+            if reason is not None:
+                outcome.skipped.append({"line": row.line, "reason": reason})
+
         outcome.began = True
+        rows = message_file.rows(sender.strip() if sender else None)
         with progress:
             task = progress.add_task("send", total=total, skipped=0)
-            for row in message_file.rows(sender.strip() if sender else None):
-                reason = row.error
-                if row.draft is not None:
-                    try:
-                        params = send_params(row.draft)
-                        if idempotency_prefix and "IDEMPOTENCY_KEY" not in params:
-                            params["IDEMPOTENCY_KEY"] = f"{idempotency_prefix}:{row.line}"
-                        result = await send_message(core, actor, params)
-                    except InputError as exc:
-                        reason = str(exc)
-                    except CoreError as exc:
-                        reason = _sender_refusal(exc, row.draft.sender or "")
-                    except (SQLAlchemyError, OSError) as exc:
-                        outcome.stopped = f"line {row.line}: {_database_error(exc)}"
-                        break
-                    else:
-                        entry = (row.line, result["ID"])
-                        if result["ID"] in first_line_of:
-                            reason = f"the same idempotency key as line {first_line_of[result['ID']]}"
-                        elif keyed and result["ID"] <= before:
-                            outcome.already_sent.append(entry)
-                        else:
-                            outcome.sent.append(entry)
-                        if keyed:
-                            first_line_of.setdefault(result["ID"], row.line)
-                if reason is not None:
-                    outcome.skipped.append({"line": row.line, "reason": reason})
-                progress.update(task, advance=1, skipped=len(outcome.skipped))
+            # Sends in flight together share the store's group commits; results are noted in file order.
+            while not outcome.stopped and (chunk := list(itertools.islice(rows, BULK_CHUNK))):
+                results = iter(await asyncio.gather(*(queue(row) for row in chunk if row.draft is not None)))
+                for row in chunk:
+                    note(row, next(results) if row.draft is not None else None)
+                progress.update(task, advance=len(chunk), skipped=len(outcome.skipped))
 
     try:
         _run(work)
