@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import ssl
 import threading
@@ -121,7 +122,17 @@ class LivePortal:
             finally:
                 await core.close()
 
-        return asyncio.run(main())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            under_a_loop = False
+        else:
+            under_a_loop = True
+        if not under_a_loop:
+            return asyncio.run(main())
+        # Called under a running loop (Playwright's sync API keeps one): run the work on a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, main()).result()
 
     def stop(self) -> None:
         self.session.close()

@@ -362,21 +362,23 @@ def test_messages_show_attempts_and_timeline(
     # Someone's text cannot drive the operator's terminal: escapes and direction overrides are shown, not obeyed.
     assert "\x1b[2J" not in text and "\\x1b[2J" in text and "\u202e" not in text and "\\u202e" in text
 
-    # --body: the fields the HANDLER got, exactly and in order; the auth values are per attempt, not shown.
+    # --body: the fields the HANDLER got, exactly and in order; the per-attempt token and the secret are not shown.
     received = parse_qsl(handler.requests[0].body.decode(), keep_blank_values=True)
-    fields = ms_json(portal, "messages", "show", str(sent["ID"]), "--body")["HANDLER_FIELDS"]
-    assert [tuple(f) for f in fields if not f[0].startswith("auth[")] == [
-        pair for pair in received if not pair[0].startswith("auth[")
-    ]
-    assert [f[0] for f in fields] == [name for name, _ in received]
-    assert {f[1] for f in fields if f[0].startswith("auth[")} == {"(new for each attempt)"}
+    with_fields = ms_json(portal, "messages", "show", str(sent["ID"]), "--body")
+    assert with_fields["HANDLER_URL"] == handler_url(handler)
+    fields = [tuple(f) for f in with_fields["HANDLER_FIELDS"]]
+    assert [name for name, _ in fields] == [name for name, _ in received]
+    hidden = {"auth[access_token]", "auth[expires]", "auth[application_token]"}
+    assert [f for f in fields if f[0] not in hidden] == [pair for pair in received if pair[0] not in hidden]
+    assert not {value for name, value in fields if name in hidden} & {value for name, value in received}
     with_body = ms(portal, "messages", "show", str(sent["ID"]), "--body").stdout
-    assert "HANDLER call body" in with_body and "bindings[0][OWNER_TYPE_ID]" in with_body
-    assert form["auth[access_token]"] not in with_body
+    assert f"HANDLER call to {handler_url(handler)}" in with_body and "bindings[0][OWNER_TYPE_ID]" in with_body
+    assert form["auth[access_token]"] not in with_body and app.application_token not in with_body
     code = sender.split("|")[1]
     assert portal.call("messageservice.sender.delete", {"CODE": code}, token=app.access_token).ok
-    assert ms_json(portal, "messages", "show", str(sent["ID"]), "--body")["HANDLER_FIELDS"] is None
-    assert "sender was deleted" in ms(portal, "messages", "show", str(sent["ID"]), "--body").stdout
+    orphan = ms_json(portal, "messages", "show", str(sent["ID"]), "--body")
+    assert orphan["HANDLER_URL"] is None and len(orphan["HANDLER_FIELDS"]) == len(fields)
+    assert "the sender was deleted" in ms(portal, "messages", "show", str(sent["ID"]), "--body").stdout
 
 
 @pytest.mark.parametrize(

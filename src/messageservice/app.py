@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 from messageservice import __version__
 from messageservice.background import BackgroundLoop
 from messageservice.config import Settings, get_settings
+from messageservice.console.app import create_console
 from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     async def index(request: Request) -> Response:
         return PlainTextResponse(
             "messageservice: a Bitrix24-compatible messageservice portal.\n"
-            "REST: /rest/{method}   OAuth: /oauth/authorize/ /oauth/token/   Health: /health\n"
+            "REST: /rest/{method}   OAuth: /oauth/authorize/ /oauth/token/   Health: /health   Console: /console/\n"
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         Route("/rest", rest),
         *oauth_routes(core),
         Route("/health", health),
+        Route("/console", lambda request: RedirectResponse("/console/", status_code=308)),
+        Mount("/console", app=create_console(core, loops)),
         Route("/", index),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

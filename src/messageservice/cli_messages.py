@@ -35,11 +35,11 @@ from messageservice.cli_input import Draft, InputError, parse_duration, parse_mo
 from messageservice.config import get_settings
 from messageservice.core import portal as portal_service
 from messageservice.core import statuses
+from messageservice.core.console_queries import handler_call
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.feed import MessageFeed
-from messageservice.core.handler_preview import handler_fields
-from messageservice.core.messages import PAGE_SIZE, Actor, get_message, list_messages, replay, send_message
+from messageservice.core.messages import MAX_ID, PAGE_SIZE, Actor, get_message, list_messages, replay, send_message
 from messageservice.core.stats import MAX_WINDOW, MIN_WINDOW, collect
 from messageservice.store.db import migrate
 
@@ -53,7 +53,6 @@ LISTED_SKIPS = 20
 REPLAY_CHUNK = 500
 # send-bulk keeps this many sends in flight: enough to fill a group commit, few enough to show progress.
 BULK_CHUNK = 200
-MAX_ID = 2**31 - 1  # user ids are 32-bit integers on PostgreSQL
 MAX_OFFSET = 999_999_999  # the largest start message.list takes
 
 # Soft wrap: a line longer than the terminal (or than 80 columns in a pipe) is not broken in two.
@@ -481,8 +480,9 @@ def messages_show(
     async def work(core: Core) -> dict[str, Any]:
         view = await _find(core, await _actor(core, user), message)
         if body:
-            fields = await handler_fields(core, view["ID"])
-            view["HANDLER_FIELDS"] = [list(pair) for pair in fields] if fields is not None else None
+            call = await handler_call(core, view["ID"])
+            view["HANDLER_URL"] = (call[0] or None) if call is not None else None
+            view["HANDLER_FIELDS"] = [list(pair) for pair in call[1]] if call is not None else None
         return view
 
     view = _run(work)
@@ -491,7 +491,7 @@ def messages_show(
         return
     console.print(views.message_detail(view), highlight=False)
     if body:
-        console.print(views.handler_fields_table(view["HANDLER_FIELDS"]), highlight=False)
+        console.print(views.handler_fields_table(view["HANDLER_URL"], view["HANDLER_FIELDS"]), highlight=False)
 
 
 @messages_cli.command("follow")

@@ -155,10 +155,13 @@ def message_detail(view: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def handler_fields_table(fields: list[list[str]] | None) -> RenderableType:
+def handler_fields_table(url: str | None, fields: list[list[str]] | None) -> RenderableType:
     if fields is None:
-        return Text("\nNo HANDLER call: the message's sender was deleted.", style="dim")
-    table = Table("field", "value", title="\nHANDLER call body (form fields, in order)", title_justify="left")
+        return Text("")
+    title = f"\nHANDLER call to {safe(url, one_line=True)} (form fields, in order)"
+    if url is None:
+        title = "\nHANDLER call body (form fields, in order); the sender was deleted, so no more calls go out"
+    table = Table("field", "value", title=title, title_justify="left")
     for name, value in fields:
         table.add_row(Text(safe(name)), Text(safe(value)))
     return table

@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     # Bitrix serves webhooks over https only; local development needs plain http.
     webhook_require_https: bool = False
 
-    # /oauth/authorize/ has no user login: codes go to the admin who installed the app (who already
-    # holds its tokens from ONAPPINSTALL). True lets `user_id=N` pick any user: local development only.
+    # /oauth/authorize/ knows a user only by a console sign-in (admins); otherwise codes go to the admin
+    # who installed the app. True lets `user_id=N` pick any user: local development only.
     oauth_trust_user_id: bool = False
 
     access_token_ttl: int = 3600

@@ -28,6 +28,11 @@ class Core:
     # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
     queued_listeners: list[Callable[[], None]] = field(default_factory=list)
 
+    @property
+    def direct(self) -> PostgresReads | None:
+        """PostgreSQL's bare asyncpg pool, for single statements that are atomic on their own."""
+        return self.reads if isinstance(self.reads, PostgresReads) else None
+
     def notify_queued(self) -> None:
         for listener in self.queued_listeners:
             listener()
@@ -44,7 +49,7 @@ class Core:
             box=SecretBox.from_settings(settings.secret_key, settings.data_dir),
             reads=SqliteReads(path) if path is not None else PostgresReads(url, settings.db_pool_size // 2),
             writes=writes,
-            group_commit=GroupCommit(writes),
+            group_commit=GroupCommit(),
         )
 
     async def close(self) -> None:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.errors import AccessDenied, CoreError
 from messageservice.core.phones import normalize_phone
+from messageservice.core.queueing import Draft, queue
 from messageservice.core.senders import check_code
 from messageservice.delivery.wakeups import announce
 from messageservice.php import php_empty, php_string
-from messageservice.store.tables import apps, attempts, deliveries, messages, senders, status_reports
+from messageservice.store.tables import attempts, deliveries, messages, status_reports
 
 VALIDATION = "ERROR_MESSAGE_VALIDATION_FAILURE"
 NOT_FOUND = ("ERROR_MESSAGE_NOT_FOUND", "Message not found!")
@@ -105,130 +105,6 @@ def _headers(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     raise _invalid("Unknown MODULE_ID!")
 
 
-# Built once, executed with parameters: building a statement per send cost more than SQLite's work.
-_SENDER = (
-    select(senders.c.id, senders.c.app_id, senders.c.code)
-    .join(apps, apps.c.id == senders.c.app_id)
-    .where(apps.c.client_id == bindparam("client_id"), senders.c.code == bindparam("code"), apps.c.installed)
-)
-# sort_by_parameter_order: one multi-row INSERT for a group, its ids matched to the rows sent.
-_INSERT_MESSAGE = insert(messages).returning(messages.c.id, messages.c.message_id, sort_by_parameter_order=True)
-_INSERT_DELIVERY = insert(deliveries)
-_INSERT_REPORT = insert(status_reports)
-
-
-@dataclass(frozen=True)
-class _Draft:
-    """A validated send, waiting for its group's transaction (see store/group_commit.py)."""
-
-    message_from: str
-    values: dict[str, Any]
-    reporter_user_id: int
-    reporter_app_id: int | None
-
-
-@dataclass(frozen=True)
-class _Queued:
-    id: int
-    message_id: str
-    status_id: int
-
-
-def _queue_drafts(conn: Connection, drafts: Sequence[_Draft]) -> list[_Queued | CoreError]:
-    """Queue many sends in one transaction: each message, its delivery job and first history entry."""
-    results: list[_Queued | CoreError | None] = [None] * len(drafts)
-    # An IDEMPOTENCY_KEY already used (or used twice in this group) answers with the first message.
-    keyed = {
-        (d.values["idempotency_scope"], d.values["idempotency_key"]) for d in drafts if d.values["idempotency_key"]
-    }
-    known: dict[tuple[str, str], _Queued] = {}
-    if keyed:
-        rows = conn.execute(
-            select(
-                messages.c.id,
-                messages.c.message_id,
-                messages.c.status_id,
-                messages.c.idempotency_scope,
-                messages.c.idempotency_key,
-            ).where(
-                messages.c.idempotency_scope.in_({scope for scope, _ in keyed}),
-                messages.c.idempotency_key.in_([key for _, key in keyed]),
-            )
-        ).all()
-        known = {(r.idempotency_scope, r.idempotency_key): _Queued(r.id, r.message_id, r.status_id) for r in rows}
-    sender_rows: dict[str, Any] = {}
-    fresh: list[tuple[int, dict[str, Any]]] = []
-    claimed_keys: dict[tuple[str, str], int] = {}
-    for index, draft in enumerate(drafts):
-        key = (draft.values["idempotency_scope"], draft.values["idempotency_key"])
-        if draft.values["idempotency_key"] and (key in known or key in claimed_keys):
-            continue  # answered below, once the first one has its id
-        if draft.message_from not in sender_rows:
-            sender_rows[draft.message_from] = _sender_row(conn, draft.message_from)
-        sender = sender_rows[draft.message_from]
-        if sender is None:
-            results[index] = CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
-            continue
-        if draft.values["idempotency_key"]:
-            claimed_keys[key] = index
-        fresh.append(
-            (
-                index,
-                {
-                    "message_id": secrets.token_hex(16),
-                    "app_id": sender.app_id,
-                    "sender_id": sender.id,
-                    "sender_code": sender.code,
-                    **draft.values,
-                },
-            )
-        )
-    if fresh:
-        inserted = conn.execute(_INSERT_MESSAGE, [row for _, row in fresh]).all()
-        for (index, _), row in zip(fresh, inserted, strict=True):
-            results[index] = _Queued(row.id, row.message_id, statuses.PENDING.id)
-        conn.execute(
-            _INSERT_DELIVERY,
-            [
-                {
-                    "message_id": row.id,
-                    "state": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": values["created_at"],
-                    "created_at": values["created_at"],
-                }
-                for (_, values), row in zip(fresh, inserted, strict=True)
-            ],
-        )
-        conn.execute(
-            _INSERT_REPORT,
-            [
-                {
-                    "message_id": row.id,
-                    "status": statuses.PENDING.name,
-                    "status_id": statuses.PENDING.id,
-                    "applied": True,
-                    "reporter_user_id": drafts[index].reporter_user_id,
-                    "reporter_app_id": drafts[index].reporter_app_id,
-                    "reported_at": values["created_at"],
-                }
-                for (index, values), row in zip(fresh, inserted, strict=True)
-            ],
-        )
-        announce(conn)
-    for index, draft in enumerate(drafts):
-        if results[index] is None:
-            key = (draft.values["idempotency_scope"], draft.values["idempotency_key"])
-            results[index] = known.get(key) or results[claimed_keys[key]]
-    assert all(result is not None for result in results)
-    return results  # type: ignore[return-value]
-
-
-def _sender_row(conn: Connection, message_from: str) -> Any:
-    client_id, _, code = message_from.partition("|")
-    return conn.execute(_SENDER, {"client_id": client_id, "code": code}).first()
-
-
 async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
     """Queue a message: it and its delivery job are committed together before this returns."""
     message_from = _text(params.get("MESSAGE_FROM"))
@@ -252,9 +128,9 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
     if key is not None and len(key) > 255:
         raise _invalid("Wrong IDEMPOTENCY_KEY!")
     now = core.clock()
-    draft = _Draft(
-        message_from=message_from,
+    draft = Draft(
         values={
+            "message_id": secrets.token_hex(16),
             "message_from": message_from,
             "author_id": actor.user_id,
             "module_id": module_id,
@@ -267,11 +143,10 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
             "created_at": now,
             "updated_at": now,
         },
-        reporter_user_id=actor.user_id,
         reporter_app_id=actor.app_id,
     )
     try:
-        queued: _Queued = await core.group_commit.submit(_queue_drafts, draft)
+        queued = await queue(core, draft)
     except IntegrityError:
         # Two sends with one idempotency key raced in two processes; the other one won.
         existing = await _by_idempotency(core, actor, key) if key is not None else None
@@ -301,9 +176,12 @@ def _visible(actor: Actor) -> Any:
     return messages.c.author_id == actor.user_id
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit on both engines; a larger one names no message (and PostgreSQL would refuse it)
+
+
 def _internal_id(value: Any) -> int | None:
     text = _text(value)
-    if not text or not text.isascii() or not text.isdigit() or len(text) > 18:
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
         return None
     return int(text)
 

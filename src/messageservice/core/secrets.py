@@ -41,6 +41,11 @@ class SecretBox:
 
     def __init__(self, key: str | bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key.encode() if isinstance(key, str) else key
+
+    def derive(self, purpose: str) -> str:
+        """A key for another use (the console's session cookie), independent of the encryption key."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).hexdigest()
 
     @classmethod
     def from_settings(cls, secret_key: str | None, data_dir: Path) -> SecretBox:

@@ -82,10 +82,11 @@ async def _client(conn: AsyncConnection, client_id: str, client_secret: str | No
     return row
 
 
-async def issue_code(core: Core, client_id: str, user_id: int | None) -> tuple[str, Any]:
+async def issue_code(core: Core, client_id: str, user_id: int | None, *, signed_in: bool = False) -> tuple[str, Any]:
     """An authorization code for an installed app; it lives `auth_code_ttl` seconds.
 
-    Without a login the user is the app's installer; another `user_id` needs `oauth_trust_user_id`.
+    `signed_in`: `user_id` is the user signed in to the console in this browser. Without a sign-in the
+    user is the app's installer; another `user_id` needs `oauth_trust_user_id`.
     """
     async with core.engine.begin() as conn:
         app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
@@ -93,7 +94,7 @@ async def issue_code(core: Core, client_id: str, user_id: int | None) -> tuple[s
             raise OAuthError("invalid_client", "Application not found", 401)
         if user_id is None:
             user_id = app_row.installed_by
-        elif user_id != app_row.installed_by and not core.settings.oauth_trust_user_id:
+        elif user_id != app_row.installed_by and not (signed_in or core.settings.oauth_trust_user_id):
             raise OAuthError("access_denied", "No user session: codes are issued for the installing admin", 403)
         if user_id is None or not await _active_user(conn, user_id):
             raise OAuthError("invalid_request", "Unknown or inactive user", 400)

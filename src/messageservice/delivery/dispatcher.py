@@ -25,6 +25,7 @@ from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
 from messageservice.delivery.wakeups import QueueListener
 from messageservice.store.queues import seconds_until_due
+from messageservice.store.statistics import YoungTables
 from messageservice.store.tables import deliveries
 
 log = logging.getLogger("messageservice.dispatcher")
@@ -76,6 +77,11 @@ class Dispatcher(BackgroundLoop):
         self._inflight: set[asyncio.Task[None]] = set()
         self._finished: list[Result] = []
         self._memory = ClaimMemory()
+        # When the next known job falls due: learnt on a sweep, and from the retries this loop schedules.
+        self._next_due: float | None = None
+        self._sweeping = True
+        self._young_tables = YoungTables()
+        self._statistics_checked = 0.0
         settings = core.settings
         self.gates = Gates(settings.handler_concurrency, settings.breaker_failures, settings.breaker_cooldown_seconds)
         core.queued_listeners.append(self.wake)
@@ -133,6 +139,8 @@ class Dispatcher(BackgroundLoop):
             except Exception:
                 log.exception("claiming deliveries failed")
                 return
+            if jobs:
+                await self._check_statistics()
             for job in jobs:
                 task = asyncio.create_task(self._deliver(session, job))
                 self._inflight.add(task)
@@ -140,28 +148,46 @@ class Dispatcher(BackgroundLoop):
             # Under a backlog this loop runs on; what finished meanwhile is written now, not after it.
             await self._write_finished()
             if len(jobs) < want:
+                # Nothing more is due now: a due time already passed was this claim's.
+                if self._next_due is not None and self._next_due <= self._core.clock():
+                    self._next_due = None
+                if self._sweeping:
+                    await self._learn_next_due()
                 return
         self._backlog = True
+
+    async def _check_statistics(self) -> None:
+        """While busy, once a second, until the hot tables have planner statistics (PostgreSQL)."""
+        now = time.monotonic()
+        if self._young_tables.settled or now - self._statistics_checked < 1.0:
+            return
+        self._statistics_checked = now
+        try:
+            await self._young_tables.analyze_if_needed(self._core)
+        except Exception:
+            log.exception("analyzing young tables failed")
 
     async def _idle(self) -> None:
         if self._finished or self._wakeup.is_set() or self._work:
             return
         wait = self._core.settings.dispatch_sweep_seconds
-        if not self._inflight:
-            # Nothing in flight: sleep until the next retry falls due, or the sweep (other processes).
-            try:
-                due = await seconds_until_due(self._core, deliveries)
-            except Exception:
-                log.exception("reading the queue failed")
-                due = None
-            if due is not None:
-                wait = min(wait, due)
-        if self._wakeup.is_set():
-            return
+        if self._next_due is not None:
+            wait = min(wait, max(0.0, self._next_due - self._core.clock()))
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
         except TimeoutError:
-            self._work = True  # the sweep: look for retries now due and work queued elsewhere
+            # A retry fell due, or the sweep: look for it, and for work queued elsewhere (SQLite).
+            self._work = self._sweeping = True
+
+    async def _learn_next_due(self) -> None:
+        """After a sweep's claim: when the queue's next job falls due (one read a sweep, not one per idle)."""
+        self._sweeping = False
+        try:
+            due = await seconds_until_due(self._core, deliveries)
+        except Exception:
+            log.exception("reading the queue failed")
+            due = None
+        self._next_due = None if due is None else self._core.clock() + due
 
     async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> None:
         started = time.time()
@@ -217,6 +243,9 @@ class Dispatcher(BackgroundLoop):
         batch, self._finished = self._finished, []
         now = self._core.clock()
         decisions = {r.job.message_id: decide(r, self._core.settings, now) for r in batch}
+        for state, next_at, _ in decisions.values():
+            if state in ("retry", "defer") and next_at is not None:
+                self._next_due = next_at if self._next_due is None else min(self._next_due, next_at)
         try:
             await record(self._core, batch, decisions)
         except Exception:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from messageservice.console.session import signed_in_operator
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.portal import get_portal
@@ -84,7 +85,13 @@ def build_routes(core: Core) -> list[Route]:
             user_text = _text(params, "user_id")
             if user_text is not None and not (user_text.isascii() and user_text.isdigit() and len(user_text) <= 10):
                 raise OAuthError("invalid_request", "user_id must be a number")
-            code, app_row = await issue_code(core, client_id, int(user_text) if user_text else None)
+            requested = int(user_text) if user_text else None
+            operator = await signed_in_operator(core, request)
+            if operator is not None and requested in (None, operator.id):
+                # Signed in to the console in this browser: the code is for that user.
+                code, app_row = await issue_code(core, client_id, operator.id, signed_in=True)
+            else:
+                code, app_row = await issue_code(core, client_id, requested)
         except OAuthError as exc:
             return _error(exc)
         portal = await get_portal(core)

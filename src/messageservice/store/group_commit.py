@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
-
-from sqlalchemy import Connection
-
-from messageservice.store.writes import AsyncWrites, SqliteWrites
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,7 +22,7 @@ log = logging.getLogger("messageservice.group_commit")
 
 # Work for a whole group, in one transaction: one result per item, in order. A result that is an
 # exception is raised to that item's caller alone (the others' work still commits).
-GroupWork = Callable[[Connection, Sequence[T]], list[Any]]
+GroupWork = Callable[[Sequence[T]], Awaitable[list[Any]]]
 
 MAX_GROUP = 500  # bounds one transaction's length, and so the wait of the calls queued behind it
 
@@ -38,14 +34,13 @@ class _Queue(Generic[T]):
 
 
 class GroupCommit:
-    def __init__(self, writes: AsyncWrites | SqliteWrites) -> None:
-        self._writes = writes
-        self._queues: dict[GroupWork[Any], _Queue[Any]] = {}
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, work: GroupWork[T], item: T) -> Any:
-        """Run `work` for `item` in the next group's transaction; returns after that transaction commits."""
-        queue = self._queues.setdefault(work, _Queue())
+    async def submit(self, kind: str, work: GroupWork[T], item: T) -> Any:
+        """Run `work` for `item` in the next group of its kind; returns after that group's transaction commits."""
+        queue = self._queues.setdefault(kind, _Queue())
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         queue.items.append((item, future))
         if not queue.flushing:
@@ -68,7 +63,7 @@ class GroupCommit:
     async def _run_group(self, work: GroupWork[T], group: list[tuple[T, asyncio.Future[Any]]]) -> None:
         items = [item for item, _ in group]
         try:
-            results = await self._writes.run(lambda conn: work(conn, items))
+            results = await work(items)
         except Exception as exc:  # handed to the callers, item by item
             if len(group) == 1:
                 _settle(group[0][1], exc)
@@ -76,7 +71,7 @@ class GroupCommit:
             log.debug("a group of %d failed (%s); running its items one by one", len(group), exc)
             for item, future in group:
                 try:
-                    (result,) = await self._writes.run(lambda conn, one=item: work(conn, [one]))
+                    (result,) = await work([item])
                 except Exception as alone:
                     result = alone
                 _settle(future, result)

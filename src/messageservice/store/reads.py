@@ -58,6 +58,11 @@ class PostgresReads:
         pool = await self._connections()
         return await pool.fetch(sql, *(params[name] for name in names))
 
+    async def fetch_sql(self, sql: str, *args: Any) -> Sequence[Row]:
+        """One statement of SQL written for PostgreSQL, in autocommit (atomic on its own)."""
+        pool = await self._connections()
+        return await pool.fetch(sql, *args)
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()

@@ -45,6 +45,9 @@ users = Table(
     Column("active", Boolean, nullable=False, default=True),
     Column("time_zone", String(64), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # The console's sign-in: a login name and a salted scrypt hash (never the password itself).
+    Column("login", String(64), unique=True),
+    Column("password_hash", String(255)),
 )
 
 webhooks = Table(

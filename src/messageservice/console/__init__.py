@@ -1,0 +1,1 @@
+"""The operator console: server-rendered pages behind a login, for admins only."""

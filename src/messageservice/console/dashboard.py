@@ -1,0 +1,82 @@
+"""The dashboard: message flow per minute, statuses, the queue, failing handlers and open breakers; live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from messageservice.console.breakers import breaker_of, breaker_states
+from messageservice.console.web import Console, guarded
+from messageservice.core.logins import Operator
+from messageservice.core.stats import Stats, collect
+
+WINDOWS = {"900": "15 minutes", "3600": "1 hour", "21600": "6 hours", "86400": "24 hours"}
+REFRESH_MS = 3000
+
+
+def _percent(rate: float | None) -> str | None:
+    return None if rate is None else f"{rate * 100:.0f}%"
+
+
+def _ms(value: float | None) -> str | None:
+    return None if value is None else f"{value:.0f} ms"
+
+
+def stats_json(stats: Stats, states: dict[str, str]) -> dict[str, Any]:
+    handlers = [
+        {
+            "sender": f"{h.app_client_id}|{h.sender_code}",
+            "handler": h.handler,
+            "attempts": h.attempts,
+            "success_rate": _percent(h.success_rate),
+            "p50_ms": _ms(h.p50_ms),
+            "p95_ms": _ms(h.p95_ms),
+            "breaker": breaker_of(h.handler, states),
+            "last_error": h.last_error,
+        }
+        for h in stats.handlers
+    ]
+    failing = [h for h in stats.handlers if h.failed and (h.success_rate or 0) < 1]
+    oldest = None if stats.oldest_due_at is None else max(0.0, stats.generated_at - stats.oldest_due_at)
+    return {
+        "generated_at": stats.generated_at,
+        "window_seconds": stats.window_seconds,
+        "per_minute": [
+            {"minute": m.minute, "created": m.created, "delivered": m.delivered, "failed": m.failed}
+            for m in stats.per_minute
+        ],
+        "by_status": stats.by_status,
+        "by_delivery_state": stats.by_delivery_state,
+        "created": sum(m.created for m in stats.per_minute),
+        "queue_depth": stats.queue_depth,
+        "due_now": stats.due_now,
+        "oldest_due": None if oldest is None else f"{oldest:.0f} s",
+        "dead": stats.dead,
+        "failing_handlers": len(failing),
+        "open_breakers": sum(1 for state in states.values() if state != "closed"),
+        "handlers": handlers,
+    }
+
+
+def build_routes(console: Console) -> list[Route]:
+    def window_of(request: Request) -> str:
+        chosen = request.query_params.get("window", "3600")
+        return chosen if chosen in WINDOWS else "3600"
+
+    async def page(request: Request, operator: Operator) -> Response:
+        window = window_of(request)
+        data = stats_json(await collect(console.core, int(window)), breaker_states(console.loops))
+        context = {"s": data, "window": window, "windows": WINDOWS, "refresh_ms": REFRESH_MS}
+        return console.render(request, "dashboard.html", context)
+
+    async def numbers(request: Request, operator: Operator) -> Response:
+        stats = await collect(console.core, int(window_of(request)))
+        return JSONResponse(stats_json(stats, breaker_states(console.loops)))
+
+    return [
+        Route("/", guarded(console, page), methods=["GET"]),
+        Route("/stats.json", guarded(console, numbers, json=True), methods=["GET"]),
+    ]
