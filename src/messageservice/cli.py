@@ -14,6 +14,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
+from messageservice.cli_messages import register as register_message_commands
 from messageservice.config import Settings, get_settings
 from messageservice.core import apps as app_service
 from messageservice.core import portal as portal_service
@@ -401,6 +402,10 @@ def getting_started(public_url: str) -> str:
         "-d HANDLER=http://127.0.0.1:9000/handler -d 'NAME[en]=Demo SMS'\n"
         f"                     curl -s '{public_url}/rest/messageservice.sender.list.json?auth=<access_token>'\n"
     )
+
+
+# send, send-bulk, messages, replay, stats: listed after the admin commands above.
+register_message_commands(cli)
 
 
 def main() -> None:
