@@ -149,6 +149,9 @@ The demo provider prints queued, sent and delivered here. Read a message back wi
 
   curl -s '{base_url}/rest/messageservice.message.get.json?auth={token}&ID=<ID>'
 
+Or watch and send in the console: {base_url}/console/ (login `admin`; the password was printed by the
+first `messageservice init`; `.venv/bin/messageservice user password 1` sets a new one).
+
 Ctrl-C stops the server and the demo provider.
 """
 
