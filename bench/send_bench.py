@@ -62,7 +62,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,24 @@ class LoadOutcome:
     late_ms_p99: float = 0.0  # paced: how late the client itself issued requests
 
 
+async def open_loop(
+    count: int, interval: float, post: Callable[[int, float], Awaitable[None]], late: list[float]
+) -> float:
+    """Start `post(number, due)` every `interval` seconds, open loop (never waiting for answers); returns
+    the first due time. How late each start was goes to `late`: the load generator's own lag."""
+    tasks = []
+    start = time.time() + 0.05
+    for number in range(count):
+        due = start + number * interval
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        late.append(max(0.0, time.time() - due))
+        tasks.append(asyncio.create_task(post(number, due)))
+    await asyncio.gather(*tasks)
+    return start
+
+
 def send_main(argv: Sequence[str]) -> None:
     spec = SendSpec(**json.loads(argv[0]))
     outcome = run_async(run_send(spec))
@@ -297,17 +315,7 @@ async def run_send(spec: SendSpec) -> LoadOutcome:
             await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
         else:
             interval = size / spec.rate
-            tasks = []
-            start = time.time() + 0.05
-            first = start
-            for number in range(len(requests)):
-                due = start + number * interval
-                delay = due - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                late.append(max(0.0, time.time() - due))
-                tasks.append(asyncio.create_task(post(number, due)))
-            await asyncio.gather(*tasks)
+            first = await open_loop(len(requests), interval, post, late)
         last = time.time()
         cpu = time.process_time() - cpu_0
 
@@ -417,17 +425,7 @@ async def run_baseline(spec: BaselineSpec) -> LoadOutcome:
             await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
         else:
             interval = 1 / spec.rate
-            tasks = []
-            start = time.time() + 0.05
-            first = start
-            for number in range(spec.count):
-                due = start + number * interval
-                delay = due - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                late.append(max(0.0, time.time() - due))
-                tasks.append(asyncio.create_task(post(number, due)))
-            await asyncio.gather(*tasks)
+            first = await open_loop(spec.count, interval, post, late)
         last = time.time()
         cpu = time.process_time() - cpu_0
 
