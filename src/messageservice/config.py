@@ -19,6 +19,15 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with; `str()` is one line naming the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESSAGESERVICE_", env_file=".env", extra="ignore")
 
