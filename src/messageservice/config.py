@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESSAGESERVICE_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///var/messageservice.db"
-    # Connections per server process (PostgreSQL); size it to the requests you expect in flight.
-    db_pool_size: int = 32
+    # Every database connection one process may open, all pools and the LISTEN connection together
+    # (store/budget.py splits it). A stock PostgreSQL allows 100 for all processes.
+    db_max_connections: int = 10
     # Where clients reach this server; written into client_endpoint. Unset: `serve` records its own.
     public_url: str | None = None
     # Folder for the SQLite file, the encryption key and the TLS certificate.

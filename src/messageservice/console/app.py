@@ -17,6 +17,8 @@ from messageservice.console import apps, auth, dashboard, messages, portal, prov
 from messageservice.console.session import COOKIE, SESSION_SECONDS, session_key
 from messageservice.console.web import HERE, Console, log
 from messageservice.core.context import Core
+from messageservice.rest.errors import STORE_RETRY_AFTER_SECONDS
+from messageservice.store.errors import StoreError, StoreUnavailable
 
 # No inline script or style anywhere: even text that slipped past escaping could not run.
 SECURITY_HEADERS = [
@@ -58,6 +60,16 @@ def create_console(core: Core, loops: list[BackgroundLoop]) -> Starlette:
         log.error("console page failed: %s %s", request.method, request.url.path, exc_info=exc)
         return console.error_page(request, 500, "Something went wrong on the server; it has been logged.")
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        # The database failed, not the page: an error page (never a trace), 503 while it cannot be reached.
+        if isinstance(exc, StoreUnavailable):
+            log.warning("console page %s: storage unavailable: %s", request.url.path, exc)
+            response = console.error_page(request, 503, "The database cannot be reached or written now; try again.")
+            response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+            return response
+        log.error("console page failed: %s %s", request.method, request.url.path, exc_info=exc)
+        return console.error_page(request, 500, "A database operation failed; it has been logged.")
+
     routes = [
         *auth.build_routes(console),
         *dashboard.build_routes(console),
@@ -83,5 +95,5 @@ def create_console(core: Core, loops: list[BackgroundLoop]) -> Starlette:
                 https_only=(core.settings.public_url or "").startswith("https://"),
             ),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={HTTPException: http_error, StoreError: store_error, Exception: server_error},
     )

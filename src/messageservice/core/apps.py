@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
@@ -19,6 +18,7 @@ from messageservice.core.scopes import join_scopes, parse_scopes
 from messageservice.core.secrets import hash_secret, new_alnum, new_hex
 from messageservice.core.tokens import mint_tokens
 from messageservice.delivery.app_events import enqueue_event
+from messageservice.store.connection import StoreConnection
 from messageservice.store.tables import access_tokens, apps, messages, refresh_tokens, senders
 
 
@@ -78,7 +78,7 @@ async def add_app(core: Core, name: str, url: str, scopes: str | list[str]) -> t
     name = _check_name(name)
     scope_list = parse_scopes(scopes)
     client_secret = new_alnum(50)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(
             insert(apps)
             .values(
@@ -99,7 +99,7 @@ async def add_app(core: Core, name: str, url: str, scopes: str | list[str]) -> t
 
 
 async def get_app(core: Core, client_id: str) -> App:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
     if row is None:
         raise CoreError("APPLICATION_NOT_FOUND", f"Application {client_id} not found", 404)
@@ -107,12 +107,12 @@ async def get_app(core: Core, client_id: str) -> App:
 
 
 async def list_apps(core: Core) -> list[App]:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         rows = (await conn.execute(select(apps).order_by(apps.c.id))).all()
     return [_app(row) for row in rows]
 
 
-async def _locked_app(conn: AsyncConnection, client_id: str) -> Any:
+async def _locked_app(conn: StoreConnection, client_id: str) -> Any:
     row = (await conn.execute(select(apps).where(apps.c.client_id == client_id).with_for_update())).first()
     if row is None:
         raise CoreError("APPLICATION_NOT_FOUND", f"Application {client_id} not found", 404)
@@ -120,7 +120,7 @@ async def _locked_app(conn: AsyncConnection, client_id: str) -> Any:
 
 
 async def application_token(core: Core, client_id: str) -> str | None:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (await conn.execute(select(apps.c.application_token_enc).where(apps.c.client_id == client_id))).first()
     if row is None or row.application_token_enc is None:
         return None
@@ -134,7 +134,7 @@ async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
         raise CoreError("ERROR_ARGUMENT", f"user {user_id} is not an admin of this portal")
     portal = await get_portal(core)
     token = new_hex(16)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = await _locked_app(conn, client_id)
         await conn.execute(
             update(apps)
@@ -160,7 +160,7 @@ async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
     return token
 
 
-async def _forget_app_state(conn: AsyncConnection, app_id: int, now: float) -> None:
+async def _forget_app_state(conn: StoreConnection, app_id: int, now: float) -> None:
     # Bitrix's OnRestAppDelete / OnRestAppUpdate drop every sender of the app (spec 1.9); what was
     # still queued for them fails as it would at send time in Bitrix.
     await fail_queued(conn, messages.c.app_id == app_id, now)
@@ -179,7 +179,7 @@ async def update_app(
 ) -> App:
     """Change an app. A new version behaves as in Bitrix: senders deleted, new application_token, ONAPPUPDATE."""
     portal = await get_portal(core)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = await _locked_app(conn, client_id)
         values: dict[str, Any] = {}
         if url is not None:
@@ -218,7 +218,7 @@ async def update_app(
 async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> None:
     """Uninstall: senders and tokens go, ONAPPUNINSTALL is queued with the minimal auth block."""
     portal = await get_portal(core)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = await _locked_app(conn, client_id)
         if not row.installed:
             raise CoreError("ERROR_ARGUMENT", f"Application {client_id} is not installed")
@@ -246,7 +246,7 @@ async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> N
 
 async def signing_secret(core: Core, client_id: str, *, rotate: bool = False, disable: bool = False) -> str | None:
     """The app's Standard Webhooks secret, created on first use; `rotate` replaces it, `disable` drops it."""
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = await _locked_app(conn, client_id)
         if disable:
             await conn.execute(update(apps).where(apps.c.id == row.id).values(signing_secret_enc=None))

@@ -91,7 +91,7 @@ async def search_messages(core: Core, chosen: MessageFilter, page: int = 1) -> M
     """Messages matching every given filter, newest first, a page at a time (pages count from 1)."""
     joined = messages.outerjoin(deliveries, deliveries.c.message_id == messages.c.id)
     where = and_(true(), *_where(chosen))
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         total = int((await conn.execute(select(func.count()).select_from(joined).where(where))).scalar_one())
         pages = max(1, -(-total // PAGE_SIZE))
         page = min(max(1, page), pages)
@@ -142,7 +142,7 @@ async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str
     """
     if not 0 < message_id <= MAX_ID:
         return None
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (
             await conn.execute(
                 select(
@@ -179,7 +179,7 @@ async def retry_now(core: Core, message_id: int) -> bool:
         return False
     now = core.clock()
     recorded = select(func.count()).select_from(attempts).where(attempts.c.message_id == message_id).scalar_subquery()
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(
             update(deliveries)
             .where(
@@ -203,7 +203,7 @@ class SenderChoice:
 
 async def sender_choices(core: Core) -> list[SenderChoice]:
     """Senders of installed apps, for the send form."""
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         rows = (
             await conn.execute(
                 select(apps.c.client_id, apps.c.name, senders.c.code)
@@ -227,7 +227,7 @@ class WebhookRow:
 
 
 async def list_webhooks(core: Core) -> list[WebhookRow]:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         rows = (
             await conn.execute(
                 select(webhooks, users.c.name.label("user_name"))
@@ -241,7 +241,7 @@ async def list_webhooks(core: Core) -> list[WebhookRow]:
 async def set_webhook_active(core: Core, webhook_id: int, active: bool) -> bool:
     if not 0 < webhook_id <= MAX_ID:
         return False
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(active=active))
     return bool(result.rowcount)
 
@@ -249,13 +249,13 @@ async def set_webhook_active(core: Core, webhook_id: int, active: bool) -> bool:
 async def set_user_flags(core: Core, user_id: int, *, is_admin: bool, active: bool) -> bool:
     if not 0 < user_id <= MAX_ID:
         return False
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(update(users).where(users.c.id == user_id).values(is_admin=is_admin, active=active))
     return bool(result.rowcount)
 
 
 async def user_logins(core: Core) -> dict[int, str | None]:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         rows = (await conn.execute(select(users.c.id, users.c.login))).all()
     return {r.id: r.login for r in rows}
 
@@ -263,7 +263,7 @@ async def user_logins(core: Core) -> dict[int, str | None]:
 async def reset_client_secret(core: Core, client_id: str) -> str | None:
     """A new client_secret for an app (the old one stops working); None if there is no such app."""
     secret = new_alnum(50)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(
             update(apps).where(apps.c.client_id == client_id).values(client_secret_hash=hash_secret(secret))
         )

@@ -16,7 +16,6 @@ from sqlalchemy import Connection, Table, func, select
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.phones import normalize_phone
-from messageservice.store.snapshot import read_snapshot
 from messageservice.store.tables import messages, status_reports
 
 OVERLAP = 1_000
@@ -81,11 +80,11 @@ class MessageFeed:
                 else:
                     self._reports_after = top
 
-        await read_snapshot(self.core.engine, newest)
+        await self.core.store.read(newest)
 
     async def poll(self, limit: int = 500) -> list[FeedEvent]:
         """What happened since the last poll, oldest first (up to about `limit` of each kind at a time)."""
-        return await read_snapshot(self.core.engine, lambda conn: self._poll(conn, limit))
+        return await self.core.store.read(lambda conn: self._poll(conn, limit))
 
     def _narrowed(self, query: Any) -> Any:
         if self.sender:

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.passwords import check_new_password, hash_password, new_password, password_matches
+from messageservice.store.errors import StoreConflict
 from messageservice.store.tables import users
 
 LOGIN_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -47,7 +47,7 @@ async def set_password(core: Core, user_id: int, password: str, login: str | Non
     if problem is not None:
         raise CoreError("ERROR_ARGUMENT", problem)
     values: dict[str, str] = {"password_hash": await asyncio.to_thread(hash_password, password)}
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = (await conn.execute(select(users.c.login).where(users.c.id == user_id))).first()
         if row is None:
             raise CoreError("ERROR_ARGUMENT", f"user {user_id} does not exist")
@@ -57,13 +57,13 @@ async def set_password(core: Core, user_id: int, password: str, login: str | Non
             values["login"] = f"user{user_id}"
         try:
             await conn.execute(update(users).where(users.c.id == user_id).values(**values))
-        except IntegrityError:
+        except StoreConflict:
             raise CoreError("ERROR_ARGUMENT", f"the login {values.get('login')!r} is taken") from None
 
 
 async def authenticate(core: Core, login: str, password: str) -> Operator | None:
     """The operator for a login and password, if they match an active admin; else None."""
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (
             await conn.execute(
                 select(
@@ -80,7 +80,7 @@ async def authenticate(core: Core, login: str, password: str) -> Operator | None
 
 async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | None:
     """Re-checked on every console request: a demoted, deactivated or re-passworded admin is out at once."""
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (
             await conn.execute(
                 select(users.c.id, users.c.name, users.c.login, users.c.password_hash).where(
@@ -136,7 +136,7 @@ class LoginBrake:
 async def ensure_admin_login(core: Core, password: str | None = None) -> str | None:
     """Give admin user 1 the login `admin` and a password, once: returns the password set, or None if
     user 1 already had one (a second `init` changes nothing)."""
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (await conn.execute(select(users.c.password_hash).where(users.c.id == 1))).first()
     if row is None or row.password_hash:
         return None

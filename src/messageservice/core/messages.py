@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
@@ -16,8 +15,9 @@ from messageservice.core.errors import AccessDenied, CoreError
 from messageservice.core.phones import normalize_phone
 from messageservice.core.queueing import Draft, queue
 from messageservice.core.senders import check_code
-from messageservice.delivery.wakeups import announce
 from messageservice.php import php_empty, php_string
+from messageservice.store.errors import StoreConflict
+from messageservice.store.sends import wake_workers
 from messageservice.store.tables import attempts, deliveries, messages, status_reports
 
 VALIDATION = "ERROR_MESSAGE_VALIDATION_FAILURE"
@@ -147,7 +147,7 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
     )
     try:
         queued = await queue(core, draft)
-    except IntegrityError:
+    except StoreConflict:
         # Two sends with one idempotency key raced in two processes; the other one won.
         existing = await _by_idempotency(core, actor, key) if key is not None else None
         if existing is None:
@@ -160,7 +160,7 @@ async def _by_idempotency(core: Core, actor: Actor, key: str) -> dict[str, Any] 
     query = select(messages.c.id, messages.c.message_id, messages.c.status_id).where(
         messages.c.idempotency_scope == actor.scope, messages.c.idempotency_key == key
     )
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (await conn.execute(query)).first()
     if row is None:
         return None
@@ -191,7 +191,7 @@ async def status_description(core: Core, actor: Actor, params: dict[str, Any]) -
     message_id = _internal_id(params.get("MESSAGE_ID"))
     if message_id is None:
         raise CoreError(*NOT_FOUND)
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         status_id = (
             await conn.execute(select(messages.c.status_id).where(messages.c.id == message_id, _visible(actor)))
         ).scalar()
@@ -213,7 +213,7 @@ async def report_status(core: Core, actor: Actor, params: dict[str, Any]) -> Non
         raise CoreError("ERROR_MESSAGE_STATUS_INCORRECT", "Message status incorrect!")
     external_text = _text(external_id)
     now = core.clock()
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         # Only the calling app's messages: Bitrix's newer code ignores CODE here, and we refuse other apps'.
         row = (
             await conn.execute(
@@ -276,14 +276,9 @@ async def get_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[
         where = messages.c.message_id == external
     else:
         raise CoreError(*NOT_FOUND)
-    async with core.engine.connect() as connection:
-        # One snapshot for all the reads, so that status, delivery and attempts agree (a write-back
-        # commits them together); SQLite's transactions here are serial anyway.
-        conn = (
-            await connection.execution_options(isolation_level="REPEATABLE READ")
-            if connection.dialect.name == "postgresql"
-            else connection
-        )
+    # One snapshot for all the reads, so that status, delivery and attempts agree (a write-back
+    # commits them together).
+    async with core.store.snapshot() as conn:
         delivery = (
             await conn.execute(
                 select(deliveries)
@@ -377,7 +372,7 @@ async def list_messages(core: Core, actor: Actor, params: dict[str, Any], start:
     """A page of messages, newest first: (rows, total, offset)."""
     where = and_(_visible(actor), *_filters(params.get("FILTER")))
     offset = _offset(start)
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         total = int((await conn.execute(select(func.count()).select_from(messages).where(where))).scalar_one())
         rows = (
             await conn.execute(
@@ -400,7 +395,7 @@ async def replay(core: Core, actor: Actor, params: dict[str, Any]) -> int:
     if not ids:
         raise CoreError(*NOT_FOUND)
     now = core.clock()
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         chosen = (
             (
                 await conn.execute(
@@ -444,5 +439,6 @@ async def replay(core: Core, actor: Actor, params: dict[str, Any]) -> int:
                 for m in chosen
             ],
         )
-        await conn.run_sync(announce)
+        if conn.features.listen_notify:
+            await conn.run_sync(wake_workers)
     return len(chosen)

@@ -50,7 +50,7 @@ async def init_portal(core: Core, domain: str, admin_name: str = "Admin") -> tup
     domain = domain.strip()
     if not domain or len(domain) > 255:
         raise CoreError("ERROR_ARGUMENT", "domain must have 1 to 255 characters")
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = (await conn.execute(select(portal).where(portal.c.id == 1))).first()
         if row is not None:
             return portal_from_row(row, core.settings.public_url), False
@@ -68,30 +68,30 @@ async def init_portal(core: Core, domain: str, admin_name: str = "Admin") -> tup
 
 async def _bump_user_sequence(core: Core) -> None:
     # An explicit id=1 leaves PostgreSQL's serial at 1; move it so the next user gets 2.
-    if core.engine.dialect.name == "postgresql":
+    if core.store.features.sequences:
         from sqlalchemy import text
 
-        async with core.engine.begin() as conn:
+        async with core.store.transaction() as conn:
             await conn.execute(
                 text("SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT MAX(id) FROM users))")
             )
 
 
 async def get_portal(core: Core) -> Portal:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (await conn.execute(select(portal).where(portal.c.id == 1))).first()
     return portal_from_row(row, core.settings.public_url)
 
 
 async def set_public_url(core: Core, url: str) -> None:
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         await conn.execute(update(portal).where(portal.c.id == 1).values(public_url=url))
 
 
 async def add_user(core: Core, name: str, *, admin: bool = False, last_name: str = "") -> User:
     if not name.strip() or len(name.strip()) > 255 or len(last_name) > 255:
         raise CoreError("ERROR_ARGUMENT", "names must have 1 to 255 characters")
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(
             insert(users)
             .values(
@@ -112,12 +112,12 @@ def _user(row) -> User:  # type: ignore[no-untyped-def]
 
 
 async def get_user(core: Core, user_id: int) -> User | None:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
     return _user(row) if row is not None else None
 
 
 async def list_users(core: Core) -> list[User]:
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         rows = (await conn.execute(select(users).order_by(users.c.id))).all()
     return [_user(row) for row in rows]

@@ -1,8 +1,8 @@
 """Committing validated sends, many at a time: each message with its delivery job and first history entry.
 
 Sends are grouped (store/group_commit.py) and each group is queued in one transaction:
-* generic (SQLite): a few statements through SQLAlchemy in the writer thread;
-* PostgreSQL: one statement (data-modifying CTEs, atomic on its own) on a bare asyncpg connection.
+* generic (SQLite): a few statements through SQLAlchemy in the store's writer;
+* with the store's bulk_send_statement (PostgreSQL): one generated statement (store/sends.py).
   A group then costs one round trip instead of seven; with the SQLAlchemy transaction a group of
   twenty took 10-16 ms on the wire, and single sends queued up behind it.
 Both answer the same: per send, the queued message, the message an IDEMPOTENCY_KEY already names,
@@ -20,7 +20,7 @@ from sqlalchemy import Connection, bindparam, insert, select
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
-from messageservice.delivery.wakeups import CHANNEL, announce
+from messageservice.store.sends import wake_workers
 from messageservice.store.tables import apps, deliveries, messages, senders, status_reports
 
 
@@ -52,9 +52,10 @@ async def queue(core: Core, draft: Draft) -> Queued:
     """Queue one send in the next group; returns once its group has committed."""
 
     async def work(drafts: Sequence[Draft]) -> list[Queued | CoreError]:
-        if core.direct is not None:
-            return await _queue_on_postgres(core, drafts)
-        return await core.writes.run(lambda conn: queue_drafts(conn, drafts))
+        if core.store.features.bulk_send_statement:
+            return await _queue_in_one_statement(core, drafts)
+        notify = core.store.features.listen_notify
+        return await core.store.write(lambda conn: queue_drafts(conn, drafts, notify=notify))
 
     result: Queued = await core.group_commit.submit("sends", work, draft)
     return result
@@ -86,8 +87,8 @@ def _known(conn: Connection, drafts: Sequence[Draft]) -> dict[tuple[str, str], Q
     return {(r.idempotency_scope, r.idempotency_key): Queued(r.id, r.message_id, r.status_id) for r in rows}
 
 
-def queue_drafts(conn: Connection, drafts: Sequence[Draft]) -> list[Queued | CoreError]:
-    """Queue many sends in one transaction (any engine)."""
+def queue_drafts(conn: Connection, drafts: Sequence[Draft], *, notify: bool = False) -> list[Queued | CoreError]:
+    """Queue many sends in one transaction (any engine); `notify` wakes other processes on commit."""
     results: list[Queued | CoreError | None] = [None] * len(drafts)
     # An IDEMPOTENCY_KEY already used (or used twice in this group) answers with the first message.
     known = _known(conn, drafts)
@@ -142,7 +143,8 @@ def queue_drafts(conn: Connection, drafts: Sequence[Draft]) -> list[Queued | Cor
                 for (index, values), row in zip(fresh, inserted, strict=True)
             ],
         )
-        announce(conn)
+        if notify:
+            wake_workers(conn)
     for index, draft in enumerate(drafts):
         if results[index] is None:
             key = draft.idempotency
@@ -151,81 +153,16 @@ def queue_drafts(conn: Connection, drafts: Sequence[Draft]) -> list[Queued | Cor
     return [result for result in results if result is not None]
 
 
-# The input arrives as one array per column; the sender is resolved like _SENDER (client_id before
-# the first "|", CODE after it). A row whose IDEMPOTENCY_KEY is taken (before or earlier in this
-# statement) is skipped by ON CONFLICT and looked up afterwards. NOTIFY is sent on commit, only if
-# something was queued. Column names come from store/tables.py; tests/test_migrations.py keeps
-# the schema and tables.py equal.
-_QUEUE_SQL = f"""
-WITH input AS (
-    SELECT * FROM unnest(
-        $1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::double precision[], $11::integer[]
-    ) WITH ORDINALITY AS t(message_id, message_from, author_id, module_id, headers, message_to, message_body,
-                           idempotency_scope, idempotency_key, created_at, reporter_app_id, position)
-),
-queued AS (
-    INSERT INTO messages (message_id, app_id, sender_id, sender_code, message_from, author_id, module_id,
-                          headers, message_to, message_body, status_id, idempotency_scope, idempotency_key,
-                          created_at, updated_at)
-    SELECT i.message_id, s.app_id, s.id, s.code, i.message_from, i.author_id, i.module_id,
-           i.headers, i.message_to, i.message_body, $12, i.idempotency_scope, i.idempotency_key,
-           i.created_at, i.created_at
-    FROM input i
-    JOIN apps a ON a.client_id = split_part(i.message_from, '|', 1) AND a.installed
-    JOIN senders s ON s.app_id = a.id AND s.code = substr(i.message_from, strpos(i.message_from, '|') + 1)
-    ORDER BY i.position  -- ids are drawn in this order: they follow the sends, as sequential ones would
-    ON CONFLICT DO NOTHING
-    RETURNING id, message_id, author_id, created_at
-),
-jobs AS (
-    INSERT INTO deliveries (message_id, state, attempts, next_attempt_at, created_at)
-    SELECT id, 'pending', 0, created_at, created_at FROM queued
-),
-history AS (
-    INSERT INTO status_reports (message_id, status, status_id, applied, reporter_user_id, reporter_app_id,
-                                reported_at)
-    SELECT q.id, $13, $12, true, q.author_id, i.reporter_app_id, q.created_at
-    FROM queued q JOIN input i ON i.message_id = q.message_id
-),
-announced AS (
-    SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
-)
-SELECT q.id, q.message_id, (SELECT count(*) FROM announced) AS announced FROM queued q
-"""
-
-_COLUMNS = (
-    "message_id",
-    "message_from",
-    "author_id",
-    "module_id",
-    "headers",
-    "message_to",
-    "message_body",
-    "idempotency_scope",
-    "idempotency_key",
-    "created_at",
-)
-
-_KNOWN_SQL = """
-SELECT id, message_id, status_id, idempotency_scope, idempotency_key FROM messages
-WHERE (idempotency_scope, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-"""
-
-
-async def _queue_on_postgres(core: Core, drafts: Sequence[Draft]) -> list[Queued | CoreError]:
-    assert core.direct is not None
-    columns: list[list[Any]] = [[d.values[name] for d in drafts] for name in _COLUMNS]
-    columns.append([d.reporter_app_id for d in drafts])
-    rows = await core.direct.fetch_sql(_QUEUE_SQL, *columns, statuses.PENDING.id, statuses.PENDING.name)
-    inserted = {row["message_id"]: Queued(row["id"], row["message_id"], statuses.PENDING.id) for row in rows}
+async def _queue_in_one_statement(core: Core, drafts: Sequence[Draft]) -> list[Queued | CoreError]:
+    rows = [{**d.values, "reporter_app_id": d.reporter_app_id} for d in drafts]
+    inserted_rows = await core.store.insert_sends(rows, statuses.PENDING.id, statuses.PENDING.name)
+    inserted = {row["message_id"]: Queued(row["id"], row["message_id"], statuses.PENDING.id) for row in inserted_rows}
     missing = [d.idempotency for d in drafts if d.values["message_id"] not in inserted and d.idempotency]
     known: dict[tuple[str, str], Queued] = {}
     if missing:
-        found = await core.direct.fetch_sql(_KNOWN_SQL, [s for s, _ in missing], [k for _, k in missing])
         known = {
             (r["idempotency_scope"], r["idempotency_key"]): Queued(r["id"], r["message_id"], r["status_id"])
-            for r in found
+            for r in await core.store.known_sends(missing)
         }
     results: list[Queued | CoreError] = []
     for draft in drafts:

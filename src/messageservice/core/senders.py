@@ -8,14 +8,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.orphans import fail_queued
 from messageservice.delivery.retry import parse_schedule
 from messageservice.php import php_empty, php_string
+from messageservice.store.connection import StoreConnection
+from messageservice.store.errors import StoreConflict
 from messageservice.store.tables import apps, messages, sender_langs, senders
 
 VALIDATION = "ERROR_SENDER_VALIDATION_FAILURE"
@@ -115,7 +115,7 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
     if sender_type not in TYPES:
         raise CoreError(VALIDATION, "Unknown sender message TYPE!")
     schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         app_name = (await conn.execute(select(apps.c.name).where(apps.c.id == app_id))).scalar_one()
         if await _find(conn, app_id, code) is not None:
             raise CoreError("ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!")
@@ -141,13 +141,13 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
                         .returning(senders.c.id)
                     )
                 ).scalar_one()
-        except IntegrityError:
+        except StoreConflict:
             # Lost a race with a concurrent add of the same code.
             raise CoreError("ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!") from None
         await conn.execute(insert(sender_langs), [{"sender_id": sender_id, **row} for row in lang_rows])
 
 
-async def _find(conn: AsyncConnection, app_id: int, code: str, *, lock: bool = False) -> Any:
+async def _find(conn: StoreConnection, app_id: int, code: str, *, lock: bool = False) -> Any:
     query = select(senders).where(senders.c.app_id == app_id, senders.c.code == code)
     # Locking the sender row serialises concurrent updates of it on PostgreSQL (SQLite's writes are serial).
     return (await conn.execute(query.with_for_update() if lock else query)).first()
@@ -163,7 +163,7 @@ async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
     handler = check_handler_url(params["HANDLER"]) if "HANDLER" in params else None
     schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
     code_text = php_string(code)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = await _find(conn, app_id, code_text, lock=True) if code_text is not None else None
         if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
@@ -227,7 +227,7 @@ def _by_language(value: Any) -> dict[str, str] | None:
 
 async def delete_sender(core: Core, app_id: int, params: dict[str, Any]) -> None:
     code = check_code(params.get("CODE"))
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         row = await _find(conn, app_id, code, lock=True)
         if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
@@ -239,7 +239,7 @@ _CODES = select(senders.c.code).where(senders.c.app_id == bindparam("app_id")).o
 
 
 async def list_codes(core: Core, app_id: int) -> list[str]:
-    return [row["code"] for row in await core.reads.fetch(_CODES, {"app_id": app_id})]
+    return [row["code"] for row in await core.store.fetch(_CODES, {"app_id": app_id})]
 
 
 async def list_senders(core: Core, app_id: int | None = None) -> list[Sender]:
@@ -247,7 +247,7 @@ async def list_senders(core: Core, app_id: int | None = None) -> list[Sender]:
     query = select(senders).order_by(senders.c.id)
     if app_id is not None:
         query = query.where(senders.c.app_id == app_id)
-    async with core.engine.connect() as conn:
+    async with core.store.connection() as conn:
         rows = (await conn.execute(query)).all()
         ids = [row.id for row in rows]
         langs = (await conn.execute(select(sender_langs).where(sender_langs.c.sender_id.in_(ids)))).all() if ids else []

@@ -18,7 +18,6 @@ from sqlalchemy import Column, Connection, Integer, Table, and_, case, cast, fun
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
-from messageservice.store.snapshot import read_snapshot
 from messageservice.store.tables import apps, attempts, deliveries, messages, senders, status_reports
 
 MIN_WINDOW = 60
@@ -78,17 +77,18 @@ async def collect(core: Core, window_seconds: int = 3600) -> Stats:
     if not MIN_WINDOW <= window_seconds <= MAX_WINDOW:
         raise CoreError("ERROR_ARGUMENT", f"The stats window must be {MIN_WINDOW} to {MAX_WINDOW} seconds.")
     now = core.clock()
-    return await read_snapshot(core.engine, lambda conn: _collect(conn, now, window_seconds))
+    floors = core.store.features.cast_rounds
+    return await core.store.read(lambda conn: _collect(conn, now, window_seconds, floors))
 
 
-def _collect(conn: Connection, now: float, window: int) -> Stats:
+def _collect(conn: Connection, now: float, window: int, floors: bool) -> Stats:
     start = now - window
     reports_after = _last_id_before(conn, status_reports, status_reports.c.reported_at, start)
     attempts_after = _last_id_before(conn, attempts, attempts.c.started_at, start)
     return Stats(
         generated_at=now,
         window_seconds=window,
-        per_minute=_per_minute(conn, now, start, reports_after),
+        per_minute=_per_minute(conn, now, start, reports_after, floors),
         by_status=_by_status(conn, start),
         by_delivery_state=_by_delivery_state(conn, start),
         **_queue(conn, now),
@@ -102,15 +102,15 @@ def _last_id_before(conn: Connection, table: Table, time_column: Column[Any], st
     return int(conn.execute(query).scalar() or 0)
 
 
-def _minute_of(conn: Connection, moment: Any) -> Any:
-    """The minute number (epoch seconds // 60) of a time column, on either engine."""
-    if conn.dialect.name == "postgresql":
+def _minute_of(moment: Any, floors: bool) -> Any:
+    """The minute number (epoch seconds // 60) of a time column; `floors`: the engine's cast rounds."""
+    if floors:
         return cast(func.floor(moment / 60), Integer)
     return cast(moment / 60, Integer)  # SQLite truncates; times are positive, so that is floor
 
 
-def _per_minute(conn: Connection, now: float, start: float, reports_after: int) -> list[MinuteCount]:
-    created_minute = _minute_of(conn, messages.c.created_at)
+def _per_minute(conn: Connection, now: float, start: float, reports_after: int, floors: bool) -> list[MinuteCount]:
+    created_minute = _minute_of(messages.c.created_at, floors)
     created = dict(
         conn.execute(
             select(created_minute, func.count()).where(messages.c.created_at >= start).group_by(created_minute)
@@ -130,7 +130,7 @@ def _per_minute(conn: Connection, now: float, start: float, reports_after: int) 
             .group_by(status_reports.c.message_id)
             .subquery()
         )
-        minute = _minute_of(conn, first.c.at)
+        minute = _minute_of(first.c.at, floors)
         return dict(conn.execute(select(minute, func.count()).group_by(minute)).all())
 
     delivered, failed = first_reached(REACHED_SUCCESS), first_reached(REACHED_FAILURE)

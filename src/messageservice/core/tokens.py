@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
 from messageservice.core.portal import Portal, get_portal
 from messageservice.core.secrets import hash_secret, new_hex, secret_matches
+from messageservice.store.connection import StoreConnection
 from messageservice.store.tables import access_tokens, apps, auth_codes, refresh_tokens, users
 
 
@@ -34,7 +34,7 @@ class TokenAuth:
     expires_at: float
 
 
-async def mint_tokens(core: Core, conn: AsyncConnection, app_row: Any, user_id: int, portal: Portal) -> dict[str, Any]:
+async def mint_tokens(core: Core, conn: StoreConnection, app_row: Any, user_id: int, portal: Portal) -> dict[str, Any]:
     """Create an access and a refresh token; returns the body /oauth/token/ answers with, in Bitrix's order."""
     now = core.clock()
     access_token = new_hex(35)
@@ -68,12 +68,12 @@ async def mint_tokens(core: Core, conn: AsyncConnection, app_row: Any, user_id: 
     }
 
 
-async def _active_user(conn: AsyncConnection, user_id: int) -> bool:
+async def _active_user(conn: StoreConnection, user_id: int) -> bool:
     row = (await conn.execute(select(users.c.active).where(users.c.id == user_id))).first()
     return row is not None and bool(row.active)
 
 
-async def _client(conn: AsyncConnection, client_id: str, client_secret: str | None) -> Any:
+async def _client(conn: StoreConnection, client_id: str, client_secret: str | None) -> Any:
     row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
     if row is None or client_secret is None or not secret_matches(client_secret, row.client_secret_hash):
         raise OAuthError("invalid_client", "Invalid client credentials", 401)
@@ -88,7 +88,7 @@ async def issue_code(core: Core, client_id: str, user_id: int | None, *, signed_
     `signed_in`: `user_id` is the user signed in to the console in this browser. Without a sign-in the
     user is the app's installer; another `user_id` needs `oauth_trust_user_id`.
     """
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
         if app_row is None or not app_row.installed:
             raise OAuthError("invalid_client", "Application not found", 401)
@@ -113,7 +113,7 @@ async def issue_code(core: Core, client_id: str, user_id: int | None, *, signed_
 async def exchange_code(core: Core, client_id: str, client_secret: str | None, code: str) -> dict[str, Any]:
     # Read before the write transaction: a second pooled connection inside it would deadlock the pool.
     portal = await get_portal(core)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         app_row = await _client(conn, client_id, client_secret)
         # Delete-then-check makes a code single-use even when two exchanges race.
         result = await conn.execute(
@@ -131,7 +131,7 @@ async def exchange_code(core: Core, client_id: str, client_secret: str | None, c
 
 async def refresh(core: Core, client_id: str, client_secret: str | None, token: str) -> dict[str, Any]:
     portal = await get_portal(core)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         app_row = await _client(conn, client_id, client_secret)
         result = await conn.execute(
             delete(refresh_tokens)
@@ -149,7 +149,7 @@ async def refresh(core: Core, client_id: str, client_secret: str | None, token: 
 async def mint_for_user(core: Core, client_id: str, user_id: int) -> dict[str, Any]:
     """The admin shortcut behind `messageservice token`: skip the browser, same answer as /oauth/token/."""
     portal = await get_portal(core)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
         if app_row is None:
             raise OAuthError("invalid_client", "Application not found", 401)
@@ -180,7 +180,7 @@ _TOKEN_LOOKUP = (
 
 async def lookup_access_token(core: Core, token: str) -> TokenAuth | None:
     """None when the token is unknown or its app or user is gone; expiry is the caller's to judge."""
-    rows = await core.reads.fetch(_TOKEN_LOOKUP, {"token_hash": hash_secret(token)})
+    rows = await core.store.fetch(_TOKEN_LOOKUP, {"token_hash": hash_secret(token)})
     if not rows or not rows[0]["installed"] or not rows[0]["active"]:
         return None
     row = rows[0]
@@ -196,7 +196,7 @@ async def lookup_access_token(core: Core, token: str) -> TokenAuth | None:
 
 async def purge_expired(core: Core) -> None:
     now = core.clock()
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         await conn.execute(delete(access_tokens).where(access_tokens.c.expires_at < now - 86400))
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < now))
         await conn.execute(delete(auth_codes).where(auth_codes.c.expires_at < now))

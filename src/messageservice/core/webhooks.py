@@ -36,7 +36,7 @@ async def add_webhook(core: Core, user_id: int, scopes: str | list[str], title: 
     if await get_user(core, user_id) is None:
         raise CoreError("ERROR_ARGUMENT", f"user {user_id} does not exist")
     code = new_alnum(16)
-    async with core.engine.begin() as conn:
+    async with core.store.transaction() as conn:
         result = await conn.execute(
             insert(webhooks)
             .values(
@@ -63,7 +63,7 @@ _WEBHOOK_LOOKUP = (
 
 async def find_webhook(core: Core, user_id: int, code: str) -> Webhook | None:
     """Look a webhook up by the hash of its secret (an indexed lookup, no secret compared in Python)."""
-    rows = await core.reads.fetch(_WEBHOOK_LOOKUP, {"code_hash": hash_secret(code)})
+    rows = await core.store.fetch(_WEBHOOK_LOOKUP, {"code_hash": hash_secret(code)})
     if not rows or rows[0]["user_id"] != user_id:
         return None
     row = rows[0]

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +23,8 @@ from messageservice.rest.limiter import LeakyBucket, OperatingMeter
 from messageservice.rest.params import read_body, request_params, split_auth
 from messageservice.rest.registry import CallContext, Caller, Registry
 from messageservice.rest.xml import php_xml
+from messageservice.store.errors import StoreError, StoreUnavailable
+from messageservice.store.failures import translate
 
 log = logging.getLogger("messageservice.rest")
 
@@ -77,28 +78,43 @@ class RestEndpoint:
         started = time.time()
         route = parse_route(request.path_params.get("path", ""))
         transport = route.transport if route else "json"
+        headers = COMMON_HEADERS
         try:
             body, status = await self._handle(request, route, started)
         except CoreError as exc:
             body, status = error_body(exc.code, exc.description), exc.status
-        except SQLAlchemyError:
-            log.exception("database error in %s", redact(request.url.path))
-            exc = errors.sql_error()
+        except Exception as failure:
+            # The store raises StoreError; a driver error from code not yet behind it is mapped alike.
+            stored = translate(failure)
+            exc = self._store_error(request, stored) if stored is not None else None
+            if exc is None:
+                log.exception("unhandled error in %s", redact(request.url.path))
+                exc = errors.internal_error()
+            elif isinstance(stored, StoreUnavailable):
+                headers = {**COMMON_HEADERS, "Retry-After": str(errors.STORE_RETRY_AFTER_SECONDS)}
             body, status = error_body(exc.code, exc.description), exc.status
-        except Exception:
-            log.exception("unhandled error in %s", redact(request.url.path))
-            exc = errors.internal_error()
-            body, status = error_body(exc.code, exc.description), exc.status
-        return self._respond(body, status, transport)
+        return self._respond(body, status, transport, headers)
 
-    def _respond(self, body: dict[str, Any], status: int, transport: str) -> Response:
+    @staticmethod
+    def _store_error(request: Request, error: StoreError) -> CoreError:
+        path = redact(request.url.path)
+        if isinstance(error, StoreUnavailable):
+            # Not a bug here: storage full, read-only or unreachable; the client retries after a pause.
+            log.warning("storage unavailable in %s: %s", path, error)
+            return errors.store_unavailable()
+        log.error("database error in %s", path, exc_info=error)
+        return errors.sql_error()
+
+    def _respond(
+        self, body: dict[str, Any], status: int, transport: str, headers: dict[str, str] = COMMON_HEADERS
+    ) -> Response:
         if transport == "xml":
-            return Response(php_xml(body), status, headers=COMMON_HEADERS, media_type=XML_TYPE)
+            return Response(php_xml(body), status, headers=headers, media_type=XML_TYPE)
         try:
             content = php_json(body)
         except (ValueError, TypeError):
             content = php_json(error_body("WRONG_ENCODING", "Wrong request encoding"))
-        return Response(content, status, headers=COMMON_HEADERS, media_type=JSON_TYPE)
+        return Response(content, status, headers=headers, media_type=JSON_TYPE)
 
     async def _handle(self, request: Request, route: Route | None, started: float) -> tuple[dict[str, Any], int]:
         # The method must exist before anything else is looked at, even auth (spec 3.1).

@@ -64,3 +64,13 @@ def internal_error() -> CoreError:
 
 def sql_error() -> CoreError:
     return CoreError("ERROR_CORE", "SQL query error!", 500)
+
+
+# Seconds a client is asked to wait when storage cannot take the request (full, read-only, unreachable).
+STORE_RETRY_AFTER_SECONDS = 5
+
+
+def store_unavailable() -> CoreError:
+    # Bitrix's SQL failures are ERROR_CORE; 503 (with Retry-After) says that trying again later helps,
+    # and SDKs retry on it (b24pysdk on 503, fast_bitrix24 on any 5xx).
+    return CoreError("ERROR_CORE", "Storage is unavailable; try again later", 503)

@@ -9,3 +9,7 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached, or cannot take writes now (full, read-only): try again later (503)."""
+
+
+class StoreConflict(StoreError):
+    """A unique key or another constraint refused the write (a race another caller won, say)."""

@@ -80,12 +80,20 @@ class SqliteReads:
     _dialect = sqlite_dialect.dialect(paramstyle="named")
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA query_only=ON")
-        # Short: this runs in the event loop, and a WAL reader waits only during recovery.
-        self._conn.execute("PRAGMA busy_timeout=250")
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
         self._sql: dict[int, tuple[Select[Any], str]] = {}
+
+    def _connection(self) -> sqlite3.Connection:
+        # Opened on first use, so that opening the store touches no file and cannot fail.
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            # Short: this runs in the event loop, and a WAL reader waits only during recovery.
+            conn.execute("PRAGMA busy_timeout=250")
+            self._conn = conn
+        return self._conn
 
     def _compiled(self, statement: Select[Any]) -> str:
         cached = self._sql.get(id(statement))
@@ -95,7 +103,8 @@ class SqliteReads:
         return cached[1]
 
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
-        return self._conn.execute(self._compiled(statement), dict(params)).fetchall()
+        return self._connection().execute(self._compiled(statement), dict(params)).fetchall()
 
     async def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()

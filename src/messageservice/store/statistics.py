@@ -11,10 +11,11 @@ one of them has been, autovacuum is in charge and this does nothing again.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from sqlalchemy import bindparam, text
 
-from messageservice.core.context import Core
+from messageservice.store.store import Store
 
 log = logging.getLogger("messageservice.statistics")
 
@@ -27,17 +28,22 @@ _NEVER_ANALYZED = text(
 ).bindparams(bindparam("names", expanding=True))
 
 
+class _HasStore(Protocol):
+    store: Store
+
+
 class YoungTables:
     """Analyzes never-analyzed hot tables once they hold rows; says when there is nothing left to do."""
 
     def __init__(self) -> None:
         self.settled = False
 
-    async def analyze_if_needed(self, core: Core) -> None:
-        if self.settled or core.engine.dialect.name != "postgresql":
+    async def analyze_if_needed(self, core: _HasStore) -> None:
+        store = core.store
+        if self.settled or not store.features.analyze:
             self.settled = True
             return
-        async with core.engine.connect() as conn:
+        async with store.transaction() as conn:
             rows = (await conn.execute(_NEVER_ANALYZED, {"names": list(HOT_TABLES)})).all()
             if not rows:
                 self.settled = True
@@ -46,6 +52,5 @@ class YoungTables:
             for name in ready:
                 # Names come from HOT_TABLES, not from input.
                 await conn.execute(text(f'ANALYZE "{name}"'))
-            await conn.commit()
         if ready:
             log.info("analyzed young tables: %s", ", ".join(ready))

@@ -1,0 +1,69 @@
+"""What differs between the engines, declared once (as Django's `connection.features`).
+
+Code above the store asks a named capability (`store.features.skip_locked`), never the engine's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
+
+from messageservice.config import normalize_database_url
+
+
+@dataclass(frozen=True)
+class Features:
+    # Claims may skip rows other workers hold (FOR UPDATE SKIP LOCKED); without it claims are serial.
+    skip_locked: bool
+    # Other processes can be woken on commit (LISTEN/NOTIFY); without it they find work on a sweep.
+    listen_notify: bool
+    # INSERT/UPDATE ... RETURNING.
+    returning: bool
+    # A group of sends is one generated statement on the bare driver (store/sends.py).
+    bulk_send_statement: bool
+    # One writer per process: every write transaction goes through the store's writer thread.
+    single_writer: bool
+    # Serial columns keep their own sequence, which an explicit id does not move.
+    sequences: bool
+    # Several read statements can share one consistent snapshot only by asking for REPEATABLE READ.
+    repeatable_read_snapshots: bool
+    # Integer division of floats truncates, so floor() must be asked for (PostgreSQL casts round).
+    cast_rounds: bool
+    # Planner statistics are worth refreshing by hand on a young database (store/statistics.py).
+    analyze: bool
+
+
+POSTGRESQL = Features(
+    skip_locked=True,
+    listen_notify=True,
+    returning=True,
+    bulk_send_statement=True,
+    single_writer=False,
+    sequences=True,
+    repeatable_read_snapshots=True,
+    cast_rounds=True,
+    analyze=True,
+)
+
+SQLITE = Features(
+    skip_locked=False,
+    listen_notify=False,
+    returning=True,
+    bulk_send_statement=False,
+    single_writer=True,
+    sequences=False,
+    repeatable_read_snapshots=False,
+    cast_rounds=False,
+    analyze=False,
+)
+
+
+def features_for(database_url: str) -> Features:
+    """The capabilities of the engine a database URL names."""
+    backend = make_url(normalize_database_url(database_url)).get_backend_name()
+    if backend == "postgresql":
+        return POSTGRESQL
+    if backend == "sqlite":
+        return SQLITE
+    raise ValueError(f"unsupported database engine: {backend}")
