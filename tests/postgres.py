@@ -53,6 +53,11 @@ class TempPostgres:
 
     def start(self) -> TempPostgres:
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again) on its data folder. max_connections stays at the stock 100."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"
@@ -68,7 +73,10 @@ class TempPostgres:
             "-w",
             "start",
         )
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as a crash or an outage would, keeping its data for resume()."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
