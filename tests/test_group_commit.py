@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlencode
 
 import aiohttp
@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from messageservice.core.context import Core
+from messageservice.store.errors import StoreConflict
+from messageservice.store.group_commit import GroupCommit
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.tables import deliveries, messages, status_reports
 from tests.portal import AppCredentials, LivePortal
@@ -35,6 +37,45 @@ def app(portal: LivePortal) -> AppCredentials:
 def send_command(message_from: str, to: str, body: str = "Hi", **extra: str) -> str:
     params = {"MESSAGE_FROM": message_from, "MESSAGE_TO": to, "MESSAGE_BODY": body, **extra}
     return "messageservice.message.send?" + urlencode(params)
+
+
+# GroupCommit itself, without a database.
+
+
+def test_concurrent_submissions_share_one_group_and_each_gets_its_own_result() -> None:
+    groups: list[list[int]] = []
+
+    async def work(items: Sequence[int]) -> list[object]:
+        groups.append(list(items))
+        return [ValueError(item) if item == 3 else item * 10 for item in items]
+
+    async def scenario() -> list[object]:
+        commit = GroupCommit()
+        return await asyncio.gather(*(commit.submit("k", work, n) for n in range(5)), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert groups == [[0, 1, 2, 3, 4]]
+    assert results[:3] == [0, 10, 20] and results[4] == 40
+    assert isinstance(results[3], ValueError)
+
+
+def test_a_failed_group_is_run_again_item_by_item() -> None:
+    groups: list[list[int]] = []
+
+    async def work(items: Sequence[int]) -> list[object]:
+        groups.append(list(items))
+        if 2 in items:
+            raise StoreConflict("one item's unique key")
+        return list(items)
+
+    async def scenario() -> list[object]:
+        commit = GroupCommit()
+        return await asyncio.gather(*(commit.submit("k", work, n) for n in range(4)), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert groups == [[0, 1, 2, 3], [0], [1], [2], [3]]
+    assert results[0] == 0 and results[1] == 1 and results[3] == 3
+    assert isinstance(results[2], StoreConflict)
 
 
 def test_a_batch_of_sends_keeps_each_result_and_error_in_its_place(

@@ -265,3 +265,25 @@ def test_sqlite_reads_never_wait_for_a_writer(sqlite_database: str, tmp_path: Pa
         assert with_store(sqlite_database, scenario) == (["visible"], "visible")
     finally:
         other.close()
+
+
+def test_a_cancelled_transaction_block_leaves_the_store_usable(database: str) -> None:
+    async def scenario(store: Store) -> list[str]:
+        inside = asyncio.Event()
+
+        async def stuck() -> None:
+            async with store.transaction() as conn:
+                await conn.execute(insert(users).values(name="cancelled", created_at=1.0))
+                inside.set()
+                await asyncio.Event().wait()  # until cancelled
+
+        task = asyncio.create_task(stuck())
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _add_user(store, "after")
+        await store.write(lambda conn: conn.execute(insert(users).values(name="then", created_at=1.0)))
+        return await _names(store)
+
+    assert with_store(database, scenario) == ["after", "then"]

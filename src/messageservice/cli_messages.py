@@ -42,6 +42,7 @@ from messageservice.core.feed import MessageFeed
 from messageservice.core.messages import MAX_ID, PAGE_SIZE, Actor, get_message, list_messages, replay, send_message
 from messageservice.core.stats import MAX_WINDOW, MIN_WINDOW, collect
 from messageservice.store.db import migrate
+from messageservice.store.errors import StoreError
 
 T = TypeVar("T")
 
@@ -84,8 +85,9 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _database_error(exc: SQLAlchemyError | OSError) -> str:
-    cause = getattr(exc, "orig", None) or exc
+def _database_error(exc: StoreError | SQLAlchemyError | OSError) -> str:
+    cause = exc.__cause__ or exc if isinstance(exc, StoreError) else exc
+    cause = getattr(cause, "orig", None) or cause
     return f"database: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
 
 
@@ -107,7 +109,7 @@ def _run(work: Callable[[Core], Awaitable[T]]) -> T:
         _fail(str(exc), BAD_INPUT)
     except CoreError as exc:
         _fail(exc.description, REFUSED)
-    except (SQLAlchemyError, OSError) as exc:
+    except (StoreError, SQLAlchemyError, OSError) as exc:
         _fail(_database_error(exc), REFUSED)
 
 
@@ -292,7 +294,7 @@ def send_bulk(
                 return str(exc)
             except CoreError as exc:
                 return _sender_refusal(exc, row.draft.sender or "")
-            except (SQLAlchemyError, OSError) as exc:
+            except (StoreError, SQLAlchemyError, OSError) as exc:
                 return exc
 
         def note(row: Row, result: dict[str, Any] | str | Exception | None) -> None:

@@ -143,11 +143,12 @@ class SqliteWriter:
     async def transaction(self) -> AsyncIterator[WriterConnection]:
         """One transaction across awaits (each statement a hand-off); commits at the end of the block."""
         async with self._locked():
-            await self._call(lambda: self._connection().begin())
             try:
+                await self._call(lambda: self._connection().begin())
                 yield WriterConnection(self)
             except BaseException:
-                # Submitted before the lock is released, so it runs before anyone else's transaction.
+                # Submitted before the lock is released (the thread runs hand-offs in order), so it ends
+                # whatever was begun, even by a cancelled caller, before anyone else's transaction.
                 rollback = self._call(self._end, False)
                 with contextlib.suppress(BaseException):
                     await rollback
@@ -155,14 +156,19 @@ class SqliteWriter:
             await self._call(self._end, True)
 
     def _end(self, commit: bool) -> None:
-        conn = self._connection()
-        transaction = conn.get_transaction()
+        transaction = self._connection().get_transaction()
         if transaction is None:
             return
-        if commit:
-            transaction.commit()
-        else:
+        if not commit:
             transaction.rollback()
+            return
+        try:
+            transaction.commit()
+        except BaseException:
+            # A failed COMMIT (a full disk, say) must not leave the writer inside a transaction.
+            with contextlib.suppress(Exception):
+                transaction.rollback()
+            raise
 
     def _close_in_thread(self) -> None:
         if self._conn is not None:
