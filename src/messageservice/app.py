@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def ready(request: Request) -> Response:
-        is_ready, body = await readiness(core.engine, settings.database_url, loops)
+        is_ready, body = await readiness(core, loops)
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     async def index(request: Request) -> Response:

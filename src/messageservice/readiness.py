@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import column, literal_column, select, table
 
 from messageservice.background import BackgroundLoop
 from messageservice.store.db import alembic_config
 from messageservice.supervisor import describe
 
+if TYPE_CHECKING:
+    from messageservice.core.context import Core
+
 # A probe must answer fast; a database slower than this is as good as unreachable for a request.
 DATABASE_TIMEOUT_SECONDS = 2.0
+
+ALIVE = select(literal_column("1"))
+SCHEMA_VERSION = select(column("version_num")).select_from(table("alembic_version"))
 
 
 @lru_cache
@@ -25,20 +30,20 @@ def schema_heads(database_url: str) -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
 
 
-async def _database_versions(engine: AsyncEngine) -> frozenset[str]:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
-        try:
-            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-        except Exception:  # no table: never migrated
-            return frozenset()
+async def _database_versions(core: Core) -> frozenset[str]:
+    # The read path: on SQLite a read-only connection, so a probe never waits for the write lock.
+    await core.reads.fetch(ALIVE, {})
+    try:
+        rows = await core.reads.fetch(SCHEMA_VERSION, {})
+    except Exception:  # no table: never migrated
+        return frozenset()
     return frozenset(str(row[0]) for row in rows)
 
 
-async def check_database(engine: AsyncEngine, database_url: str, timeout: float) -> dict[str, Any]:
-    heads = schema_heads(database_url)
+async def check_database(core: Core, timeout: float) -> dict[str, Any]:
+    heads = schema_heads(core.settings.database_url)
     try:
-        versions = await asyncio.wait_for(_database_versions(engine), timeout)
+        versions = await asyncio.wait_for(_database_versions(core), timeout)
     except TimeoutError:
         return {"database": {"ok": False, "error": f"no answer within {timeout:g} s"}}
     except Exception as exc:
@@ -48,13 +53,10 @@ async def check_database(engine: AsyncEngine, database_url: str, timeout: float)
 
 
 async def readiness(
-    engine: AsyncEngine,
-    database_url: str,
-    loops: Sequence[BackgroundLoop],
-    timeout: float = DATABASE_TIMEOUT_SECONDS,
+    core: Core, loops: Sequence[BackgroundLoop], timeout: float = DATABASE_TIMEOUT_SECONDS
 ) -> tuple[bool, dict[str, Any]]:
     """(ready, the JSON body): ready when the database answers, its schema is the code's, and every loop works."""
-    body = await check_database(engine, database_url, timeout)
+    body = await check_database(core, timeout)
     body.setdefault("schema", {"ok": False, "error": "database unreachable"})
     body["loops"] = {loop.name: loop.health.report() for loop in loops}
     ready = body["database"]["ok"] and body["schema"]["ok"] and all(r["ready"] for r in body["loops"].values())
