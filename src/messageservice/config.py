@@ -21,7 +21,7 @@ KNOWN_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 # Never echoed in an error line.
 SECRET_FIELDS = frozenset({"database_url", "secret_key"})
 
-Positive = Annotated[int, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
@@ -109,7 +109,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/messageservice.db"
     # Connections per server process (PostgreSQL); size it to the requests you expect in flight.
-    db_pool_size: Positive = 32
+    db_pool_size: PositiveInt = 32
     # Where clients reach this server; written into client_endpoint. Unset: `serve` records its own.
     public_url: str | None = None
     # Folder for the SQLite file, the encryption key and the TLS certificate.
@@ -118,12 +118,12 @@ class Settings(BaseSettings):
     secret_key: str | None = None
 
     # Leaky bucket per app or webhook (Bitrix: 50 deep, drains 2/s). Ours is generous by default.
-    rate_limit_burst: Positive = 10_000
+    rate_limit_burst: PositiveInt = 10_000
     rate_limit_per_second: PositiveFloat = 5_000.0
     # Seconds of method time per app and method in 10 minutes; 0 switches the limit off (as on the box).
     operating_limit_seconds: NonNegativeFloat = 0.0
 
-    max_body_bytes: Positive = 1_048_576
+    max_body_bytes: PositiveInt = 1_048_576
     # Bitrix serves webhooks over https only; local development needs plain http.
     webhook_require_https: bool = False
 
@@ -131,9 +131,9 @@ class Settings(BaseSettings):
     # who installed the app. True lets `user_id=N` pick any user: local development only.
     oauth_trust_user_id: bool = False
 
-    access_token_ttl: Positive = 3600
-    refresh_token_ttl: Positive = 180 * 24 * 3600
-    auth_code_ttl: Positive = 30
+    access_token_ttl: PositiveInt = 3600
+    refresh_token_ttl: PositiveInt = 180 * 24 * 3600
+    auth_code_ttl: PositiveInt = 30
 
     # ONAPPINSTALL and other app events: delays between attempts, seconds.
     event_retry_schedule: str = "5,30,120,600,3600"
@@ -149,15 +149,15 @@ class Settings(BaseSettings):
     handler_timeout_seconds: PositiveFloat = 10.0
     # "reliable": at-least-once with retries; "strict": as Bitrix24, one attempt and the answer ignored.
     delivery_profile: DeliveryProfile = DeliveryProfile.RELIABLE
-    dispatch_concurrency: Positive = 64
+    dispatch_concurrency: PositiveInt = 64
     # Whether `serve` also delivers; false when `messageservice worker`s do it, so that the API's event
     # loop serves requests only (PostgreSQL scale-out; on SQLite a worker only finds work on its sweep).
     serve_dispatch: bool = True
     # Per handler origin: calls in flight, and the breaker (consecutive failures to open, cool-down).
-    handler_concurrency: Positive = 16
-    breaker_failures: Positive = 5
+    handler_concurrency: PositiveInt = 16
+    breaker_failures: PositiveInt = 5
     breaker_cooldown_seconds: NonNegativeFloat = 30.0
-    dispatch_batch_size: Positive = 100
+    dispatch_batch_size: PositiveInt = 100
     # While idle the dispatcher looks for messages queued by other processes this often (SQLite).
     dispatch_sweep_seconds: PositiveFloat = 1.0
     # While calls are in flight the dispatcher claims and writes back at most once per tick, so that
