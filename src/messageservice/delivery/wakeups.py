@@ -27,6 +27,7 @@ log = logging.getLogger("messageservice.wakeups")
 
 CHANNEL = "messageservice_queued"
 CONNECT_TIMEOUT_SECONDS = 10.0
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 def announce(conn: Connection) -> None:
@@ -86,7 +87,15 @@ class QueueListener(BackgroundLoop):
                 except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     raise ListenerLost(f"LISTEN {CHANNEL}: the connection stopped answering ({exc})") from exc
         finally:
-            # terminate(): a polite close would wait on a connection that may be dead.
+            await self._close(conn, lost.is_set())
+
+    @staticmethod
+    async def _close(conn: asyncpg.Connection, lost: bool) -> None:
+        # Politely when stopping; a connection that died or hangs is only dropped.
+        if not lost:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
+        if not conn.is_closed():
             conn.terminate()
 
     def _notified(self, *_: object) -> None:
