@@ -19,17 +19,28 @@ from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
 from messageservice.delivery.dispatcher import Dispatcher
+from messageservice.delivery.wakeups import QueueListener
 from messageservice.heap import settle_after_startup
 from messageservice.housekeeping import Housekeeper
 from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
 from messageservice.oauth.routes import build_routes as oauth_routes
+from messageservice.readiness import readiness
 from messageservice.rest.endpoint import RestEndpoint
 
 
 def background_loops(core: Core, *, dispatch: bool = True) -> list[BackgroundLoop]:
     """What a server process runs besides HTTP; `messageservice worker` runs the same without HTTP."""
-    return [EventWorker(core), Housekeeper(core), *([Dispatcher(core)] if dispatch else [])]
+    loops: list[BackgroundLoop] = [EventWorker(core), Housekeeper(core)]
+    if dispatch:
+        dispatcher = Dispatcher(core)
+        # Idle, it sleeps at most a sweep between turns.
+        dispatcher.health.quiet_seconds = max(dispatcher.health.quiet_seconds, core.settings.dispatch_sweep_seconds)
+        loops.append(dispatcher)
+        if QueueListener.wanted(core.settings.database_url):
+            # NOTIFY from other processes wakes this dispatcher (through core.notify_queued).
+            loops.append(QueueListener(core))
+    return loops
 
 
 def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
@@ -56,12 +67,18 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
             await core.close()
 
     async def health(request: Request) -> Response:
+        """The process is alive; whether it can work is /ready's question."""
         return JSONResponse({"status": "ok", "version": __version__})
+
+    async def ready(request: Request) -> Response:
+        is_ready, body = await readiness(core, loops)
+        return JSONResponse(body, status_code=200 if is_ready else 503)
 
     async def index(request: Request) -> Response:
         return PlainTextResponse(
             "messageservice: a Bitrix24-compatible messageservice portal.\n"
-            "REST: /rest/{method}   OAuth: /oauth/authorize/ /oauth/token/   Health: /health   Console: /console/\n"
+            "REST: /rest/{method}   OAuth: /oauth/authorize/ /oauth/token/   Health: /health /ready   "
+            "Console: /console/\n"
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -79,6 +96,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         Route("/rest", rest),
         *oauth_routes(core),
         Route("/health", health),
+        Route("/ready", ready),
         Route("/console", lambda request: RedirectResponse("/console/", status_code=308)),
         Mount("/console", app=create_console(core, loops)),
         Route("/", index),

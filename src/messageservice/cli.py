@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from messageservice.cli_messages import register as register_message_commands
-from messageservice.config import Settings, get_settings
+from messageservice.config import Settings, SettingsError, get_settings
 from messageservice.core import apps as app_service
 from messageservice.core import portal as portal_service
 from messageservice.core import webhooks as webhook_service
@@ -409,7 +409,11 @@ register_message_commands(cli)
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except SettingsError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,29 @@
-"""Settings: every knob in one place, read from MESSAGESERVICE_* environment variables or .env."""
+"""Settings: every knob in one place, read from MESSAGESERVICE_* environment variables or .env.
+
+Every value is checked when Settings is built: a bad one raises `SettingsError` naming its variable,
+so that `serve` and `worker` stop at start with one line instead of a loop dying later.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MESSAGESERVICE_"
+# The async drivers we ship, after normalize_database_url.
+KNOWN_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+# Never echoed in an error line.
+SECRET_FIELDS = frozenset({"database_url", "secret_key"})
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 def normalize_database_url(url: str) -> str:
@@ -28,13 +46,71 @@ class SettingsError(ValueError):
         self.problem = problem
 
 
+class DeliveryProfile(StrEnum):
+    RELIABLE = "reliable"  # at-least-once, with retries
+    STRICT = "strict"  # as Bitrix24: one attempt, the answer ignored
+
+
+def check_networks(text: str) -> None:
+    """The rule of delivery/ssrf.py parse_networks: comma-separated CIDRs or bare addresses."""
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a network like 10.0.0.0/8 or fd00::/8") from None
+
+
+def check_schedule(text: str) -> None:
+    """Each delay follows the rule of a sender's own schedule (delivery/retry.py parse_schedule).
+
+    Its cap on the number of steps, meant for what apps send, does not bind the operator, and an
+    empty schedule is allowed: one attempt, no retries.
+    """
+    # Imported late: config is imported before everything else.
+    from messageservice.delivery.retry import MAX_SCHEDULE_DELAY, parse_schedule
+
+    if text.strip() and any(parse_schedule(part) is None for part in text.split(",")):
+        rule = f"comma-separated delays in seconds, each from 0 to {MAX_SCHEDULE_DELAY:g}"
+        raise ValueError(f"{text!r} is not a retry schedule: {rule}")
+
+
+def check_database_url(url: str) -> None:
+    normalized = normalize_database_url(url)
+    scheme, found, _ = normalized.partition("://")
+    if not found:
+        raise ValueError("not a URL like sqlite:///var/messageservice.db or postgresql://user@host/db")
+    if scheme not in KNOWN_DATABASE_SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; use sqlite:///path or postgresql://user@host/db")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(normalized)
+    except (ArgumentError, ValueError):
+        raise ValueError("not a valid database URL") from None
+
+
+def settings_error(exc: ValidationError) -> SettingsError:
+    """The first problem pydantic found, as one line naming the environment variable."""
+    error = exc.errors(include_url=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    problem = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] != "value_error" and field not in SECRET_FIELDS:
+        problem += f" (got {error['input']!r})"
+    problem = problem[:1].lower() + problem[1:]
+    return SettingsError(ENV_PREFIX + field.upper(), " ".join(problem.split()))
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MESSAGESERVICE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", allow_inf_nan=False)
 
     database_url: str = "sqlite:///var/messageservice.db"
     # Every database connection one process may open, all pools and the LISTEN connection together
     # (store/budget.py splits it). A stock PostgreSQL allows 100 for all processes.
-    db_max_connections: int = 10
+    db_max_connections: PositiveInt = 10
     # Where clients reach this server; written into client_endpoint. Unset: `serve` records its own.
     public_url: str | None = None
     # Folder for the SQLite file, the encryption key and the TLS certificate.
@@ -43,12 +119,12 @@ class Settings(BaseSettings):
     secret_key: str | None = None
 
     # Leaky bucket per app or webhook (Bitrix: 50 deep, drains 2/s). Ours is generous by default.
-    rate_limit_burst: int = 10_000
-    rate_limit_per_second: float = 5_000.0
+    rate_limit_burst: PositiveInt = 10_000
+    rate_limit_per_second: PositiveFloat = 5_000.0
     # Seconds of method time per app and method in 10 minutes; 0 switches the limit off (as on the box).
-    operating_limit_seconds: float = 0.0
+    operating_limit_seconds: NonNegativeFloat = 0.0
 
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: PositiveInt = 1_048_576
     # Bitrix serves webhooks over https only; local development needs plain http.
     webhook_require_https: bool = False
 
@@ -56,42 +132,90 @@ class Settings(BaseSettings):
     # who installed the app. True lets `user_id=N` pick any user: local development only.
     oauth_trust_user_id: bool = False
 
-    access_token_ttl: int = 3600
-    refresh_token_ttl: int = 180 * 24 * 3600
-    auth_code_ttl: int = 30
+    access_token_ttl: PositiveInt = 3600
+    refresh_token_ttl: PositiveInt = 180 * 24 * 3600
+    auth_code_ttl: PositiveInt = 30
 
     # ONAPPINSTALL and other app events: delays between attempts, seconds.
     event_retry_schedule: str = "5,30,120,600,3600"
-    event_timeout_seconds: float = 10.0
+    event_timeout_seconds: PositiveFloat = 10.0
     # While idle the server looks for events queued by other processes (the CLI) this often.
-    event_sweep_seconds: float = 10.0
+    event_sweep_seconds: PositiveFloat = 10.0
 
     # Deliveries to HANDLERs. Delays in seconds between attempts; their count + 1 is the attempt limit.
     retry_schedule: str = "1,5,30,120,600,1800,3600"
-    retry_max_age_seconds: float = 86_400.0
+    retry_max_age_seconds: PositiveFloat = 86_400.0
     # Retry-After beyond this is capped, so one answer cannot park a message for days.
-    retry_after_cap_seconds: float = 3600.0
-    handler_timeout_seconds: float = 10.0
+    retry_after_cap_seconds: NonNegativeFloat = 3600.0
+    handler_timeout_seconds: PositiveFloat = 10.0
     # "reliable": at-least-once with retries; "strict": as Bitrix24, one attempt and the answer ignored.
-    delivery_profile: str = "reliable"
-    dispatch_concurrency: int = 64
+    delivery_profile: DeliveryProfile = DeliveryProfile.RELIABLE
+    dispatch_concurrency: PositiveInt = 64
     # Whether `serve` also delivers; false when `messageservice worker`s do it, so that the API's event
     # loop serves requests only (PostgreSQL scale-out; on SQLite a worker only finds work on its sweep).
     serve_dispatch: bool = True
     # Per handler origin: calls in flight, and the breaker (consecutive failures to open, cool-down).
-    handler_concurrency: int = 16
-    breaker_failures: int = 5
-    breaker_cooldown_seconds: float = 30.0
-    dispatch_batch_size: int = 100
+    handler_concurrency: PositiveInt = 16
+    breaker_failures: PositiveInt = 5
+    breaker_cooldown_seconds: NonNegativeFloat = 30.0
+    dispatch_batch_size: PositiveInt = 100
     # While idle the dispatcher looks for messages queued by other processes this often (SQLite).
-    dispatch_sweep_seconds: float = 1.0
+    dispatch_sweep_seconds: PositiveFloat = 1.0
     # While calls are in flight the dispatcher claims and writes back at most once per tick, so that
     # a steady trickle shares transactions instead of paying one claim and one write per message.
-    dispatch_tick_seconds: float = 0.005
+    dispatch_tick_seconds: NonNegativeFloat = 0.005
     # Finished messages older than this are purged (Bitrix24: 14 days); 0 keeps them forever.
-    retention_days: float = 14.0
+    retention_days: NonNegativeFloat = 14.0
     # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated).
     allowed_handler_networks: str = "127.0.0.0/8,::1/128"
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise settings_error(exc) from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        check_database_url(value)
+        return value
+
+    @field_validator("public_url", "secret_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(value)
+            except ValueError:
+                raise ValueError("not a Fernet key (32 url-safe base64-encoded bytes)") from None
+        return value
+
+    @field_validator("retry_schedule", "event_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        check_schedule(value)
+        return value
+
+    @field_validator("allowed_handler_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        check_networks(value)
+        return value
 
     @property
     def retry_delays(self) -> list[float]:

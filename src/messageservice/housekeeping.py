@@ -38,9 +38,11 @@ async def purge_once(core: Core) -> None:
 
 class Housekeeper(BackgroundLoop):
     name = "housekeeping"
+    quiet_seconds = INTERVAL_SECONDS
 
     async def run(self) -> None:
         while True:
+            self.mark_active()
             try:
                 await purge_once(self._core)
             except Exception:  # a failed clean-up must not end the server

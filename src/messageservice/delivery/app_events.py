@@ -140,8 +140,13 @@ class EventWorker(BackgroundLoop):
 
     name = "app-event-worker"
 
+    @property
+    def quiet_seconds(self) -> float:  # type: ignore[override]
+        return self._core.settings.event_sweep_seconds
+
     async def run(self) -> None:
         while True:
+            self.mark_active()
             try:
                 await deliver_due(self._core)
                 wait = await seconds_until_due(self._core, app_events)

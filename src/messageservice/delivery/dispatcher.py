@@ -23,7 +23,6 @@ from messageservice.delivery.breaker import Gates
 from messageservice.delivery.queue import ClaimMemory, Job, Result, claim_due, record
 from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
 from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
-from messageservice.delivery.wakeups import QueueListener
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.statistics import YoungTables
 from messageservice.store.tables import deliveries
@@ -98,15 +97,11 @@ class Dispatcher(BackgroundLoop):
             parse_networks(settings.allowed_handler_networks), limit=settings.dispatch_concurrency
         )
         timeout = aiohttp.ClientTimeout(total=settings.handler_timeout_seconds)
-        listener = (
-            QueueListener(settings.database_url, self.wake) if QueueListener.wanted(settings.database_url) else None
-        )
-        if listener is not None:
-            await listener.start()
         loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             try:
                 while True:
+                    self.mark_active()
                     started = loop.time()
                     self._wakeup.clear()
                     await self._write_finished()
@@ -123,8 +118,6 @@ class Dispatcher(BackgroundLoop):
                 await asyncio.gather(*self._inflight, return_exceptions=True)
                 # What finished is written; what was cut off is claimed again when its lease runs out.
                 await asyncio.shield(self._write_finished())
-                if listener is not None:
-                    await listener.stop()
 
     async def _claim_more(self, session: aiohttp.ClientSession) -> None:
         settings = self._core.settings

@@ -6,18 +6,28 @@ worker process listens and starts claiming at once instead of waiting for its ne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import asyncpg
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
+from messageservice.background import BackgroundLoop
 from messageservice.config import normalize_database_url
+from messageservice.supervisor import DEFAULT_BACKOFF, Backoff, Sleep
+
+if TYPE_CHECKING:
+    from messageservice.core.context import Core
 
 log = logging.getLogger("messageservice.wakeups")
 
 CHANNEL = "messageservice_queued"
+CONNECT_TIMEOUT_SECONDS = 10.0
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 def announce(conn: Connection) -> None:
@@ -26,31 +36,67 @@ def announce(conn: Connection) -> None:
         conn.execute(text(f"NOTIFY {CHANNEL}"))
 
 
-class QueueListener:
-    """A dedicated connection that calls `on_queued` whenever a send commits anywhere."""
+class ListenerLost(ConnectionError):
+    """The LISTEN connection closed or stopped answering; the supervisor reconnects."""
 
-    def __init__(self, database_url: str, on_queued: Callable[[], None]) -> None:
-        url = make_url(normalize_database_url(database_url))
+
+class QueueListener(BackgroundLoop):
+    """A dedicated connection that calls `on_queued` whenever a send commits anywhere.
+
+    It pings its connection every `quiet_seconds`, since a connection that died without a word would
+    otherwise go unnoticed; a lost connection ends `run()` with an error, and the supervisor connects
+    again with backoff. After every (re)connect `on_queued` is called once: what was queued while
+    nobody listened is found by that sweep.
+    """
+
+    name = "listener"
+    quiet_seconds = 10.0
+
+    def __init__(
+        self,
+        core: Core,
+        on_queued: Callable[[], None] | None = None,
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(core, backoff=backoff, sleep=sleep)
+        url = make_url(normalize_database_url(core.settings.database_url))
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._on_queued = on_queued
-        self._conn: asyncpg.Connection | None = None
+        self._on_queued = on_queued or core.notify_queued
 
     @staticmethod
     def wanted(database_url: str) -> bool:
         return normalize_database_url(database_url).startswith("postgresql")
 
-    async def start(self) -> None:
+    async def run(self) -> None:
+        conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_SECONDS)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            self._conn = await asyncpg.connect(self._dsn)
-            await self._conn.add_listener(CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError):
-            # Without it the dispatcher still finds work on its sweep, only later.
-            log.exception("LISTEN %s failed; relying on the sweep", CHANNEL)
-            self._conn = None
+            await conn.add_listener(CHANNEL, self._notified)
+            self._on_queued()
+            while True:
+                self.mark_active()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), timeout=self.quiet_seconds)
+                if lost.is_set():
+                    raise ListenerLost(f"LISTEN {CHANNEL}: the connection closed")
+                try:
+                    await conn.fetchval("SELECT 1", timeout=self.quiet_seconds)
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    raise ListenerLost(f"LISTEN {CHANNEL}: the connection stopped answering ({exc})") from exc
+        finally:
+            await self._close(conn, lost.is_set())
+
+    @staticmethod
+    async def _close(conn: asyncpg.Connection, lost: bool) -> None:
+        # Politely when stopping; a connection that died or hangs is only dropped.
+        if not lost:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=CLOSE_TIMEOUT_SECONDS)
+        if not conn.is_closed():
+            conn.terminate()
 
     def _notified(self, *_: object) -> None:
         self._on_queued()
-
-    async def stop(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
