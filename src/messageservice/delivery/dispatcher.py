@@ -122,6 +122,8 @@ class Dispatcher(BackgroundLoop):
         self._inflight: set[asyncio.Task[None]] = set()
         self._per_app: Counter[int] = Counter()  # calls in flight (or waiting for a gate) per app
         self._finished: list[Result] = []
+        # The batch being written (one at a time): claims go on meanwhile, on another connection.
+        self._recording: asyncio.Task[None] | None = None
         # When the next known job falls due: learnt on a sweep, and from the retries this loop schedules.
         self._next_due: float | None = None
         self._sweeping = True
@@ -168,7 +170,7 @@ class Dispatcher(BackgroundLoop):
                     task.cancel()
                 await asyncio.gather(*self._inflight, return_exceptions=True)
                 # What finished is written; what was cut off is claimed again when its lease runs out.
-                await asyncio.shield(self._write_finished())
+                await asyncio.shield(self._flush())
                 await asyncio.shield(self.shared.leave(self._core))
                 if listener is not None:
                     await listener.stop()
@@ -224,7 +226,7 @@ class Dispatcher(BackgroundLoop):
             log.exception("analyzing young tables failed")
 
     async def _idle(self) -> None:
-        if self._finished or self._wakeup.is_set() or self._work:
+        if (self._finished and not self._writing) or self._wakeup.is_set() or self._work:
             return
         wait = self.outbox.sweep_seconds(self._core.settings)
         if self._next_due is not None:
@@ -284,16 +286,34 @@ class Dispatcher(BackgroundLoop):
         finally:
             gate.release(time.time(), handler_failed=failed)
 
+    @property
+    def _writing(self) -> bool:
+        return self._recording is not None and not self._recording.done()
+
     async def _write_finished(self) -> None:
-        if not self._finished:
+        """Start writing what finished, unless a write is under way (then it goes with the next batch)."""
+        if not self._finished or self._writing:
             return
         batch, self._finished = self._finished, []
         decisions = decide_all(self.outbox, self._core.settings, batch, self._core.clock())
         for decision in decisions.values():
             if isinstance(decision, Retry | Defer):
                 self._next_due = decision.at if self._next_due is None else min(self._next_due, decision.at)
+        self._recording = asyncio.create_task(self._record(batch, decisions))
+
+    async def _record(self, batch: list[Result], decisions: dict[int, Decision]) -> None:
         try:
             await self.outbox.record(self._core, batch, decisions)
         except Exception:
             # Not written: the leases run out and the jobs are sent again (at least once).
             log.exception("recording %d %s results failed", len(batch), self.outbox.kind)
+        finally:
+            self._wakeup.set()
+
+    async def _flush(self) -> None:
+        """At shutdown: the write under way, then whatever finished after it."""
+        if self._recording is not None:
+            await asyncio.gather(self._recording, return_exceptions=True)
+        await self._write_finished()
+        if self._recording is not None:
+            await asyncio.gather(self._recording, return_exceptions=True)
