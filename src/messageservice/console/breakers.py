@@ -16,8 +16,9 @@ BreakerStates = dict[tuple[str, str], str]  # (app client_id, handler origin) ->
 async def breaker_states(core: Core) -> BreakerStates:
     now = core.clock()
     threshold = core.settings.breaker_failures
+    # The hot-path readers hand back plain rows (sqlite3.Row, asyncpg.Record): read them by column name.
     return {
-        (row.client_id, row.origin): breaker_state(row.failures, row.open_until, threshold, now)
+        (row["client_id"], row["origin"]): breaker_state(row["failures"], row["open_until"], threshold, now)
         for row in await breakers(core)
     }
 
