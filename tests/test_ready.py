@@ -24,7 +24,7 @@ from tests.portal import AppCredentials, LivePortal, make_settings, start_portal
 from tests.postgres import TempPostgres
 from tests.receiver import Receiver
 
-FAST = {"dispatch_sweep_seconds": 0.2, "db_pool_size": 4}
+FAST = {"dispatch_sweep_seconds": 0.2, "db_max_connections": 4}
 
 
 def wait_for(probe: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

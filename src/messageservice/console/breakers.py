@@ -1,23 +1,27 @@
-"""The circuit breakers of this serving process's dispatcher (they live in its memory, not the database)."""
+"""Circuit breakers as every dispatcher shares them through the database: the same view from any process,
+an API-only `serve --no-dispatch` included."""
 
 from __future__ import annotations
 
-import time
-
-from messageservice.background import BackgroundLoop
-from messageservice.delivery.breaker import Gates
-from messageservice.delivery.dispatcher import Dispatcher
+from messageservice.core.context import Core
+from messageservice.delivery.breaker import breaker_state
+from messageservice.delivery.origin import origin
+from messageservice.store.queues import breakers
 
 NO_CALLS = "closed"
 
-
-def breaker_states(loops: list[BackgroundLoop]) -> dict[str, str]:
-    """Handler origin -> closed | open | half-open, as this process's dispatcher sees them now."""
-    for loop in loops:
-        if isinstance(loop, Dispatcher):
-            return loop.gates.states(time.time())
-    return {}
+BreakerStates = dict[tuple[str, str], str]  # (app client_id, handler origin) -> closed | open | half-open
 
 
-def breaker_of(handler: str, states: dict[str, str]) -> str:
-    return states.get(Gates.origin(handler), NO_CALLS)
+async def breaker_states(core: Core) -> BreakerStates:
+    now = core.clock()
+    threshold = core.settings.breaker_failures
+    # The hot-path readers hand back plain rows (sqlite3.Row, asyncpg.Record): read them by column name.
+    return {
+        (row["client_id"], row["origin"]): breaker_state(row["failures"], row["open_until"], threshold, now)
+        for row in await breakers(core)
+    }
+
+
+def breaker_of(client_id: str, handler: str, states: BreakerStates) -> str:
+    return states.get((client_id, origin(handler)), NO_CALLS)

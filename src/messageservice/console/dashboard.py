@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from messageservice.console.breakers import breaker_of, breaker_states
+from messageservice.console.breakers import BreakerStates, breaker_of, breaker_states
 from messageservice.console.web import Console, guarded
 from messageservice.core.logins import Operator
 from messageservice.core.stats import Stats, collect
@@ -25,7 +25,7 @@ def _ms(value: float | None) -> str | None:
     return None if value is None else f"{value:.0f} ms"
 
 
-def stats_json(stats: Stats, states: dict[str, str]) -> dict[str, Any]:
+def stats_json(stats: Stats, states: BreakerStates) -> dict[str, Any]:
     handlers = [
         {
             "sender": f"{h.app_client_id}|{h.sender_code}",
@@ -34,7 +34,7 @@ def stats_json(stats: Stats, states: dict[str, str]) -> dict[str, Any]:
             "success_rate": _percent(h.success_rate),
             "p50_ms": _ms(h.p50_ms),
             "p95_ms": _ms(h.p95_ms),
-            "breaker": breaker_of(h.handler, states),
+            "breaker": breaker_of(h.app_client_id, h.handler, states),
             "last_error": h.last_error,
         }
         for h in stats.handlers
@@ -68,13 +68,13 @@ def build_routes(console: Console) -> list[Route]:
 
     async def page(request: Request, operator: Operator) -> Response:
         window = window_of(request)
-        data = stats_json(await collect(console.core, int(window)), breaker_states(console.loops))
+        data = stats_json(await collect(console.core, int(window)), await breaker_states(console.core))
         context = {"s": data, "window": window, "windows": WINDOWS, "refresh_ms": REFRESH_MS}
         return console.render(request, "dashboard.html", context)
 
     async def numbers(request: Request, operator: Operator) -> Response:
         stats = await collect(console.core, int(window_of(request)))
-        return JSONResponse(stats_json(stats, breaker_states(console.loops)))
+        return JSONResponse(stats_json(stats, await breaker_states(console.core)))
 
     return [
         Route("/", guarded(console, page), methods=["GET"]),

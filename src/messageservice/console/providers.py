@@ -22,12 +22,12 @@ def build_routes(console: Console) -> list[Route]:
         apps = await list_apps(core)
         senders = await list_senders(core)
         health = {h.sender_id: h for h in (await collect(core, HEALTH_WINDOW)).handlers}
-        states = breaker_states(console.loops)
+        states = await breaker_states(core)
         groups = [
             {
                 "app": app,
                 "senders": [
-                    {"s": s, "health": health.get(s.id), "breaker": breaker_of(s.handler, states)}
+                    {"s": s, "health": health.get(s.id), "breaker": breaker_of(app.client_id, s.handler, states)}
                     for s in senders
                     if s.app_id == app.id
                 ],

@@ -1,31 +1,31 @@
-"""App lifecycle events (ONAPPINSTALL, ONAPPUPDATE, ONAPPUNINSTALL): an outbox with retries.
+"""App lifecycle events (ONAPPINSTALL, ONAPPUPDATE, ONAPPUNINSTALL): the second queue of the outbox engine.
 
 An event is committed together with the change that caused it, then POSTed form-encoded to the
-app's URL as Bitrix's queue servers do. Failures are retried on `event_retry_schedule` and logged.
+app's URL as Bitrix's queue servers do. It runs on the same engine as HANDLER calls
+(`delivery/dispatcher.py`): batch claims with a lease, the SSRF-guarded sending path, gates and
+breakers per (app, origin), retries on `event_retry_schedule` with jitter, and a dead letter
+(state "failed") when the schedule runs out or the address is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from messageservice.background import BackgroundLoop
+from messageservice.config import Settings
 from messageservice.core.context import Core
+from messageservice.core.orphans import APP_GONE
+from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
+from messageservice.delivery.dispatcher import Dispatcher, deliver_once
+from messageservice.delivery.jobs import Job, Result
 from messageservice.phpquery import http_build_query
-from messageservice.store.queues import seconds_until_due
 from messageservice.store.tables import app_events
 
 log = logging.getLogger("messageservice.events")
-
-USER_AGENT = "Bitrix24 Webhook Engine"
-# How long a claimed event stays invisible to other workers while its POST runs.
-LEASE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -63,97 +63,137 @@ async def enqueue_event(
     return int(result.scalar_one())
 
 
-async def _claim_due(core: Core, limit: int = 20) -> list[Any]:
-    now = core.clock()
-    async with core.engine.begin() as conn:
-        rows = (
-            await conn.execute(
-                select(app_events)
-                .where(app_events.c.state == "pending", app_events.c.next_attempt_at <= now)
-                .order_by(app_events.c.next_attempt_at)
-                .limit(limit)
-            )
-        ).all()
-        claimed = []
-        for row in rows:
-            # Optimistic claim: only one worker moves next_attempt_at from the value it read.
-            result = await conn.execute(
-                update(app_events)
-                .where(app_events.c.id == row.id, app_events.c.next_attempt_at == row.next_attempt_at)
-                .values(next_attempt_at=now + LEASE_SECONDS)
-            )
-            if result.rowcount == 1:
-                claimed.append(row)
-    return claimed
+def _claim_statement(postgres: bool, skipping: bool) -> Any:
+    """Move due events past a lease and count the attempt, returning them (as the deliveries' claim)."""
+    due = (
+        select(app_events.c.id)
+        .where(app_events.c.state == "pending", app_events.c.next_attempt_at <= bindparam("now"))
+        .order_by(app_events.c.next_attempt_at)
+        .limit(bindparam("limit"))
+    )
+    if skipping:
+        due = due.where(app_events.c.app_id.not_in(bindparam("skip", expanding=True)))
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(app_events)
+        .where(app_events.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=bindparam("lease_until"), attempts=app_events.c.attempts + 1)
+        .returning(
+            app_events.c.id,
+            app_events.c.app_id,
+            app_events.c.event,
+            app_events.c.url,
+            app_events.c.body,
+            app_events.c.attempts,
+            app_events.c.created_at,
+        )
+    )
 
 
-async def _post(session: aiohttp.ClientSession, row: Any, body: str, timeout: float) -> tuple[bool, str]:
+_CLAIM = {(pg, skipping): _claim_statement(pg, skipping) for pg in (False, True) for skipping in (False, True)}
+_SET = (
+    update(app_events)
+    .where(app_events.c.id == bindparam("b_id"), app_events.c.state == "pending")
+    .values(
+        state=bindparam("b_state"),
+        next_attempt_at=bindparam("b_next"),
+        last_error=bindparam("b_error"),
+        finished_at=bindparam("b_finished"),
+        attempts=app_events.c.attempts - bindparam("b_uncount"),
+    )
+)
+
+
+class EventOutbox:
+    """App events: the `app_events` queue. Gates and skips are per app (an event goes to the app's URL)."""
+
+    kind = "event"
+    table: Table = app_events
+    listens = False  # queued by installs (CLI, console): found by the sweep, or posted at once by them
+    gone_reason = APP_GONE
+
+    def policy(self, settings: Settings) -> RetryPolicy:
+        return RetryPolicy(tuple(settings.event_retry_delays))
+
+    def timeout(self, settings: Settings) -> float:
+        return settings.event_timeout_seconds
+
+    def sweep_seconds(self, settings: Settings) -> float:
+        return settings.event_sweep_seconds
+
+    async def claim(
+        self, core: Core, limit: int, lease: float, skip_members: list[int], skip_apps: list[int]
+    ) -> list[Job]:
+        now = core.clock()
+        skip = sorted(set(skip_members) | set(skip_apps))
+        statement = _CLAIM[(core.engine.dialect.name == "postgresql", bool(skip))]
+        params: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + lease}
+        if skip:
+            params["skip"] = skip
+        rows = await core.writes.run(lambda conn: conn.execute(statement, params).all())
+        return [_job(core, row) for row in rows]
+
+    async def record(self, core: Core, results: list[Result], decisions: dict[int, Decision]) -> None:
+        now = core.clock()
+        rows = []
+        for r in results:
+            decision, job = decisions[r.job.key], r.job
+            row = {"b_id": job.key, "b_next": now, "b_error": None, "b_finished": None, "b_uncount": 0}
+            match decision:
+                case Done():
+                    row.update(b_state="delivered", b_finished=now)
+                    log.info("%s delivered to %s (attempt %d)", job.label, job.url, job.attempt)
+                case Retry(at=at, error=error):
+                    row.update(b_state="pending", b_next=at, b_error=error[:1000])
+                    log.warning("%s to %s failed (attempt %d), retrying: %s", job.label, job.url, job.attempt, error)
+                case Defer(at=at, reason=reason):
+                    row.update(b_state="pending", b_next=at, b_error=reason, b_uncount=1)
+                case Dead(reason=reason):
+                    row.update(b_state="failed", b_finished=now, b_error=reason[:1000])
+                    log.warning("%s to %s failed for good (attempt %d): %s", job.label, job.url, job.attempt, reason)
+            rows.append(row)
+
+        def transaction(conn: Connection) -> None:
+            conn.execute(_SET, rows)
+
+        if rows:
+            await core.writes.run(transaction)
+
+
+def _job(core: Core, row: Any) -> Job:
     try:
-        async with session.post(
-            row.url,
-            data=body.encode(),
-            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
-        ) as response:
-            head = (await response.content.read(200)).decode("utf-8", "replace")
-            return 200 <= response.status < 300, f"HTTP {response.status} {head}".strip()
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        body, error = core.box.decrypt(row.body), None
+    except Exception as exc:  # a key that changed: an attempt that fails, recorded, not a claim loop
+        body, error = "", f"could not decrypt the event: {type(exc).__name__}"
+    return Job(
+        row.id, row.app_id, row.attempts, row.created_at, row.url, body, member=row.app_id, label=row.event, error=error
+    )
 
 
-async def _record(core: Core, row: Any, ok: bool, detail: str) -> None:
-    now = core.clock()
-    attempts = row.attempts + 1
-    delays = core.settings.event_retry_delays
-    values: dict[str, Any] = {"attempts": attempts, "last_error": None if ok else detail[:1000]}
-    if ok:
-        values.update(state="delivered", finished_at=now)
-        log.info("%s delivered to %s (attempt %d)", row.event, row.url, attempts)
-    elif attempts > len(delays):
-        values.update(state="failed", finished_at=now)
-        log.warning("%s to %s failed for good after %d attempts: %s", row.event, row.url, attempts, detail)
-    else:
-        values["next_attempt_at"] = now + delays[attempts - 1]
-        log.warning("%s to %s failed (attempt %d), retrying: %s", row.event, row.url, attempts, detail)
-    async with core.engine.begin() as conn:
-        await conn.execute(update(app_events).where(app_events.c.id == row.id).values(**values))
+def _detail(result: Result) -> str:
+    outcome = result.outcome
+    if outcome.error is None and outcome.http_status is not None:
+        return f"HTTP {outcome.http_status} {outcome.response_head or ''}".strip()
+    return " ".join(part for part in (outcome.error, outcome.response_head) if part)
 
 
 async def deliver_due(core: Core) -> list[AttemptResult]:
-    """One pass: POST every due event once. Used by the worker and by the CLI right after an install."""
-    rows = await _claim_due(core)
-    if not rows:
-        return []
-    results = []
-    async with aiohttp.ClientSession() as session:
-        timeout = core.settings.event_timeout_seconds
-        outcomes = await asyncio.gather(*(_post(session, row, core.box.decrypt(row.body), timeout) for row in rows))
-        for row, (ok, detail) in zip(rows, outcomes, strict=True):
-            await _record(core, row, ok, detail)
-            results.append(AttemptResult(row.id, ok, detail))
-    return results
+    """One pass: POST every due event once. Used by the CLI and the console right after an install."""
+    return [
+        AttemptResult(result.job.key, isinstance(decision, Done), _detail(result))
+        for result, decision in await deliver_once(core, EventOutbox())
+    ]
 
 
-class EventWorker(BackgroundLoop):
-    """Delivers app events in the server process."""
+class EventWorker(Dispatcher):
+    """Delivers app events in the server process: the outbox engine on the app_events queue."""
 
     name = "app-event-worker"
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core, EventOutbox())
 
     @property
     def quiet_seconds(self) -> float:  # type: ignore[override]
         return self._core.settings.event_sweep_seconds
-
-    async def run(self) -> None:
-        while True:
-            self.mark_active()
-            try:
-                await deliver_due(self._core)
-                wait = await seconds_until_due(self._core, app_events)
-            except Exception:  # the worker must outlive a database hiccup
-                log.exception("app event worker pass failed")
-                wait = 5.0
-            # The sweep picks up events queued by another process (the CLI): one indexed query.
-            sweep = self._core.settings.event_sweep_seconds
-            wait = sweep if wait is None else min(wait, sweep)
-            await asyncio.sleep(wait)

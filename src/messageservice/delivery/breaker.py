@@ -1,18 +1,26 @@
-"""Per-HANDLER limits: how many calls may be in flight, and a circuit breaker for dead providers.
+"""Per (app, handler origin) limits: how many calls may be in flight, and a circuit breaker for dead providers.
 
 A job whose handler is busy waits for a free call slot, but only as many jobs as the handler has
 slots; beyond that, or while the breaker is open, a job is deferred (not counted as an attempt). So a
 slow or dead provider never holds more of the dispatcher's slots than its own limit allows.
+
+Gates are keyed by app AND origin: app A's handler answering 503 opens A's breaker only, and app B's
+sender on the same host keeps delivering. Several processes share a breaker through the database
+(see `delivery/shared.py`): a gate whose breaker opens or closes is marked `dirty` and written; what
+other processes wrote is adopted with `adopt`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from messageservice.delivery.origin import origin
 
 # A full handler is asked again this soon; an open breaker when its cool-down ends.
 BUSY_RETRY_SECONDS = 0.2
+
+GateKey = tuple[int, str]  # (app id, normalised origin)
 
 
 @dataclass
@@ -26,6 +34,10 @@ class HandlerGate:
     probing: bool = False
     waiting: int = 0
     freed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The breaker opened or closed here and the database does not know yet.
+    dirty: bool = False
+    # The `updated_at` of the shared row this gate last wrote or adopted.
+    seen_version: float = 0.0
 
     @property
     def tripped(self) -> bool:
@@ -47,9 +59,7 @@ class HandlerGate:
         return self.in_flight >= self.limit or (self.tripped and (now < self.open_until or self.probing))
 
     def state(self, now: float) -> str:
-        if not self.tripped:
-            return "closed"
-        return "open" if now < self.open_until else "half-open"
+        return breaker_state(self.failures, self.open_until, self.failures_to_open, now)
 
     def admit(self, now: float) -> float | None:
         """None when a call may start now (and it is counted in); else when to ask again."""
@@ -66,49 +76,106 @@ class HandlerGate:
         return None
 
     def release(self, now: float, handler_failed: bool) -> None:
-        """After a call; `handler_failed` for 5xx, timeouts and refused connections (not for 4xx)."""
-        self.in_flight -= 1
+        """After a call; `handler_failed` for 5xx, 3xx, timeouts and refused connections (not for 4xx)."""
+        self.in_flight = max(0, self.in_flight - 1)
         self.probing = False
         # Wake the waiting jobs; they race for the free slot and the losers wait again.
         self.freed.set()
         self.freed.clear()
         if not handler_failed:
+            if self.tripped:
+                self.dirty = True  # closed again: tell the other processes
             self.failures = 0
             return
         self.failures += 1
         if self.tripped:
             self.open_until = now + self.cooldown
+            self.dirty = True
+
+    def adopt(self, failures: int, open_until: float, version: float) -> None:
+        """Take the breaker state another process wrote (newer than what this gate has seen)."""
+        if self.dirty or version <= self.seen_version:
+            return
+        self.failures, self.open_until, self.seen_version = failures, open_until, version
+        self.freed.set()
+        self.freed.clear()
+
+
+def breaker_state(failures: int, open_until: float, failures_to_open: int, now: float) -> str:
+    """closed | open | half-open; the one rule the dispatcher and the console both use."""
+    if failures < failures_to_open:
+        return "closed"
+    return "open" if now < open_until else "half-open"
+
+
+@dataclass(frozen=True)
+class BreakerRow:
+    """A gate's breaker as it is written to (and read from) the database."""
+
+    app_id: int
+    origin: str
+    failures: int
+    open_until: float
 
 
 class Gates:
-    """One gate per handler origin (scheme, host and port): a provider's URLs share its capacity."""
+    """One gate per (app, handler origin): an app's URLs on one provider share its capacity and breaker."""
 
     def __init__(self, limit: int, failures_to_open: int, cooldown: float) -> None:
         self._limit, self._failures, self._cooldown = limit, failures_to_open, cooldown
-        self._gates: dict[str, HandlerGate] = {}
-        self._senders: dict[str, set[int]] = {}
+        self._gates: dict[GateKey, HandlerGate] = {}
+        # The claim's skip keys (sender ids, or app ids for app events) seen for each gate.
+        self._members: dict[GateKey, set[int]] = {}
 
-    @staticmethod
-    def origin(url: str) -> str:
-        try:
-            parts = urlsplit(url)
-            return f"{parts.scheme}://{parts.netloc.lower()}"
-        except ValueError:
-            return url
+    @property
+    def limit(self) -> int:
+        return self._limit
 
-    def for_job(self, url: str, sender_id: int | None) -> HandlerGate:
-        key = self.origin(url)
-        if sender_id is not None:
-            self._senders.setdefault(key, set()).add(sender_id)
+    def set_limit(self, limit: int) -> None:
+        """This process's share of each handler's concurrency (it changes as dispatchers come and go)."""
+        self._limit = max(1, limit)
+        for gate in self._gates.values():
+            gate.limit = self._limit
+
+    def gate(self, key: GateKey) -> HandlerGate:
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = HandlerGate(self._limit, self._failures, self._cooldown)
         return gate
 
-    def blocked_senders(self, now: float) -> list[int]:
-        """Senders whose handler cannot take a call now: the claim skips their messages, so that a
-        dead or saturated provider's backlog is neither claimed nor cycled through."""
-        return [s for origin, gate in self._gates.items() if gate.blocked(now) for s in self._senders.get(origin, ())]
+    def for_job(self, app_id: int, url: str, member: int | None) -> HandlerGate:
+        key = (app_id, origin(url))
+        if member is not None:
+            self._members.setdefault(key, set()).add(member)
+        return self.gate(key)
 
-    def states(self, now: float) -> dict[str, str]:
-        return {origin: gate.state(now) for origin, gate in self._gates.items()}
+    def blocked_members(self, now: float) -> list[int]:
+        """Skip keys whose handler cannot take a call now: the claim skips their jobs, so that a dead
+        or saturated provider's backlog is neither claimed nor cycled through."""
+        return [m for key, gate in self._gates.items() if gate.blocked(now) for m in self._members.get(key, ())]
+
+    def states(self, now: float) -> dict[GateKey, str]:
+        return {key: gate.state(now) for key, gate in self._gates.items()}
+
+    def take_dirty(self) -> list[BreakerRow]:
+        """Breakers that opened or closed here since the last call; they are written to the database."""
+        rows = []
+        for (app_id, key_origin), gate in self._gates.items():
+            if gate.dirty:
+                gate.dirty = False
+                rows.append(BreakerRow(app_id, key_origin, gate.failures, gate.open_until))
+        return rows
+
+    def mark_written(self, rows: list[BreakerRow], version: float) -> None:
+        for row in rows:
+            self.gate((row.app_id, row.origin)).seen_version = version
+
+    def adopt(self, rows: list[tuple[BreakerRow, float]]) -> None:
+        """Breaker states from the database (row, version): an open breaker applies here too at once."""
+        for row, version in rows:
+            key = (row.app_id, row.origin)
+            gate = self._gates.get(key)
+            if gate is None and row.failures >= self._failures:
+                gate = self.gate(key)
+            if gate is not None:
+                gate.adopt(row.failures, row.open_until, version)

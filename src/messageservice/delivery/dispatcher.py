@@ -1,148 +1,203 @@
-"""The dispatcher: claims due deliveries, POSTs them to their HANDLERs, and records what happened.
+"""The outbox engine: claims due jobs, POSTs them, and records what happened. One engine, two queues.
+
+HANDLER calls (`delivery/queue.py`) and app events (`delivery/app_events.py`) are two outboxes run
+by this same loop: the same batch claims with leases, gates and breakers per (app, origin), fair
+shares of the call slots per app (`delivery/fairness.py`), one SSRF-guarded sending path
+(`delivery/sending.py`), retries with jitter and dead letters (`delivery/decision.py`).
 
 It wakes when a send commits (in this process) and when the next retry falls due; while idle it
-looks for work from other processes every `dispatch_sweep_seconds`. Up to `dispatch_concurrency`
-calls run at once; finished calls are written back in batches, one transaction per batch.
+looks for work from other processes every sweep. Up to `dispatch_concurrency` calls run at once;
+finished calls are written back in batches, one transaction per batch. Once a second it shares its
+breakers and its heartbeat with the other processes' dispatchers (`delivery/shared.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
+import dataclasses
 import logging
 import time
+from collections import Counter
+from typing import Protocol
 
-import aiohttp
-import standardwebhooks
+from sqlalchemy import Table
 
 from messageservice.background import BackgroundLoop
 from messageservice.config import Settings
 from messageservice.core.context import Core
-from messageservice.core.orphans import APP_GONE
 from messageservice.delivery.breaker import Gates
-from messageservice.delivery.queue import ClaimMemory, Job, Result, claim_due, record
-from messageservice.delivery.retry import Outcome, Verdict, backoff, judge
-from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
+from messageservice.delivery.decision import Decision, Defer, Retry, RetryPolicy, decide
+from messageservice.delivery.fairness import apps_at_share, claim_room
+from messageservice.delivery.jobs import Job, Result
+from messageservice.delivery.queue import HandlerOutbox
+from messageservice.delivery.retry import Outcome, Verdict
+from messageservice.delivery.sending import Poster, failure, signature_headers
+from messageservice.delivery.shared import SYNC_SECONDS, SharedState
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.statistics import YoungTables
-from messageservice.store.tables import deliveries
 
 log = logging.getLogger("messageservice.dispatcher")
 
-USER_AGENT = "Bitrix24 Webhook Engine"
-RESPONSE_HEAD_BYTES = 512
+__all__ = ["Dispatcher", "Outbox", "decide_all", "deliver_once", "signature_headers"]
 
 
-def signature_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
-    """Standard Webhooks headers beside the unchanged Bitrix body; webhook-id is the stable message_id."""
-    now = datetime.datetime.now(datetime.UTC)
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": standardwebhooks.Webhook(secret).sign(message_id, now, body),
-    }
+class Outbox(Protocol):
+    """A queue the engine runs: how its jobs are claimed and recorded, and its retry rules."""
+
+    kind: str
+    table: Table
+    listens: bool  # woken by `core.notify_queued` (sends); otherwise found by the sweep
+    gone_reason: str
+
+    def policy(self, settings: Settings) -> RetryPolicy: ...
+
+    def timeout(self, settings: Settings) -> float: ...
+
+    def sweep_seconds(self, settings: Settings) -> float: ...
+
+    async def claim(
+        self, core: Core, limit: int, lease: float, skip_members: list[int], skip_apps: list[int]
+    ) -> list[Job]: ...
+
+    async def record(self, core: Core, results: list[Result], decisions: dict[int, Decision]) -> None: ...
 
 
-Decision = tuple[str, float | None, str | None]  # (done | retry | dead, next attempt time, error to keep)
+def lease_seconds(timeout: float) -> float:
+    # Long enough for a wait for a free slot plus the call itself, with room for the write-back.
+    return timeout * 2 + 10
 
 
-def decide(result: Result, settings: Settings, now: float) -> Decision:
-    job, outcome = result.job, result.outcome
-    if job.handler is None:
-        return "dead", None, APP_GONE
-    if settings.delivery_profile == "strict":
-        # Bitrix24 posts once and ignores the answer.
-        return "done", None, outcome.error
-    if outcome.verdict is Verdict.DELIVERED:
-        return "done", None, None
-    if outcome.verdict is Verdict.FAIL:
-        return "dead", None, outcome.error
-    if outcome.verdict is Verdict.DEFER:
-        return "defer", outcome.retry_after, outcome.error
-    delays = job.retry_delays if job.retry_delays is not None else settings.retry_delays
-    delay = outcome.retry_after if outcome.retry_after is not None else backoff(job.attempt, delays)
-    if delay is None or now + delay - job.queued_at > settings.retry_max_age_seconds:
-        return "dead", None, f"{outcome.error} (gave up after {job.attempt} attempts)"
-    return "retry", now + delay, outcome.error
+def decide_all(outbox: Outbox, settings: Settings, results: list[Result], now: float) -> dict[int, Decision]:
+    policy = outbox.policy(settings)
+    decisions = {}
+    for r in results:
+        job = r.job
+        rules = policy if job.retry_delays is None else dataclasses.replace(policy, delays=tuple(job.retry_delays))
+        gone = outbox.gone_reason if job.url is None else None
+        decisions[job.key] = decide(
+            r.outcome, attempt=job.attempt, queued_at=job.queued_at, policy=rules, now=now, gone=gone
+        )
+    return decisions
+
+
+async def deliver_once(core: Core, outbox: Outbox, limit: int = 20) -> list[tuple[Result, Decision]]:
+    """One pass without a running loop (the CLI, the console right after an install): claim what is
+    due, POST each once on the guarded path, record. Same claims, rules and records as the loop."""
+    settings = core.settings
+    timeout = outbox.timeout(settings)
+    jobs = await outbox.claim(core, limit, lease_seconds(timeout), [], [])
+    if not jobs:
+        return []
+    async with Poster(settings, limit=limit, timeout=timeout) as poster:
+
+        async def attempt(job: Job) -> Result:
+            started, clock = time.time(), time.perf_counter()
+            outcome = await _send(poster, job)
+            return Result(job, outcome, started, (time.perf_counter() - clock) * 1000)
+
+        results = list(await asyncio.gather(*(attempt(job) for job in jobs)))
+    decisions = decide_all(outbox, settings, results, core.clock())
+    await outbox.record(core, results, decisions)
+    return [(r, decisions[r.job.key]) for r in results]
+
+
+async def _send(poster: Poster, job: Job) -> Outcome:
+    if job.url is None:
+        return Outcome(Verdict.FAIL, None, None, None)
+    if job.error is not None:
+        return Outcome(Verdict.RETRY, None, job.error, None)
+    return await poster.post(job)
 
 
 class Dispatcher(BackgroundLoop):
     name = "dispatcher"
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, outbox: Outbox | None = None) -> None:
         super().__init__(core)
+        self.outbox: Outbox = outbox if outbox is not None else HandlerOutbox()
         self._wakeup = asyncio.Event()
-        self._work = True  # new or due messages may be waiting: claim before sleeping again
+        self._work = True  # new or due jobs may be waiting: claim before sleeping again
         self._backlog = False  # the last claim was full: there is more to take as slots free up
         self._inflight: set[asyncio.Task[None]] = set()
+        self._per_app: Counter[int] = Counter()  # calls in flight (or waiting for a gate) per app
         self._finished: list[Result] = []
-        self._memory = ClaimMemory()
+        # The batch being written (one at a time): claims go on meanwhile, on another connection.
+        self._recording: asyncio.Task[None] | None = None
         # When the next known job falls due: learnt on a sweep, and from the retries this loop schedules.
         self._next_due: float | None = None
         self._sweeping = True
         self._young_tables = YoungTables()
         self._statistics_checked = 0.0
         settings = core.settings
+        self.slots = settings.dispatch_concurrency
         self.gates = Gates(settings.handler_concurrency, settings.breaker_failures, settings.breaker_cooldown_seconds)
-        core.queued_listeners.append(self.wake)
+        self.shared = SharedState(self.outbox.kind, settings.handler_concurrency)
+        if self.outbox.listens:
+            core.queued_listeners.append(self.wake)
 
     def wake(self) -> None:
-        """Messages were queued (here or, through NOTIFY, elsewhere)."""
+        """Jobs were queued (here or, through NOTIFY, elsewhere)."""
         self._work = True
         self._wakeup.set()
 
     async def run(self) -> None:
         settings = self._core.settings
-        connector = guarded_connector(
-            parse_networks(settings.allowed_handler_networks), limit=settings.dispatch_concurrency
-        )
-        timeout = aiohttp.ClientTimeout(total=settings.handler_timeout_seconds)
         loop = asyncio.get_running_loop()
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with Poster(settings, limit=self.slots, timeout=self.outbox.timeout(settings)) as poster:
             try:
                 while True:
                     self.mark_active()
                     started = loop.time()
                     self._wakeup.clear()
+                    await self._share_state()
                     await self._write_finished()
                     if self._work or self._backlog:
                         self._work = False
-                        await self._claim_more(session)
+                        await self._claim_more(poster)
                     await self._idle()
                     if self._inflight:
-                        # Busy: let a tick's worth of finished calls and new messages gather.
+                        # Busy: let a tick's worth of finished calls and new jobs gather.
                         await asyncio.sleep(max(0.0, settings.dispatch_tick_seconds - (loop.time() - started)))
             finally:
                 for task in self._inflight:
                     task.cancel()
                 await asyncio.gather(*self._inflight, return_exceptions=True)
                 # What finished is written; what was cut off is claimed again when its lease runs out.
-                await asyncio.shield(self._write_finished())
+                await asyncio.shield(self._flush())
+                await asyncio.shield(self.shared.leave(self._core))
 
-    async def _claim_more(self, session: aiohttp.ClientSession) -> None:
+    async def _share_state(self) -> None:
+        if self.shared.due(self._core.clock()):
+            await self.shared.sync(self._core, self.gates)
+
+    async def _claim_more(self, poster: Poster) -> None:
         settings = self._core.settings
-        # Long enough for a wait for a free slot plus the call itself, with room for the write-back.
-        lease = settings.handler_timeout_seconds * 2 + 10
+        lease = lease_seconds(self.outbox.timeout(settings))
         self._backlog = False
-        while (free := settings.dispatch_concurrency - len(self._inflight)) > 0:
+        while (free := self.slots - len(self._inflight)) > 0:
             # No more at a time than one handler can take (its calls plus as many waiting): a claim
-            # for a single busy provider would otherwise be deferred and claimed over and over.
-            want = min(free, settings.dispatch_batch_size, settings.handler_concurrency * 2)
+            # for a single busy provider would otherwise be deferred and claimed over and over. And
+            # no more than the app with the least room left may take (fair shares per app).
+            want = min(free, settings.dispatch_batch_size, self.gates.limit * 2, claim_room(self._per_app, self.slots))
+            blocked = self.gates.blocked_members(time.time())
+            full = apps_at_share(self._per_app, self.slots)
             try:
-                jobs = await claim_due(self._core, want, lease, self.gates.blocked_senders(time.time()), self._memory)
+                jobs = await self.outbox.claim(self._core, want, lease, blocked, full)
             except Exception:
-                log.exception("claiming deliveries failed")
+                log.exception("claiming %s jobs failed", self.outbox.kind)
                 return
-            if jobs:
+            if jobs and self.outbox.kind == "handler":
                 await self._check_statistics()
             for job in jobs:
-                task = asyncio.create_task(self._deliver(session, job))
+                self._per_app[job.app_id] += 1
+                task = asyncio.create_task(self._deliver(poster, job))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             # Under a backlog this loop runs on; what finished meanwhile is written now, not after it.
             await self._write_finished()
             if len(jobs) < want:
-                # Nothing more is due now: a due time already passed was this claim's.
+                # Nothing more is due now (for the apps and handlers that may take more): a due time
+                # already passed was this claim's.
                 if self._next_due is not None and self._next_due <= self._core.clock():
                     self._next_due = None
                 if self._sweeping:
@@ -162,11 +217,14 @@ class Dispatcher(BackgroundLoop):
             log.exception("analyzing young tables failed")
 
     async def _idle(self) -> None:
-        if self._finished or self._wakeup.is_set() or self._work:
+        if (self._finished and not self._writing) or self._wakeup.is_set() or self._work:
             return
-        wait = self._core.settings.dispatch_sweep_seconds
+        wait = self.outbox.sweep_seconds(self._core.settings)
         if self._next_due is not None:
             wait = min(wait, max(0.0, self._next_due - self._core.clock()))
+        if self._inflight:
+            # Calls out: keep the shared state (breakers, this dispatcher's heartbeat) current.
+            wait = min(wait, SYNC_SECONDS)
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
         except TimeoutError:
@@ -177,71 +235,76 @@ class Dispatcher(BackgroundLoop):
         """After a sweep's claim: when the queue's next job falls due (one read a sweep, not one per idle)."""
         self._sweeping = False
         try:
-            due = await seconds_until_due(self._core, deliveries)
+            due = await seconds_until_due(self._core, self.outbox.table)
         except Exception:
-            log.exception("reading the queue failed")
+            log.exception("reading the %s queue failed", self.outbox.kind)
             due = None
         self._next_due = None if due is None else self._core.clock() + due
 
-    async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> None:
+    async def _deliver(self, poster: Poster, job: Job) -> None:
         started = time.time()
         clock = time.perf_counter()
-        gate = self.gates.for_job(job.handler, job.sender_id) if job.handler is not None else None
-        later = gate.admit(started) if gate is not None else None
-        while gate is not None and later is not None and gate.may_wait(time.time()):
-            await gate.wait_for_slot()
-            later = gate.admit(time.time())
-        if gate is not None and later is not None:
-            outcome = Outcome(Verdict.DEFER, None, f"handler {gate.state(started)}", None, later)
-        else:
-            try:
-                outcome = await self._post(session, job)
-            except BaseException:
-                if gate is not None:
-                    gate.release(time.time(), handler_failed=False)
-                raise
-            if gate is not None:
-                gate.release(time.time(), handler_failed=outcome.verdict is Verdict.RETRY)
+        try:
+            outcome = await self._attempt(poster, job)
+        except Exception as exc:
+            # A bug of ours (a gate, a header): still an attempt, recorded, retried, never lost.
+            log.exception("delivering %s failed", job.label or job.key)
+            outcome = failure(exc)
+        finally:
+            self._per_app[job.app_id] -= 1
+            if self._per_app[job.app_id] <= 0:
+                del self._per_app[job.app_id]
         self._finished.append(Result(job, outcome, started, (time.perf_counter() - clock) * 1000))
         self._wakeup.set()
 
-    async def _post(self, session: aiohttp.ClientSession, job: Job) -> Outcome:
-        if job.handler is None:
-            return Outcome(Verdict.FAIL, None, APP_GONE, None)
-        headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT}
-        if job.signing_secret is not None:
-            headers.update(signature_headers(job.signing_secret, job.external_id, job.body))
+    async def _attempt(self, poster: Poster, job: Job) -> Outcome:
+        if job.url is None or job.error is not None:
+            return await _send(poster, job)
+        gate = self.gates.for_job(job.app_id, job.url, job.member)
+        now = time.time()
+        later = gate.admit(now)
+        while later is not None and gate.may_wait(time.time()):
+            await gate.wait_for_slot()
+            later = gate.admit(time.time())
+        if later is not None:
+            now = time.time()
+            return Outcome(Verdict.DEFER, None, f"handler {gate.state(now)}", None, max(0.0, later - now))
+        failed = False
         try:
-            async with session.post(
-                job.handler,
-                data=job.body.encode(),
-                headers=headers,
-                # A redirect could point anywhere, past the address check.
-                allow_redirects=False,
-            ) as response:
-                head = (await response.content.read(RESPONSE_HEAD_BYTES)).decode("utf-8", "replace")
-                cap = self._core.settings.retry_after_cap_seconds
-                return judge(response.status, head, response.headers.get("Retry-After"), cap)
-        except aiohttp.InvalidURL as exc:
-            return Outcome(Verdict.FAIL, None, f"invalid handler URL: {exc}", None)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            refused = refused_reason(exc)
-            if refused is not None:
-                return Outcome(Verdict.FAIL, None, refused, None)
-            text = str(exc) or type(exc).__name__
-            return Outcome(Verdict.RETRY, None, f"{type(exc).__name__}: {text}"[:500], None)
+            outcome = await poster.post(job)
+            failed = outcome.verdict is Verdict.RETRY
+            return outcome
+        finally:
+            gate.release(time.time(), handler_failed=failed)
+
+    @property
+    def _writing(self) -> bool:
+        return self._recording is not None and not self._recording.done()
 
     async def _write_finished(self) -> None:
-        if not self._finished:
+        """Start writing what finished, unless a write is under way (then it goes with the next batch)."""
+        if not self._finished or self._writing:
             return
         batch, self._finished = self._finished, []
-        now = self._core.clock()
-        decisions = {r.job.message_id: decide(r, self._core.settings, now) for r in batch}
-        for state, next_at, _ in decisions.values():
-            if state in ("retry", "defer") and next_at is not None:
-                self._next_due = next_at if self._next_due is None else min(self._next_due, next_at)
+        decisions = decide_all(self.outbox, self._core.settings, batch, self._core.clock())
+        for decision in decisions.values():
+            if isinstance(decision, Retry | Defer):
+                self._next_due = decision.at if self._next_due is None else min(self._next_due, decision.at)
+        self._recording = asyncio.create_task(self._record(batch, decisions))
+
+    async def _record(self, batch: list[Result], decisions: dict[int, Decision]) -> None:
         try:
-            await record(self._core, batch, decisions)
+            await self.outbox.record(self._core, batch, decisions)
         except Exception:
-            # Not written: the leases run out and the messages are sent again (at least once).
-            log.exception("recording %d delivery results failed", len(batch))
+            # Not written: the leases run out and the jobs are sent again (at least once).
+            log.exception("recording %d %s results failed", len(batch), self.outbox.kind)
+        finally:
+            self._wakeup.set()
+
+    async def _flush(self) -> None:
+        """At shutdown: the write under way, then whatever finished after it."""
+        if self._recording is not None:
+            await asyncio.gather(self._recording, return_exceptions=True)
+        await self._write_finished()
+        if self._recording is not None:
+            await asyncio.gather(self._recording, return_exceptions=True)

@@ -7,41 +7,27 @@ leaves its jobs to be claimed again when the lease runs out: delivery is at leas
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
 
+from messageservice.config import Settings
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
 from messageservice.core.portal import portal_from_row
 from messageservice.core.secrets import SecretBox, hash_secret, new_hex
+from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
+from messageservice.delivery.jobs import Job, Result
 from messageservice.delivery.payload import auth_block, handler_body, stored_message
-from messageservice.delivery.retry import Outcome, parse_schedule
+from messageservice.delivery.retry import parse_schedule
 from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
 from messageservice.store.tables import portal as portal_table
 
-
-@dataclass(frozen=True)
-class Job:
-    message_id: int  # the internal id
-    attempt: int  # 1-based number of this attempt
-    queued_at: float
-    handler: str | None  # None: the sender or its app is gone
-    body: str
-    sender_id: int | None = None
-    external_id: str = ""  # the 32-hex message_id: Standard Webhooks' webhook-id
-    signing_secret: str | None = None
-    retry_delays: list[float] | None = None  # the sender's own schedule; None: the server's
-
-
-@dataclass(frozen=True)
-class Result:
-    job: Job
-    outcome: Outcome
-    started_at: float
-    duration_ms: float
+log = logging.getLogger("messageservice.dispatcher")
 
 
 # A token minted this recently is handed out again: a steady trickle of claims then writes a token
@@ -98,19 +84,26 @@ class _Claimed:
     minted: dict[tuple[int, int, str | None], _Minted]  # of those, the ones minted by this claim
 
 
-def _claim_statement(postgres: bool, skipping: bool) -> Any:
-    """Claim due jobs: move them past a lease and count the attempt, returning what was taken."""
+def _claim_statement(postgres: bool, skipping: bool, skipping_apps: bool = False) -> Any:
+    """Claim due jobs: move them past a lease and count the attempt, returning what was taken.
+
+    `skipping`: leave out the senders whose handler gate is blocked; `skipping_apps`: the apps that
+    hold their share of this dispatcher's slots (see delivery/fairness.py)."""
     due = (
         select(deliveries.c.message_id)
         .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= bindparam("now"))
         .order_by(deliveries.c.next_attempt_at)
         .limit(bindparam("limit"))
     )
+    if skipping or skipping_apps:
+        due = due.join(messages, messages.c.id == deliveries.c.message_id)
     if skipping:
         # NULL NOT IN (...) is never true: a message whose sender is gone must still be claimed (to fail).
-        due = due.join(messages, messages.c.id == deliveries.c.message_id).where(
+        due = due.where(
             or_(messages.c.sender_id.is_(None), messages.c.sender_id.not_in(bindparam("skip", expanding=True)))
         )
+    if skipping_apps:
+        due = due.where(messages.c.app_id.not_in(bindparam("skip_apps", expanding=True)))
     if postgres:
         due = due.with_for_update(skip_locked=True)
     return (
@@ -123,9 +116,10 @@ def _claim_statement(postgres: bool, skipping: bool) -> Any:
 
 # Built once: building a statement per claim (and its cache key) cost more than running it.
 _CLAIM = {
-    (postgres, skipping): _claim_statement(postgres, skipping)
+    (postgres, skipping, skipping_apps): _claim_statement(postgres, skipping, skipping_apps)
     for postgres in (False, True)
     for skipping in (False, True)
+    for skipping_apps in (False, True)
 }
 
 
@@ -135,14 +129,18 @@ async def claim_due(
     lease_seconds: float,
     skip_senders: list[int] | None = None,
     memory: ClaimMemory | None = None,
+    skip_apps: list[int] | None = None,
 ) -> list[Job]:
-    """Claim up to `limit` due jobs; `skip_senders` are senders whose handler cannot take more now."""
+    """Claim up to `limit` due jobs; `skip_senders` are senders whose handler cannot take more now,
+    `skip_apps` apps that hold their share of the dispatcher's slots."""
     memory = memory if memory is not None else ClaimMemory()
     now = core.clock()
-    claim = _CLAIM[(core.engine.dialect.name == "postgresql", bool(skip_senders))]
+    claim = _CLAIM[(core.engine.dialect.name == "postgresql", bool(skip_senders), bool(skip_apps))]
     params: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + lease_seconds}
     if skip_senders:
         params["skip"] = skip_senders
+    if skip_apps:
+        params["skip_apps"] = skip_apps
     token_expires = now + core.settings.access_token_ttl + TOKEN_REUSE_SECONDS
 
     def transaction(conn: Connection) -> _Claimed | None:
@@ -216,34 +214,57 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
     for row in claimed.rows:
         claim = claimed.attempts[row.id]
         if row.handler is None or not row.installed:
-            jobs.append(Job(row.id, claim.attempts, claim.created_at, None, ""))
+            jobs.append(Job(row.id, row.app_id, claim.attempts, claim.created_at, None, "", label=f"message {row.id}"))
             continue
-        auth = auth_block(
-            portal,
-            row,
-            access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
-            expires=expires,
-            expires_in=core.settings.access_token_ttl,
-            application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
-        )
-        message = stored_message(row)
-        secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
-        body = handler_body(message, auth)
-        delays = parse_schedule(row.retry_schedule) if row.retry_schedule else None
-        jobs.append(
-            Job(
-                row.id,
-                claim.attempts,
-                claim.created_at,
-                row.handler,
-                body,
-                row.sender_id,
-                row.message_id,
-                secret,
-                delays,
+        try:
+            jobs.append(_job(core, claimed, row, claim, decrypt, portal, expires))
+        except Exception as exc:
+            # Whatever breaks while building the call is this attempt's failure, recorded like any other.
+            log.exception("building the HANDLER call of message %d failed", row.id)
+            jobs.append(
+                Job(
+                    row.id,
+                    row.app_id,
+                    claim.attempts,
+                    claim.created_at,
+                    row.handler,
+                    "",
+                    member=row.sender_id,
+                    label=f"message {row.id}",
+                    error=f"could not build the call: {type(exc).__name__}: {exc}"[:500],
+                )
             )
-        )
     return jobs
+
+
+def _job(
+    core: Core, claimed: _Claimed, row: Any, claim: Any, decrypt: Callable[[str], str], portal: Any, expires: int
+) -> Job:
+    auth = auth_block(
+        portal,
+        row,
+        access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
+        expires=expires,
+        expires_in=core.settings.access_token_ttl,
+        application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
+    )
+    message = stored_message(row)
+    secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
+    body = handler_body(message, auth)
+    delays = parse_schedule(row.retry_schedule) if row.retry_schedule else None
+    return Job(
+        row.id,
+        row.app_id,
+        claim.attempts,
+        claim.created_at,
+        row.handler,
+        body,
+        member=row.sender_id,
+        external_id=row.message_id,
+        signing_secret=secret,
+        retry_delays=delays,
+        label=f"message {row.id}",
+    )
 
 
 def _not_below(new: statuses.Status) -> list[int]:
@@ -280,17 +301,17 @@ _MOVE = (
 )
 
 
-async def record(core: Core, results: list[Result], decisions: dict[int, tuple[str, float | None, str | None]]) -> None:
+async def record(core: Core, results: list[Result], decisions: dict[int, Decision]) -> None:
     """Write a batch of outcomes: attempts, delivery states and message statuses, in one transaction.
 
-    `decisions` maps a message to ("done" | "retry" | "defer" | "dead", next attempt time or None,
-    error to keep). A deferred job was not tried: it gets no attempt row and its claim is not counted.
+    `decisions` maps a message to what happens next. A deferred job was not tried: it gets no
+    attempt row and its claim is not counted.
     """
     now = core.clock()
-    deferred = [m for m, d in decisions.items() if d[0] == "defer"]
+    deferred = [m for m, d in decisions.items() if isinstance(d, Defer)]
     attempt_rows = [
         {
-            "message_id": r.job.message_id,
+            "message_id": r.job.key,
             "number": r.job.attempt,
             "started_at": r.started_at,
             "duration_ms": r.duration_ms,
@@ -299,29 +320,26 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
             "response_head": r.outcome.response_head,
         }
         for r in results
-        if r.job.handler is not None and decisions[r.job.message_id][0] != "defer"
+        if r.job.url is not None and not isinstance(decisions[r.job.key], Defer)
     ]
     finished: list[int] = []  # done without an error to keep: the common case, one statement for all
     delivery_rows = []
     sent: list[int] = []
     errored: dict[int, str] = {}
     for r in results:
-        state, next_at, error = decisions[r.job.message_id]
-        if state == "done" and error is None:
-            finished.append(r.job.message_id)
-        else:
-            delivery_rows.append(
-                {
-                    "b_id": r.job.message_id,
-                    "b_state": "pending" if state in ("retry", "defer") else state,
-                    "b_next": next_at if next_at is not None else now,
-                    "b_error": error,
-                }
-            )
-        if state == "done":
-            sent.append(r.job.message_id)
-        elif state == "dead":
-            errored[r.job.message_id] = error or APP_GONE
+        decision = decisions[r.job.key]
+        match decision:
+            case Done(error=None):
+                finished.append(r.job.key)
+                sent.append(r.job.key)
+            case Done(error=error):
+                delivery_rows.append({"b_id": r.job.key, "b_state": "done", "b_next": now, "b_error": error})
+                sent.append(r.job.key)
+            case Retry(at=at, error=error) | Defer(at=at, reason=error):
+                delivery_rows.append({"b_id": r.job.key, "b_state": "pending", "b_next": at, "b_error": error})
+            case Dead(reason=reason):
+                delivery_rows.append({"b_id": r.job.key, "b_state": "dead", "b_next": now, "b_error": reason})
+                errored[r.job.key] = reason or APP_GONE
 
     def transaction(conn: Connection) -> None:
         if attempt_rows:
@@ -336,6 +354,37 @@ async def record(core: Core, results: list[Result], decisions: dict[int, tuple[s
         _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
 
     await core.writes.run(transaction)
+
+
+class HandlerOutbox:
+    """HANDLER calls of sent messages: the `deliveries` queue."""
+
+    kind = "handler"
+    table: Table = deliveries
+    listens = True  # woken by sends, here and (NOTIFY) elsewhere
+    gone_reason = APP_GONE
+
+    def __init__(self) -> None:
+        self._memory = ClaimMemory()
+
+    def policy(self, settings: Settings) -> RetryPolicy:
+        return RetryPolicy(
+            tuple(settings.retry_delays), settings.retry_max_age_seconds, strict=settings.delivery_profile == "strict"
+        )
+
+    def timeout(self, settings: Settings) -> float:
+        return settings.handler_timeout_seconds
+
+    def sweep_seconds(self, settings: Settings) -> float:
+        return settings.dispatch_sweep_seconds
+
+    async def claim(
+        self, core: Core, limit: int, lease: float, skip_members: list[int], skip_apps: list[int]
+    ) -> list[Job]:
+        return await claim_due(core, limit, lease, skip_members, self._memory, skip_apps)
+
+    async def record(self, core: Core, results: list[Result], decisions: dict[int, Decision]) -> None:
+        await record(core, results, decisions)
 
 
 def _advance(conn: Connection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -22,25 +24,32 @@ class Outcome:
     http_status: int | None
     error: str | None
     response_head: str | None
-    retry_after: float | None = None
+    retry_after: float | None = None  # seconds the answer (Retry-After) or the gate asks us to wait
 
 
 # Client errors that say "later", not "never".
 TRANSIENT_4XX = frozenset({408, 425, 429})
 
 
-def judge(status: int, response_head: str, retry_after_header: str | None, cap: float) -> Outcome:
+def judge(
+    status: int, response_head: str, retry_after_header: str | None, cap: float, now: float | None = None
+) -> Outcome:
     if 200 <= status < 300:
         return Outcome(Verdict.DELIVERED, status, None, response_head)
-    wait = parse_retry_after(retry_after_header, cap) if status in (429, 503) else None
+    wait = parse_retry_after(retry_after_header, cap, now) if status in (429, 503) else None
+    if 300 <= status < 400:
+        # A failed attempt, retried, never followed: the target could be anywhere (as Svix and Stripe do).
+        return Outcome(Verdict.RETRY, status, f"HTTP {status} (redirects are not followed)", response_head)
     if status >= 500 or status in TRANSIENT_4XX or status < 200:
         return Outcome(Verdict.RETRY, status, f"HTTP {status}", response_head, wait)
-    # 3xx (we do not follow redirects: the target could be anywhere) and other 4xx: never.
+    # Other 4xx: the handler refused it for good.
     return Outcome(Verdict.FAIL, status, f"HTTP {status}", response_head)
 
 
-def parse_retry_after(value: str | None, cap: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent or bad."""
+def parse_retry_after(value: str | None, cap: float, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent or bad.
+
+    `now` (Unix seconds) is what an HTTP date is measured from; the wall clock unless given."""
     if not value:
         return None
     value = value.strip()
@@ -52,7 +61,10 @@ def parse_retry_after(value: str | None, cap: float) -> float | None:
         return None
     if moment is None:
         return None
-    return min(max(0.0, moment.timestamp() - time.time()), cap)
+    if moment.tzinfo is None:  # "-0000" dates parse naive: they are UTC all the same
+        moment = moment.replace(tzinfo=datetime.UTC)
+    now = time.time() if now is None else now
+    return min(max(0.0, moment.timestamp() - now), cap)
 
 
 MAX_SCHEDULE_STEPS = 20
@@ -76,10 +88,17 @@ def parse_schedule(text: str) -> list[float] | None:
     return delays
 
 
-def backoff(attempt: int, delays: list[float], jitter: float = 0.2) -> float | None:
-    """The wait after failed attempt number `attempt` (1-based), with +-20% jitter; None when out of tries."""
-    if attempt > len(delays):
+JITTER = 0.2
+
+
+def backoff(
+    attempt: int, delays: list[float], jitter: Callable[[float, float], float] = random.uniform
+) -> float | None:
+    """The wait after failed attempt number `attempt` (1-based), with +-20% jitter; None when out of tries.
+
+    `jitter(a, b)` draws the factor's offset (random.uniform; tests pass a fixed one)."""
+    if attempt < 1 or attempt > len(delays):
         return None
     base = delays[attempt - 1]
     # Jitter spreads the retries of a handler's many failed messages, so they do not return in one burst.
-    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))
+    return max(0.0, base * (1 + jitter(-JITTER, JITTER)))

@@ -1,12 +1,17 @@
-"""What both outboxes (app events, message deliveries) ask of their table: when is the next job due."""
+"""What the outboxes (app events, message deliveries) ask of the database beyond their own claims:
+when the next job is due, and the state every dispatcher process shares (breakers, heartbeats)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, Table, func, literal_column, select
+from sqlalchemy import Connection, Row, Select, Table, delete, func, literal_column, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from messageservice.core.context import Core
+from messageservice.store.tables import apps, delivery_breakers, dispatchers
 
 
 async def seconds_until_due(core: Core, table: Table) -> float | None:
@@ -24,3 +29,50 @@ async def seconds_until_due(core: Core, table: Table) -> float | None:
 
 
 _EARLIEST: dict[str, Select[Any]] = {}
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: both engines speak it, each through its own dialect."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table)
+    changed = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed), rows)
+
+
+def heartbeat(conn: Connection, dispatcher_id: str, kind: str, started_at: float, now: float, stale: float) -> int:
+    """Note this dispatcher alive, forget the ones silent for `stale` seconds; how many of `kind` are live."""
+    _upsert(
+        conn,
+        dispatchers,
+        [{"id": dispatcher_id, "kind": kind, "started_at": started_at, "heartbeat_at": now}],
+        ["id"],
+    )
+    conn.execute(delete(dispatchers).where(dispatchers.c.heartbeat_at < now - stale))
+    count = select(func.count()).select_from(dispatchers).where(dispatchers.c.kind == kind)
+    return int(conn.execute(count).scalar_one())
+
+
+def forget_dispatcher(conn: Connection, dispatcher_id: str) -> None:
+    conn.execute(delete(dispatchers).where(dispatchers.c.id == dispatcher_id))
+
+
+def write_breakers(conn: Connection, rows: list[dict[str, Any]], now: float) -> None:
+    """Rows of app_id, origin, failures, open_until: the breakers that opened or closed in this process."""
+    if rows:
+        _upsert(conn, delivery_breakers, [{**row, "updated_at": now} for row in rows], ["app_id", "origin"])
+
+
+_BREAKERS = select(delivery_breakers)
+
+
+def read_breakers(conn: Connection) -> Sequence[Row[Any]]:
+    return conn.execute(_BREAKERS).all()
+
+
+_BREAKERS_OF_APPS = select(delivery_breakers, apps.c.client_id).join(apps, apps.c.id == delivery_breakers.c.app_id)
+
+
+async def breakers(core: Core) -> Sequence[Row[Any]]:
+    """Every breaker of an existing app as the dispatchers last wrote it, with the app's client_id
+    (for the console, in any process)."""
+    return await core.reads.fetch(_BREAKERS_OF_APPS, {})

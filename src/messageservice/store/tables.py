@@ -226,3 +226,27 @@ status_reports = Table(
     Column("reporter_app_id", Integer),
     Column("reported_at", Float, nullable=False),
 )
+
+# Shared delivery state (migration 0006): what every dispatcher process must agree on.
+
+# A circuit breaker per (app, handler origin), written when it opens or closes; every dispatcher
+# adopts it within a second, and the console shows it from any process.
+delivery_breakers = Table(
+    "delivery_breakers",
+    metadata,
+    Column("app_id", Integer, primary_key=True),  # no foreign key: a breaker may outlive its app briefly
+    Column("origin", String(1000), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("open_until", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Live dispatchers (a heartbeat a second): each takes max(1, limit // live) of a handler's concurrency.
+dispatchers = Table(
+    "dispatchers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
