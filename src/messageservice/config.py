@@ -41,9 +41,14 @@ class Settings(BaseSettings):
     # Fernet key for secrets that must be readable again (application tokens). Unset: var/secret.key.
     secret_key: str | None = None
 
-    # Leaky bucket per app or webhook (Bitrix: 50 deep, drains 2/s). Ours is generous by default.
-    rate_limit_burst: int = 10_000
-    rate_limit_per_second: float = 5_000.0
+    # Leaky bucket per app or webhook, for the whole installation (Bitrix: 50 deep, drains 2/s). Ours lets
+    # one app use a fair part of a small server, not all of it.
+    rate_limit_burst: int = 1_000
+    rate_limit_per_second: float = 200.0
+    # How often each process settles its share of the buckets with the database (rest/limiter.py).
+    rate_limit_settle_seconds: float = 0.25
+    # Proxies whose X-Forwarded-For names the client (CIDRs, comma-separated); empty: trust none.
+    trusted_proxies: str = ""
     # Seconds of method time per app and method in 10 minutes; 0 switches the limit off (as on the box).
     operating_limit_seconds: float = 0.0
 
