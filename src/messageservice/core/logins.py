@@ -185,11 +185,13 @@ class LoginBrake:
     async def wait_seconds(self, address: str, login: str, *, trusted_device: bool = False) -> int:
         """0 when an attempt may go ahead; else whole seconds to wait."""
         keys = self._keys(address, login, trusted_device)
-        now = self.clock()
+        rows = await self.store.failures(list(keys))
+        now = self.clock()  # after the read: a failure stamped by a request that got there first is not ahead
         waits = [0.0]
-        for key, (failures, last) in (await self.store.failures(list(keys))).items():
-            if now - last < FORGET_SECONDS:
-                waits.append(keys[key].delay(failures) - (now - last))
+        for key, (failures, last) in rows.items():
+            delay = keys[key].delay(failures)
+            if delay > 0 and now - last < FORGET_SECONDS:
+                waits.append(delay - max(0.0, now - last))
         return math.ceil(max(waits))
 
     async def failed(self, address: str, login: str) -> None:
