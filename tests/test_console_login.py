@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 
-from messageservice.core.logins import LoginBrake
+from messageservice.core.logins import (
+    ACCOUNT_RULE,
+    FORGET_SECONDS,
+    BrakeRule,
+    LoginBrake,
+    MemoryBrakeStore,
+)
 from messageservice.core.passwords import hash_password, password_matches
+from messageservice.store.db import create_engine, migrate
+from messageservice.store.limits import DatabaseBrakeStore
+from tests.conftest import new_database_url
 from tests.console_helpers import CSRF_FIELD, ConsoleClient, add_admin
 from tests.portal import AppCredentials, LivePortal
 
@@ -61,34 +73,128 @@ def test_wrong_password_non_admin_and_inactive_are_refused(portal: LivePortal) -
     assert answer.status_code == 401
 
 
-def test_repeated_failures_are_braked(portal: LivePortal) -> None:
+def _try(client: ConsoleClient, token: str, login: str, password: str) -> requests.Response:
+    return client.http.post(
+        client.url("/login"),
+        data={"csrf": token, "login": login, "password": password},
+        timeout=30,
+        allow_redirects=False,
+    )
+
+
+def test_repeated_failures_are_braked_then_the_right_password_works(portal: LivePortal) -> None:
     admin = add_admin(portal)
     client = ConsoleClient(portal)
     token = client.csrf()
-    for _ in range(5):
-        client.http.post(client.url("/login"), data={"csrf": token, "login": admin.login, "password": "x"}, timeout=30)
-    # Even the right password is refused while the brake holds.
-    answer = client.http.post(
-        client.url("/login"), data={"csrf": token, "login": admin.login, "password": admin.password}, timeout=30
-    )
+    # Eight wrong passwords, each from a new X-Forwarded-For (which a server with no trusted proxies must not
+    # believe; the account's brake holds anyway): three free tries, a fourth that starts the wait, then 429s.
+    statuses = []
+    for i in range(8):
+        client.http.headers["X-Forwarded-For"] = f"203.0.113.{i}"
+        statuses.append(_try(client, token, admin.login, "x").status_code)
+    assert statuses == [401] * (ACCOUNT_RULE.free + 1) + [429] * (7 - ACCOUNT_RULE.free)
+    # Even the right password is refused while the brake holds...
+    answer = _try(client, token, admin.login, admin.password)
     assert answer.status_code == 429 and "Too many failed sign-ins" in answer.text
+    wait = int(answer.headers["retry-after"])
+    assert 0 < wait <= ACCOUNT_RULE.first_delay
+    # ...and works once the wait is over: a brake, not a lock-out.
+    time.sleep(wait)
+    assert _try(client, token, admin.login, admin.password).status_code == 303
 
 
-def test_brake_forgets_after_its_window() -> None:
-    brake = LoginBrake(allowed=2, window=10)
-    brake.failed("a", "x", now=0)
-    brake.failed("a", "x", now=1)
-    assert brake.wait_seconds("a", "x", now=2) > 0
-    assert brake.wait_seconds("b", "x", now=2) == 0
-    assert brake.wait_seconds("a", "x", now=11) == 0
+def test_a_browser_that_signed_in_before_is_not_held_by_its_accounts_brake(portal: LivePortal) -> None:
+    admin = add_admin(portal)
+    own = ConsoleClient(portal).login(admin)
+    own.post("/logout", {})
+    attacker = ConsoleClient(portal)
+    token = attacker.csrf()
+    for _ in range(ACCOUNT_RULE.free + 2):
+        _try(attacker, token, admin.login, "guess")
+    assert _try(attacker, token, admin.login, admin.password).status_code == 429
+    # The admin's own browser carries the device cookie of its last sign-in.
+    assert _try(own, own.csrf(), admin.login, admin.password).status_code == 303
 
 
-def test_brake_stops_one_address_trying_many_logins() -> None:
-    brake = LoginBrake(allowed=5, allowed_per_address=3, window=10)
-    for i in range(3):
-        brake.failed("a", f"login{i}", now=i)
-    assert brake.wait_seconds("a", "another", now=3) > 0
-    assert brake.wait_seconds("b", "another", now=3) == 0
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_wait_doubles_past_the_free_tries_up_to_a_cap() -> None:
+    rule = BrakeRule(free=3, first_delay=2.0, max_delay=60.0)
+    assert [rule.delay(n) for n in range(1, 11)] == [0, 0, 0, 2, 4, 8, 16, 32, 60, 60]
+    assert rule.delay(10_000) == 60
+
+
+def test_the_brake_holds_per_account_and_per_address_and_fades() -> None:
+    clock = FakeClock()
+    brake = LoginBrake(MemoryBrakeStore(), clock, BrakeRule(3, 2.0, 60.0), BrakeRule(4, 2.0, 300.0))
+
+    async def run() -> None:
+        for _ in range(4):
+            await brake.failed("198.51.100.1", "Admin")
+        # The account, from any address and in any case; not another account from elsewhere.
+        assert await brake.wait_seconds("198.51.100.7", "admin") == 2
+        assert await brake.wait_seconds("198.51.100.7", "other") == 0
+        clock.now += 1.5
+        assert await brake.wait_seconds("198.51.100.7", "admin") == 1
+        clock.now += 0.5
+        assert await brake.wait_seconds("198.51.100.7", "admin") == 0
+        # A trusted browser is not held by the account's brake; the address's still holds.
+        await brake.failed("198.51.100.1", "Admin")
+        assert await brake.wait_seconds("198.51.100.7", "admin") == 4
+        assert await brake.wait_seconds("198.51.100.7", "admin", trusted_device=True) == 0
+        assert await brake.wait_seconds("198.51.100.1", "admin", trusted_device=True) == 2
+        # One address trying many logins; an IPv6 client counts by its /64.
+        for i in range(6):
+            await brake.failed("2001:db8:0:1::" + str(i + 1), f"login{i}")
+        assert await brake.wait_seconds("2001:db8:0:1::ffff", "fresh") == 4
+        assert await brake.wait_seconds("2001:db8:0:2::1", "fresh") == 0
+        # A sign-in clears its address, not the account: no new free tries for whoever guesses it.
+        await brake.succeeded("198.51.100.1")
+        assert await brake.wait_seconds("198.51.100.1", "admin") == 4
+        # An hour without failures forgets them.
+        clock.now += FORGET_SECONDS
+        assert await brake.wait_seconds("198.51.100.7", "admin") == 0
+
+    asyncio.run(run())
+
+
+def test_a_brake_set_by_one_process_holds_in_another(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    url = new_database_url(request, backend, tmp_path)
+    migrate(url)
+
+    async def run() -> None:
+        engines = [create_engine(url, 2), create_engine(url, 2)]
+        try:
+            clock = FakeClock()
+            first, second = (LoginBrake(DatabaseBrakeStore(engine), clock) for engine in engines)
+            for _ in range(ACCOUNT_RULE.free + 2):
+                await first.failed("192.0.2.1", "admin")
+            assert await second.wait_seconds("192.0.2.9", "admin") == 4
+            clock.now += 4
+            assert await second.wait_seconds("192.0.2.9", "admin") == 0
+            await second.failed("192.0.2.9", "admin")
+            assert await first.wait_seconds("192.0.2.1", "ADMIN") == 8
+            await first.succeeded("192.0.2.1")
+            assert await second.wait_seconds("192.0.2.1", "someone") == 0
+            # Failures older than the forget window are pruned from the table at the next failure.
+            clock.now += FORGET_SECONDS + 1
+            await second.failed("192.0.2.2", "other")
+            assert await DatabaseBrakeStore(engines[0]).failures(["login:admin", "login:other"]) == {
+                "login:other": (1, clock.now)
+            }
+        finally:
+            for engine in engines:
+                await engine.dispose()
+
+    asyncio.run(run())
 
 
 def test_post_without_csrf_or_from_another_site_is_refused(portal: LivePortal) -> None:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
 import pytest
 
-from messageservice.rest.limiter import LeakyBucket, OperatingMeter
+from messageservice.rest.limiter import (
+    LeakyBucket,
+    LimitStore,
+    MemoryLimitStore,
+    OperatingMeter,
+    SharedBucket,
+    reserve,
+)
+from messageservice.store.db import create_engine, migrate
+from messageservice.store.limits import DatabaseLimitStore
+from tests.conftest import new_database_url
 from tests.portal import LivePortal
 
 
@@ -62,3 +78,143 @@ def test_batch_meters_its_sub_calls_not_itself(fresh_portal: LivePortal) -> None
     # The batch call itself is not metered: a second one still runs (and reports the blocked sub-call).
     second = fresh_portal.call("batch", {"cmd": cmd}, token=app.access_token)
     assert second.status_code == 200 and set(second.json()["result"]["result_error"]) == {"a", "b"}
+
+
+# --- Limits shared by every process: the arithmetic, local buckets settling with one shared level ---
+
+
+def synchronously(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    return functools.wraps(test)(lambda: asyncio.run(test()))
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reserve_drains_takes_back_and_grants_whole_tokens() -> None:
+    # A new key: room for the whole burst.
+    assert reserve(0.0, 0.0, 0.0, capacity=3, rate=1.0, returned=0, want=5) == (3.0, 0.0, 3)
+    # 1.5 s later 1.5 has drained; one whole token fits (2.5 would go over 3 with a second).
+    assert reserve(3.0, 0.0, 1.5, capacity=3, rate=1.0, returned=0, want=5) == (2.5, 1.5, 1)
+    # Unspent tokens come back before the grant; a negative return is a debt that raises the level.
+    assert reserve(3.0, 0.0, 0.0, capacity=3, rate=1.0, returned=2, want=1) == (2.0, 0.0, 1)
+    assert reserve(1.0, 0.0, 0.0, capacity=3, rate=1.0, returned=-1, want=0) == (2.0, 0.0, 0)
+    # A clock behind the row's (another machine) neither drains nor moves the time back.
+    assert reserve(2.0, 10.0, 9.0, capacity=3, rate=1.0, returned=0, want=1) == (3.0, 10.0, 1)
+
+
+def _bucket(store: LimitStore, clock: FakeClock, capacity: float = 3, rate: float = 0.01) -> SharedBucket:
+    return SharedBucket(store, capacity, rate, clock=clock, settle_seconds=0.25)
+
+
+@synchronously
+async def test_one_process_admits_the_burst_then_refuses_from_memory() -> None:
+    store, clock = MemoryLimitStore(), FakeClock()
+    bucket = _bucket(store, clock)
+    assert [await bucket.admit("app:1") for _ in range(4)] == [True, True, True, False]
+    calls = store.calls
+    assert [await bucket.admit("app:1") for _ in range(50)] == [False] * 50
+    assert store.calls == calls, "refusals within a settle interval must not ask the database"
+    assert await bucket.admit("app:2"), "another key has a bucket of its own"
+
+
+@synchronously
+async def test_a_busy_key_asks_the_store_about_once_per_settle() -> None:
+    store, clock = MemoryLimitStore(), FakeClock()
+    bucket = _bucket(store, clock, capacity=1_000_000, rate=1_000_000)
+    for _ in range(20):  # five seconds at 400 requests per settle interval
+        for _ in range(400):
+            assert await bucket.admit("app:1")
+        clock.now += 0.25
+        await bucket.settle()
+    assert store.calls < 20 * 2 + 10, store.calls
+
+
+@synchronously
+async def test_two_processes_share_one_burst() -> None:
+    store, clock = MemoryLimitStore(), FakeClock()
+    first, second = _bucket(store, clock), _bucket(store, clock)
+    answers = []
+    for i in range(10):
+        answers.append(await (first if i % 2 else second).admit("app:1"))
+    assert answers.count(True) == 3, answers
+    # Unspent reservations go back at the settle; 100 s later one token has drained (0.01/s).
+    clock.now += 100.0
+    await first.settle()
+    await second.settle()
+    answers = [await (first if i % 2 else second).admit("app:1") for i in range(10)]
+    assert answers.count(True) == 1, answers
+
+
+@synchronously
+async def test_two_processes_hold_the_rate_over_time() -> None:
+    # 10 deep, 20/s: over 5 s two processes hammering one key admit 10 + 5 * 20 = 110, give or take one
+    # settle's worth (the stated tolerance).
+    store, clock = MemoryLimitStore(), FakeClock()
+    processes = [_bucket(store, clock, capacity=10, rate=20.0), _bucket(store, clock, capacity=10, rate=20.0)]
+    admitted = 0
+    for step in range(500):  # 10 ms steps
+        for process in processes:
+            admitted += sum([await process.admit("app:1") for _ in range(3)])
+        clock.now += 0.01
+        if step % 25 == 24:
+            for process in processes:
+                await process.settle()
+    assert 100 <= admitted <= 110, admitted
+
+
+@synchronously
+async def test_the_store_unreachable_falls_back_to_a_bucket_per_process() -> None:
+    class Down:
+        async def reserve(self, *args: object, **kwargs: object) -> list[int]:
+            raise ConnectionError("database down")
+
+    clock = FakeClock()
+    bucket = _bucket(Down(), clock)
+    assert [await bucket.admit("app:1") for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.fixture
+def limit_store(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[DatabaseLimitStore]:
+    url = new_database_url(request, backend, tmp_path)
+    migrate(url)
+    engine = create_engine(url, 2)
+    yield DatabaseLimitStore(engine)
+    asyncio.run(engine.dispose())
+
+
+def test_the_database_store_does_the_same_arithmetic(limit_store: DatabaseLimitStore) -> None:
+    asks = [
+        (0.0, [("app:1", 0, 5), ("app:2", 0, 1)]),
+        (1.5, [("app:1", 0, 5)]),
+        (1.5, [("app:1", 1, 1), ("app:1", -1, 0)]),
+        (1.0, [("app:1", 0, 2)]),  # a clock behind the row's
+        (100.0, [("app:1", 0, 0), ("app:2", 1, 2)]),
+    ]
+    memory = MemoryLimitStore()
+
+    async def run() -> None:
+        for now, batch in asks:
+            expected = await memory.reserve(batch, capacity=3, rate=1.0, now=now)
+            assert await limit_store.reserve(batch, capacity=3, rate=1.0, now=now) == expected, (now, batch)
+
+    asyncio.run(run())
+
+
+def test_two_local_buckets_settle_against_one_database(limit_store: DatabaseLimitStore) -> None:
+    async def run() -> None:
+        clock = FakeClock(time.time())
+        first, second = _bucket(limit_store, clock), _bucket(limit_store, clock)
+        answers = [await (first if i % 2 else second).admit("webhook:1") for i in range(10)]
+        assert answers.count(True) == 3, answers
+        clock.now += 100.0
+        await first.settle()
+        await second.settle()
+        answers = [await (first if i % 2 else second).admit("webhook:1") for i in range(10)]
+        assert answers.count(True) == 1, answers
+
+    asyncio.run(run())

@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
     core = Core.open(settings)
     registry = build_registry()
     rest = RestEndpoint(core, registry)
-    loops = background_loops(core, dispatch=settings.serve_dispatch)
+    loops = [*background_loops(core, dispatch=settings.serve_dispatch), rest.settler]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

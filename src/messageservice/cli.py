@@ -384,6 +384,8 @@ def serve(
         log_level=log_level,
         # A client's idle TLS keep-alive would otherwise hold a shutdown for the 30 s SSL close timeout.
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For/-Proto only from the proxies the operator names (uvicorn's default trusts 127.0.0.1).
+        forwarded_allow_ips=settings.trusted_proxies,
         **ssl_options,
     )
 

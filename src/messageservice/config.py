@@ -118,9 +118,14 @@ class Settings(BaseSettings):
     # Fernet key for secrets that must be readable again (application tokens). Unset: var/secret.key.
     secret_key: str | None = None
 
-    # Leaky bucket per app or webhook (Bitrix: 50 deep, drains 2/s). Ours is generous by default.
-    rate_limit_burst: PositiveInt = 10_000
-    rate_limit_per_second: PositiveFloat = 5_000.0
+    # Leaky bucket per app or webhook, for the whole installation (Bitrix: 50 deep, drains 2/s). Ours lets
+    # one app use a fair part of a small server, not all of it.
+    rate_limit_burst: PositiveInt = 1_000
+    rate_limit_per_second: PositiveFloat = 200.0
+    # How often each process settles its share of the buckets with the database (rest/limiter.py).
+    rate_limit_settle_seconds: PositiveFloat = 0.25
+    # Proxies whose X-Forwarded-For names the client (CIDRs, comma-separated); empty: trust none.
+    trusted_proxies: str = ""
     # Seconds of method time per app and method in 10 minutes; 0 switches the limit off (as on the box).
     operating_limit_seconds: NonNegativeFloat = 0.0
 
@@ -211,7 +216,7 @@ class Settings(BaseSettings):
         check_schedule(value)
         return value
 
-    @field_validator("allowed_handler_networks")
+    @field_validator("allowed_handler_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
         check_networks(value)

@@ -24,6 +24,7 @@ from messageservice.core.errors import CoreError
 from messageservice.core.logins import LoginBrake, Operator, current_operator
 from messageservice.core.tokens import OAuthError
 from messageservice.delivery.app_events import deliver_due
+from messageservice.store.limits import DatabaseBrakeStore
 
 log = logging.getLogger("messageservice.console")
 
@@ -57,8 +58,12 @@ class Console:
     core: Core
     loops: list[BackgroundLoop]
     env: jinja2.Environment = field(default_factory=_environment)
-    brake: LoginBrake = field(default_factory=LoginBrake)
+    # Shared by every process through the database; set from `core` below.
+    brake: LoginBrake = field(init=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.brake = LoginBrake(DatabaseBrakeStore(self.core.engine))
 
     def send_app_events_now(self) -> None:
         """Post queued app events (ONAPPINSTALL, ...) at once, as the CLI does, without holding up the page;

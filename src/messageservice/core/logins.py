@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import select, update
 
@@ -93,44 +97,110 @@ async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | N
     return Operator(row.id, row.name, row.login, stamp)
 
 
+@dataclass(frozen=True)
+class BrakeRule:
+    """Free failures, then a wait that doubles with each further failure, up to a cap."""
+
+    free: int
+    first_delay: float
+    max_delay: float
+
+    def delay(self, failures: int) -> float:
+        if failures <= self.free:
+            return 0.0
+        return min(self.max_delay, self.first_delay * 2 ** min(failures - self.free - 1, 30))
+
+
+# Per account: guessing one admin's password gets slow fast. Per client address: one address trying many
+# logins. Neither locks anyone out: each wait ends, and a browser that signed in to an account before is not
+# held by that account's brake (see console/auth.py), so an attacker's failures cannot keep its admin out.
+ACCOUNT_RULE = BrakeRule(free=3, first_delay=2.0, max_delay=60.0)
+ADDRESS_RULE = BrakeRule(free=20, first_delay=2.0, max_delay=300.0)
+# Failures are forgotten after this long without a new one.
+FORGET_SECONDS = 3600.0
+
+
+class BrakeStore(Protocol):
+    """Failure counts for the whole installation: `store.limits.DatabaseBrakeStore`."""
+
+    async def failures(self, keys: Sequence[str]) -> dict[str, tuple[int, float]]: ...
+
+    async def add_failure(self, keys: Sequence[str], now: float, forget_before: float) -> None: ...
+
+    async def clear(self, keys: Sequence[str]) -> None: ...
+
+
+@dataclass
+class MemoryBrakeStore:
+    """A `BrakeStore` in memory, for unit tests."""
+
+    rows: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    async def failures(self, keys: Sequence[str]) -> dict[str, tuple[int, float]]:
+        return {key: self.rows[key] for key in keys if key in self.rows}
+
+    async def add_failure(self, keys: Sequence[str], now: float, forget_before: float) -> None:
+        self.rows = {key: row for key, row in self.rows.items() if row[1] >= forget_before}
+        for key in keys:
+            self.rows[key] = (self.rows.get(key, (0, now))[0] + 1, now)
+
+    async def clear(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.rows.pop(key, None)
+
+
+def address_key(address: str) -> str:
+    """An IPv6 client is braked by its /64, which one subscriber usually holds whole."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "address:" + address[:120]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "address:" + str(ip.ipv4_mapped)
+        return "address:" + str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return "address:" + str(ip)
+
+
+def account_key(login: str) -> str:
+    return "login:" + login.strip().lower()[:64]
+
+
 @dataclass
 class LoginBrake:
-    """Failed sign-ins per client address and login: after `allowed` failures in `window` seconds,
-    further attempts are refused until the window has passed; one address trying many logins is
-    stopped after `allowed_per_address`. In memory, per process."""
+    """Growing waits after failed sign-ins, per account and per client address, shared by every process
+    through `store` (a sign-in is rare: a database round trip per attempt is fine)."""
 
-    allowed: int = 5
-    allowed_per_address: int = 50
-    window: float = 300.0
-    failures: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    store: BrakeStore
+    clock: Callable[[], float] = time.time
+    account: BrakeRule = ACCOUNT_RULE
+    address: BrakeRule = ADDRESS_RULE
 
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        kept = [t for t in self.failures.get(key, []) if now - t < self.window]
-        if kept:
-            self.failures[key] = kept
-        else:
-            self.failures.pop(key, None)
-        return kept
+    def _keys(self, address: str, login: str, trusted_device: bool) -> dict[str, BrakeRule]:
+        keys = {address_key(address): self.address}
+        if not trusted_device:
+            keys[account_key(login)] = self.account
+        return keys
 
-    def wait_seconds(self, address: str, login: str, now: float | None = None) -> int:
-        """0 when an attempt may go ahead; else how long to wait."""
-        now = time.time() if now is None else now
-        waits = [0]
-        for key, allowed in (((address, login.lower()), self.allowed), ((address, ""), self.allowed_per_address)):
-            recent = self._recent(key, now)
-            if len(recent) >= allowed:
-                waits.append(max(1, int(recent[len(recent) - allowed] + self.window - now) + 1))
-        return max(waits)
+    async def wait_seconds(self, address: str, login: str, *, trusted_device: bool = False) -> int:
+        """0 when an attempt may go ahead; else whole seconds to wait."""
+        keys = self._keys(address, login, trusted_device)
+        rows = await self.store.failures(list(keys))
+        now = self.clock()  # after the read: a failure stamped by a request that got there first is not ahead
+        waits = [0.0]
+        for key, (failures, last) in rows.items():
+            delay = keys[key].delay(failures)
+            if delay > 0 and now - last < FORGET_SECONDS:
+                waits.append(delay - max(0.0, now - last))
+        return math.ceil(max(waits))
 
-    def failed(self, address: str, login: str, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        if len(self.failures) > 10_000:
-            self.failures.clear()  # a flood of made-up logins must not grow memory without bound
-        self.failures.setdefault((address, login.lower()), []).append(now)
-        self.failures.setdefault((address, ""), []).append(now)
+    async def failed(self, address: str, login: str) -> None:
+        now = self.clock()
+        await self.store.add_failure([address_key(address), account_key(login)], now, now - FORGET_SECONDS)
 
-    def succeeded(self, address: str, login: str) -> None:
-        self.failures.pop((address, login.lower()), None)
+    async def succeeded(self, address: str) -> None:
+        # The account's count is left to fade: a sign-in must not hand an attacker new free tries.
+        await self.store.clear([address_key(address)])
 
 
 async def ensure_admin_login(core: Core, password: str | None = None) -> str | None:

@@ -19,12 +19,13 @@ from messageservice.rest import errors
 from messageservice.rest.auth import token_caller, webhook_caller
 from messageservice.rest.dispatch import invoke
 from messageservice.rest.envelope import Timing, error_body, php_json, success_body
-from messageservice.rest.limiter import LeakyBucket, OperatingMeter
+from messageservice.rest.limiter import LimitSettler, OperatingMeter, SharedBucket
 from messageservice.rest.params import read_body, request_params, split_auth
 from messageservice.rest.registry import CallContext, Caller, Registry
 from messageservice.rest.xml import php_xml
 from messageservice.store.errors import StoreError, StoreUnavailable
 from messageservice.store.failures import translate
+from messageservice.store.limits import DatabaseLimitStore
 
 log = logging.getLogger("messageservice.rest")
 
@@ -65,7 +66,15 @@ class RestEndpoint:
     def __init__(self, core: Core, registry: Registry) -> None:
         self.core = core
         self.registry = registry
-        self.bucket = LeakyBucket(core.settings.rate_limit_burst, core.settings.rate_limit_per_second)
+        settings = core.settings
+        self.bucket = SharedBucket(
+            DatabaseLimitStore(core.engine),
+            settings.rate_limit_burst,
+            settings.rate_limit_per_second,
+            settle_seconds=settings.rate_limit_settle_seconds,
+        )
+        # The app runs it with the other background loops: it settles this process's buckets with the shared ones.
+        self.settler = LimitSettler(core, self.bucket)
         self.meter = OperatingMeter(core.settings.operating_limit_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -125,7 +134,7 @@ class RestEndpoint:
         params = await request_params(request, raw_body)
         token, params, start = split_auth(params, request.headers.get("authorization"))
         caller = await self._authenticate(request, route, token)
-        if not self.bucket.admit(caller.limiter_key):
+        if not await self.bucket.admit(caller.limiter_key):
             raise errors.query_limit_exceeded()
         ctx = CallContext(self.core, caller, self.registry, start=start, meter=self.meter)
         began = time.time()

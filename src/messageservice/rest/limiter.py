@@ -1,17 +1,93 @@
-"""Bitrix's two request limits, kept in memory per server process (spec 3.7)."""
+"""Bitrix's two request limits (spec 3.7): the leaky bucket per app or webhook, and operating time.
+
+The leaky bucket holds for the whole installation, whichever process serves a request, without a database
+round trip per call. The bucket itself is one row per key in the database (`store.limits`); each process
+reserves tokens from it and spends them from memory:
+
+- a request spends one local token; a process with none asks the database for more at once (one round
+  trip, shared by every request waiting on that key), asking for twice what it saw since its last settle;
+- every `settle_seconds` (0.25 s) a background turn gives back what each key did not spend and reserves
+  again for the keys that were busy; keys left idle are forgotten;
+- when the database has no room left for a key, the process refuses it from memory until its next settle.
+
+Tolerance: the shared level never goes over the burst, so N processes admit no more than one bucket does,
+except for requests that spend tokens while their settle is in flight (at most what one process admits
+during one database round trip). The error is the other way: a process holds back at most twice what it
+admitted in the last settle interval, so a request at another process may be refused early by up to that,
+for at most one interval. While the database cannot be reached, each process falls back to a bucket of its
+own (as before: N processes, N times the limit) and logs it.
+
+The operating-time meter stays per process (it is off by default, as on a Bitrix box).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from messageservice.background import BackgroundLoop
+from messageservice.core.context import Core
+
+log = logging.getLogger("messageservice.limits")
 
 OPERATING_WINDOW = 600  # ten one-minute buckets
+SETTLE_SECONDS = 0.25
+
+
+def reserve(
+    level: float, updated_at: float, now: float, *, capacity: float, rate: float, returned: int, want: int
+) -> tuple[float, float, int]:
+    """One key's shared bucket: drain it to `now`, take back `returned` tokens (negative: spent beyond the
+    last reservation), then grant up to `want` whole tokens within the room left. Returns the new level,
+    the new time and the grant. `store.limits` runs the same arithmetic in SQL."""
+    elapsed = max(0.0, now - updated_at)
+    base = max(0.0, level - elapsed * rate - returned)
+    granted = min(want, math.floor(max(0.0, capacity - base)))
+    return base + granted, max(updated_at, now), granted
+
+
+class LimitStore(Protocol):
+    """Where the buckets live for the whole installation: `store.limits.DatabaseLimitStore`."""
+
+    async def reserve(
+        self, asks: Sequence[tuple[str, int, int]], *, capacity: float, rate: float, now: float
+    ) -> list[int]:
+        """For each (key, returned, want), the tokens granted."""
+        ...
+
+
+@dataclass
+class MemoryLimitStore:
+    """A `LimitStore` in one process's memory, for unit tests."""
+
+    rows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    calls: int = 0
+
+    async def reserve(
+        self, asks: Sequence[tuple[str, int, int]], *, capacity: float, rate: float, now: float
+    ) -> list[int]:
+        self.calls += 1
+        grants = []
+        for key, returned, want in asks:
+            level, updated_at = self.rows.get(key, (0.0, now))
+            level, updated_at, granted = reserve(
+                level, updated_at, now, capacity=capacity, rate=rate, returned=returned, want=want
+            )
+            self.rows[key] = (level, updated_at)
+            grants.append(granted)
+        return grants
 
 
 @dataclass
 class LeakyBucket:
-    """Each request adds 1; the level drains at `rate` per second; over `capacity` is refused."""
+    """Each request adds 1; the level drains at `rate` per second; over `capacity` is refused. One process
+    only: the fallback while the database cannot be reached."""
 
     capacity: float
     rate: float
@@ -26,6 +102,111 @@ class LeakyBucket:
             return False
         self._levels[key] = (level + 1, now)
         return True
+
+
+@dataclass
+class _Local:
+    tokens: int = 0  # reserved from the shared bucket and not yet spent (negative: spent while settling)
+    demand: int = 0  # requests seen since the last settle, admitted or not
+    exhausted: bool = False  # the shared bucket had no room at the last ask: refuse until the next settle
+    settling: asyncio.Future[None] | None = None
+
+
+class SharedBucket:
+    """One process's side of the installation-wide leaky buckets (see the module's docstring)."""
+
+    def __init__(
+        self,
+        store: LimitStore,
+        capacity: float,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.capacity = capacity
+        self.rate = rate
+        self.clock = clock
+        self.settle_seconds = settle_seconds
+        self._keys: dict[str, _Local] = {}
+        self._fallback = LeakyBucket(capacity, rate)
+        self._unreachable = False
+
+    async def admit(self, key: str) -> bool:
+        local = self._keys.get(key)
+        if local is None:
+            local = self._keys[key] = _Local()
+        local.demand += 1
+        while True:
+            if local.tokens > 0:
+                local.tokens -= 1
+                return True
+            if self._unreachable:
+                return self._fallback.admit(key, self.clock())
+            if local.exhausted:
+                return False
+            if local.settling is not None:
+                await asyncio.shield(local.settling)
+                continue
+            # Out of tokens before the next settle: ask now, for twice what this key saw lately.
+            await self._settle([key], urgent=True)
+
+    async def settle(self) -> None:
+        """The background turn: give back what was not spent, reserve again for the keys that were busy."""
+        await self._settle([key for key, local in self._keys.items() if local.settling is None], urgent=False)
+        for key in [key for key, local in self._keys.items() if self._idle(local)]:
+            del self._keys[key]
+
+    @staticmethod
+    def _idle(local: _Local) -> bool:
+        return local.settling is None and local.demand == 0 and local.tokens == 0 and not local.exhausted
+
+    async def _settle(self, keys: list[str], *, urgent: bool) -> None:
+        if not keys:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asks: list[tuple[str, int, int]] = []
+        for key in keys:
+            local = self._keys[key]
+            local.settling = future
+            asks.append((key, local.tokens, 2 * local.demand))
+            if not urgent:
+                local.demand = 0
+        try:
+            grants = await self.store.reserve(asks, capacity=self.capacity, rate=self.rate, now=self.clock())
+        except Exception:
+            if not self._unreachable:
+                log.exception("the shared rate limits cannot be reached; each process limits on its own meanwhile")
+            self._unreachable = True
+        else:
+            self._unreachable = False
+            for (key, returned, want), granted in zip(asks, grants, strict=True):
+                local = self._keys[key]
+                # Tokens spent while the ask was in flight came out of the ones given back: they stay owed.
+                local.tokens += granted - returned
+                local.exhausted = granted < want
+        finally:
+            # Also when cancelled (shutdown, a client gone): nobody may wait on this ask forever.
+            for key in keys:
+                self._keys[key].settling = None
+            future.set_result(None)
+
+
+class LimitSettler(BackgroundLoop):
+    """Settles this process's buckets with the shared ones every `settle_seconds`; each turn is one short
+    transaction over the keys that were busy."""
+
+    name = "limits"
+
+    def __init__(self, core: Core, bucket: SharedBucket) -> None:
+        super().__init__(core)
+        self.bucket = bucket
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.bucket.settle_seconds)
+            await self.bucket.settle()
 
 
 @dataclass

@@ -250,3 +250,24 @@ dispatchers = Table(
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
 )
+
+# Shared limits (store/limits.py): Bitrix's leaky bucket per app or webhook, one row per key for the whole
+# installation. `level` drains at the configured rate from `updated_at`; processes reserve tokens from it.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("level", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # What the last reservation granted: the upsert's RETURNING reads it (both engines return new values only).
+    Column("granted", Float, nullable=False),
+)
+
+# The console's sign-in brake: failures per account ("login:<name>") and per client address ("address:<ip>").
+signin_brakes = Table(
+    "signin_brakes",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", Float, nullable=False),
+)

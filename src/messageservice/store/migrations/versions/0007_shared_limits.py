@@ -1,8 +1,11 @@
-"""shared limits (reserved; filled by the change that needs it)
+"""shared limits: the REST leaky buckets and the console's sign-in brake, for every process
 
 Revision ID: 0007
 Revises: 0006
 """
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0007"
 down_revision = "0006"
@@ -11,8 +14,23 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "rate_buckets",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("level", sa.Float(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.Column("granted", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name="pk_rate_buckets"),
+    )
+    op.create_table(
+        "signin_brakes",
+        sa.Column("key", sa.String(160), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_failure_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name="pk_signin_brakes"),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("signin_brakes")
+    op.drop_table("rate_buckets")
