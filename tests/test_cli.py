@@ -274,13 +274,11 @@ def test_console_script_end_to_end(portal: LivePortal) -> None:
     added = run_process(env, "user", "add", "--name", "Scripted", "--json")
     assert added.returncode == 0, added.stderr
     user_id = json.loads(added.stdout)["id"]
-    listed = run_process(env, "user", "list")
-    assert listed.returncode == 0 and "Scripted" in listed.stdout
+    assert {"id": user_id, "name": "Scripted", "last_name": "", "admin": False} in ms_json(portal, "user", "list")
     refused = run_process(env, "token", "local.nope.1")
     assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
-    usage = run_process(env, "user", "password", "abc", command=COMMAND)
+    usage = run_process(env, "user", "password", "abc", command=COMMAND)  # python -m messageservice.cli
     assert usage.returncode == 2 and "Invalid value" in usage.stderr
-    assert str(user_id) in run_process(env, "user", "list", "--json", command=COMMAND).stdout
 
 
 def test_help_and_early_refusals_do_not_load_the_server_stack() -> None:
@@ -300,7 +298,6 @@ def test_help_and_early_refusals_do_not_load_the_server_stack() -> None:
         (["--help"], 0),
         (["send", "--from", "a|b", "--to", "abc", "--text", "x"], 2),
         (["stats", "--window", "10s"], 2),
-        (["messages", "list", "--status", "bogus"], 2),
     ):
         result = run_process({}, *args, command=[sys.executable, "-c", probe])
         assert f"loaded: [] exit: {code}" in result.stderr, (args, result.stderr)

@@ -31,6 +31,7 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Deliver messages without serving HTTP: more dispatchers sharing one PostgreSQL queue."""
+    settings = runner.load_settings()  # first: a bad setting stops the worker before anything is loaded
     import asyncio
     import signal
 
@@ -55,7 +56,7 @@ def worker(
                 await loop.stop()
 
     # uvloop, as `serve` gets from uvicorn: the dispatcher's HTTP client runs markedly cheaper on it.
-    runner.run(work, uvloop=True)
+    runner.run(work, settings, uvloop=True)
 
 
 def serve(
@@ -72,6 +73,7 @@ def serve(
     ] = True,
 ) -> None:
     """Run the server."""
+    settings = runner.load_settings()  # first: a bad setting stops the server before anything is loaded
     import uvicorn
 
     from messageservice.app import create_app
@@ -79,7 +81,6 @@ def serve(
     from messageservice.tls import ensure_certificate, trust_instructions
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    settings = runner.load_settings()
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
 
