@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 from tests.console_helpers import Admin, ConsoleClient
 from tests.portal import LivePortal
-from tests.test_cli import COMMAND, ms, ms_json
+from tests.test_cli import invoke, ms, ms_json, portal_env
 
 
 def test_init_prints_the_admin_password_once(fresh_portal: LivePortal) -> None:
@@ -20,15 +19,8 @@ def test_init_prints_the_admin_password_once(fresh_portal: LivePortal) -> None:
 
 
 def test_init_takes_the_admin_password_from_the_environment(fresh_portal: LivePortal) -> None:
-    env = {**fresh_portal.env, "MESSAGESERVICE_ADMIN_PASSWORD": "from-the-environment"}
-    result = subprocess.run(
-        [*COMMAND, "init", "--domain", "portal.test", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=fresh_portal.settings.data_dir,
-    )
+    env = {**portal_env(fresh_portal), "MESSAGESERVICE_ADMIN_PASSWORD": "from-the-environment"}
+    result = invoke(env, "init", "--domain", "portal.test", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["console_password"] == "from-the-environment"
     ConsoleClient(fresh_portal).login(Admin(1, "admin", "from-the-environment"))

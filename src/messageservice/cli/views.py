@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 import unicodedata
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from messageservice.core.feed import FeedEvent
-from messageservice.core.stats import Stats
+if TYPE_CHECKING:
+    from messageservice.core.feed import FeedEvent
+    from messageservice.core.stats import Stats
 
 SPARKS = " ▁▂▃▄▅▆▇█"
 STATUS_STYLES = {"success": "green", "failure": "red", "process": "yellow"}

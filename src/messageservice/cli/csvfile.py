@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from messageservice.cli_input import Draft, split_bindings
+from messageservice.cli.input import Draft, split_bindings
 
 COLUMNS = ("to", "text", "from", "module", "bindings", "workflow_id", "document_id", "document_type", "idempotency_key")
 REQUIRED = ("to", "text")

@@ -1,0 +1,5 @@
+"""`python -m messageservice.cli`, as the `messageservice` script."""
+
+from messageservice.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""Long-running commands: `serve` (HTTP, and delivery unless told otherwise), `worker` (delivery only), and
+`api-doc`. Their start goes through the same runner and error mapping as every other command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from messageservice.cli import runner
+from messageservice.cli.output import console
+
+if TYPE_CHECKING:
+    from messageservice.core.context import Core
+    from messageservice.core.portal import Portal
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def api_doc() -> None:
+    """Print the REST method reference (Markdown), generated from the method registry."""
+    from messageservice.methods import build_registry
+    from messageservice.methods.apidoc import render
+
+    sys.stdout.write(render(build_registry()))
+
+
+def worker(
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Deliver messages without serving HTTP: more dispatchers sharing one PostgreSQL queue."""
+    settings = runner.load_settings()  # first: a bad setting stops the worker before anything is loaded
+    import asyncio
+    import signal
+
+    from messageservice.app import background_loops
+    from messageservice.heap import settle_after_startup
+
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+
+    async def work(core: Core) -> None:
+        loops = background_loops(core)
+        stopping = asyncio.Event()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(number, stopping.set)
+        for loop in loops:
+            loop.start()
+        settle_after_startup()
+        console.print("worker running; Ctrl+C stops it", highlight=False)
+        try:
+            await stopping.wait()
+        finally:
+            for loop in reversed(loops):
+                await loop.stop()
+
+    # uvloop, as `serve` gets from uvicorn: the dispatcher's HTTP client runs markedly cheaper on it.
+    runner.run(work, settings, uvloop=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    tls: Annotated[bool, typer.Option("--tls", help="Serve https with a self-signed certificate.")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--dispatch/--no-dispatch",
+            help="Also deliver messages here (default); --no-dispatch leaves delivery to `messageservice worker`s.",
+        ),
+    ] = True,
+) -> None:
+    """Run the server."""
+    settings = runner.load_settings()  # first: a bad setting stops the server before anything is loaded
+    import uvicorn
+
+    from messageservice.app import create_app
+    from messageservice.core.portal import get_portal
+    from messageservice.tls import ensure_certificate, trust_instructions
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if not dispatch:
+        settings = settings.model_copy(update={"serve_dispatch": False})
+
+    async def check(core: Core) -> Portal:
+        return await get_portal(core)
+
+    portal = runner.run(check, settings)
+    scheme = "https" if tls else "http"
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url_host = f"[{url_host}]" if ":" in url_host else url_host
+    public_url = settings.public_url or f"{scheme}://{url_host}:{port}"
+    ssl_options: dict[str, Any] = {}
+    if tls:
+        cert, key = ensure_certificate(settings.data_dir / "tls", [portal.domain])
+        ssl_options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        console.print(trust_instructions(cert))
+    console.print(getting_started(public_url), markup=False, highlight=False)
+    uvicorn.run(
+        create_app(settings, public_url=public_url),
+        host=host,
+        port=port,
+        log_level=log_level,
+        # A client's idle TLS keep-alive would otherwise hold a shutdown for the 30 s SSL close timeout.
+        timeout_graceful_shutdown=10,
+        # X-Forwarded-For/-Proto only from the proxies the operator names (uvicorn's default trusts 127.0.0.1).
+        forwarded_allow_ips=settings.trusted_proxies,
+        **ssl_options,
+    )
+
+
+def getting_started(public_url: str) -> str:
+    ms = sys.argv[0] if sys.argv[0].endswith("messageservice") else "messageservice"
+    return (
+        f"\nmessageservice portal at {public_url}\n"
+        "In another terminal:\n"
+        f"  1. create an app:   {ms} app add --name 'My SMS app' --url http://127.0.0.1:9000/ "
+        "--scope messageservice\n"
+        f"  2. install it:      {ms} app install <client_id>\n"
+        f"  3. get a token:     {ms} token <client_id> --user 1\n"
+        "  4. first call:      curl -s "
+        f"'{public_url}/rest/messageservice.sender.add.json' -d auth=<access_token> -d CODE=demo -d TYPE=SMS "
+        "-d HANDLER=http://127.0.0.1:9000/handler -d 'NAME[en]=Demo SMS'\n"
+        f"                     curl -s '{public_url}/rest/messageservice.sender.list.json?auth=<access_token>'\n"
+    )
