@@ -102,7 +102,7 @@ def test_ready_reports_database_schema_and_every_loop(portal: LivePortal) -> Non
     body = wait_ready(portal, 200)
     assert body["ready"] is True and body["database"] == {"ok": True}
     assert body["schema"]["ok"] is True and body["schema"]["database"] == body["schema"]["code"]
-    expected = {"app-event-worker", "housekeeping", "dispatcher"}
+    expected = {"app-event-worker", "housekeeping", "dispatcher", "limits"}
     if portal.backend == "postgres":
         expected.add("listener")  # LISTEN/NOTIFY wake-ups
     assert set(body["loops"]) == expected

@@ -205,6 +205,7 @@ class LimitSettler(BackgroundLoop):
 
     async def run(self) -> None:
         while True:
+            self.mark_active()
             await asyncio.sleep(self.bucket.settle_seconds)
             await self.bucket.settle()
 
