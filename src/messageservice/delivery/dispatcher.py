@@ -31,7 +31,7 @@ from messageservice.delivery.fairness import apps_at_share, claim_room
 from messageservice.delivery.jobs import Job, Result
 from messageservice.delivery.queue import HandlerOutbox
 from messageservice.delivery.retry import Outcome, Verdict
-from messageservice.delivery.sending import Poster, failure, signature_headers
+from messageservice.delivery.sending import RESPONSE_HEAD_BYTES, USER_AGENT, Poster, failure, signature_headers
 from messageservice.delivery.shared import SYNC_SECONDS, SharedState
 from messageservice.delivery.wakeups import QueueListener
 from messageservice.store.queues import seconds_until_due
@@ -39,7 +39,16 @@ from messageservice.store.statistics import YoungTables
 
 log = logging.getLogger("messageservice.dispatcher")
 
-__all__ = ["Dispatcher", "Outbox", "decide_all", "deliver_once", "signature_headers"]
+# What the benchmark (bench/send_bench.py) and older imports take from here.
+__all__ = [
+    "RESPONSE_HEAD_BYTES",
+    "USER_AGENT",
+    "Dispatcher",
+    "Outbox",
+    "decide_all",
+    "deliver_once",
+    "signature_headers",
+]
 
 
 class Outbox(Protocol):
