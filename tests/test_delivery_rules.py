@@ -7,6 +7,7 @@ import asyncio
 import email.utils
 import random
 
+import aiohttp
 import pytest
 
 from messageservice.delivery.breaker import BreakerRow, Gates, HandlerGate, breaker_state
@@ -14,7 +15,9 @@ from messageservice.delivery.decision import Dead, Defer, Done, Retry, RetryPoli
 from messageservice.delivery.fairness import app_share, apps_at_share, claim_room
 from messageservice.delivery.origin import origin
 from messageservice.delivery.retry import Outcome, Verdict, backoff, judge, parse_retry_after
+from messageservice.delivery.sending import failure
 from messageservice.delivery.shared import concurrency_share
+from messageservice.delivery.ssrf import HandlerAddressRefused
 
 NOW = 1_000_000.0
 POLICY = RetryPolicy((1.0, 5.0, 30.0), max_age=3600.0)
@@ -94,6 +97,20 @@ def test_answers_are_judged() -> None:
     limited = judge(429, "", "12", 60)
     assert (limited.verdict, limited.retry_after) == (Verdict.RETRY, 12.0)
     assert judge(500, "", "12", 60).retry_after is None  # Retry-After counts on 429 and 503 only
+
+
+def test_every_exception_is_an_outcome_refusals_final_the_rest_retried() -> None:
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 80, False, True, None, None, None),
+        HandlerAddressRefused("h", "10.0.0.1"),
+    )
+    judged = failure(refused)
+    assert judged.verdict is Verdict.FAIL and "10.0.0.1" in (judged.error or "")
+    idna = UnicodeError("encoding with 'idna' codec failed (UnicodeError: label empty or too long)")
+    for exc in (idna, KeyError("x"), TimeoutError(), aiohttp.InvalidURL("http://[::1/h")):
+        judged = failure(exc)
+        assert judged.verdict is Verdict.RETRY and judged.error and type(exc).__name__ in judged.error
+        assert isinstance(decided(judged), Retry)
 
 
 # Retry-After and backoff.

@@ -31,14 +31,23 @@ from messageservice.delivery.fairness import apps_at_share, claim_room
 from messageservice.delivery.jobs import Job, Result
 from messageservice.delivery.queue import HandlerOutbox
 from messageservice.delivery.retry import Outcome, Verdict
-from messageservice.delivery.sending import Poster, failure, signature_headers
+from messageservice.delivery.sending import RESPONSE_HEAD_BYTES, USER_AGENT, Poster, failure, signature_headers
 from messageservice.delivery.shared import SYNC_SECONDS, SharedState
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.statistics import YoungTables
 
 log = logging.getLogger("messageservice.dispatcher")
 
-__all__ = ["Dispatcher", "Outbox", "decide_all", "deliver_once", "signature_headers"]
+# What the benchmark (bench/send_bench.py) and older imports take from here.
+__all__ = [
+    "RESPONSE_HEAD_BYTES",
+    "USER_AGENT",
+    "Dispatcher",
+    "Outbox",
+    "decide_all",
+    "deliver_once",
+    "signature_headers",
+]
 
 
 class Outbox(Protocol):
@@ -126,6 +135,7 @@ class Dispatcher(BackgroundLoop):
         # When the next known job falls due: learnt on a sweep, and from the retries this loop schedules.
         self._next_due: float | None = None
         self._sweeping = True
+        self._sweep_at: float | None = None  # when the idle loop looks for work queued elsewhere
         self._young_tables = YoungTables()
         self._statistics_checked = 0.0
         settings = core.settings
@@ -219,17 +229,18 @@ class Dispatcher(BackgroundLoop):
     async def _idle(self) -> None:
         if (self._finished and not self._writing) or self._wakeup.is_set() or self._work:
             return
-        wait = self.outbox.sweep_seconds(self._core.settings)
-        if self._next_due is not None:
-            wait = min(wait, max(0.0, self._next_due - self._core.clock()))
-        if self._inflight:
-            # Calls out: keep the shared state (breakers, this dispatcher's heartbeat) current.
-            wait = min(wait, SYNC_SECONDS)
+        now = self._core.clock()
+        if self._sweep_at is None:
+            self._sweep_at = now + self.outbox.sweep_seconds(self._core.settings)
+        due = self._sweep_at if self._next_due is None else min(self._sweep_at, self._next_due)
+        # However long the wait, the heartbeat and the breakers are shared every SYNC_SECONDS (shared.py).
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+            await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, min(due - now, SYNC_SECONDS)))
         except TimeoutError:
-            # A retry fell due, or the sweep: look for it, and for work queued elsewhere (SQLite).
-            self._work = self._sweeping = True
+            if self._core.clock() >= due:
+                # A retry fell due, or the sweep: look for it, and for work queued elsewhere (SQLite).
+                self._work = self._sweeping = True
+                self._sweep_at = None
 
     async def _learn_next_due(self) -> None:
         """After a sweep's claim: when the queue's next job falls due (one read a sweep, not one per idle)."""
