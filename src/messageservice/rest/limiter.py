@@ -230,8 +230,11 @@ class LimitSettler(BackgroundLoop):
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.bucket.settle_seconds)
-            await self.bucket.settle()
-            await self.meter.settle(self.bucket.clock())
+            try:
+                await self.bucket.settle()
+                await self.meter.settle(self.bucket.clock())
+            except Exception:  # a failed turn must not end the limits: the next one starts from what is known
+                log.exception("settling the shared limits failed")
 
 
 @dataclass
