@@ -218,3 +218,34 @@ def test_two_local_buckets_settle_against_one_database(limit_store: DatabaseLimi
         assert answers.count(True) == 1, answers
 
     asyncio.run(run())
+
+
+@synchronously
+async def test_operating_time_adds_up_across_processes() -> None:
+    store = MemoryLimitStore()
+    first, second = OperatingMeter(1.0, store), OperatingMeter(1.0, store)
+    first.add("app:1", "m", 600.0, 0.6)
+    await first.settle(601.0)
+    # A process learns a key's shared minutes at its first settle after using it (within the tolerance).
+    assert not second.blocked("app:1", "m", 601.0)
+    assert second.add("app:1", "m", 602.0, 0.5) == (pytest.approx(0.5), 1200)
+    await second.settle(602.0)
+    assert second.add("app:1", "m", 602.0, 0.0) == (pytest.approx(1.1), 1200)
+    await first.settle(602.0)
+    assert first.blocked("app:1", "m", 603.0) and second.blocked("app:1", "m", 603.0)
+    assert not first.blocked("app:1", "other", 603.0)
+    # Ten minutes after the first minute it drops out, here and in the store.
+    await first.settle(1200.0)
+    assert not first.blocked("app:1", "m", 1200.0)
+
+
+def test_the_database_adds_operating_time_for_every_process(limit_store: DatabaseLimitStore) -> None:
+    async def run() -> None:
+        key = ("app:1", "messageservice.sender.list")
+        assert await limit_store.add_operating([(*key, 10, 0.25)], [key], 1) == {key: {10: 0.25}}
+        both = await limit_store.add_operating([(*key, 10, 0.5), (*key, 11, 1.0)], [key, ("app:2", "m")], 1)
+        assert both == {key: {10: 0.75, 11: 1.0}}
+        # Minutes before the window are gone.
+        assert await limit_store.add_operating([], [key], 11) == {key: {11: 1.0}}
+
+    asyncio.run(run())

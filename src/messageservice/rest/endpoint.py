@@ -73,9 +73,9 @@ class RestEndpoint:
             settings.rate_limit_per_second,
             settle_seconds=settings.rate_limit_settle_seconds,
         )
-        # The app runs it with the other background loops: it settles this process's buckets with the shared ones.
-        self.settler = LimitSettler(core, self.bucket)
-        self.meter = OperatingMeter(core.settings.operating_limit_seconds)
+        self.meter = OperatingMeter(settings.operating_limit_seconds, DatabaseLimitStore(core.engine))
+        # The app runs it with the other background loops: it settles this process's limits with the shared ones.
+        self.settler = LimitSettler(core, self.bucket, self.meter)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.handle(Request(scope, receive))

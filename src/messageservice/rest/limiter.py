@@ -17,7 +17,9 @@ admitted in the last settle interval, so a request at another process may be ref
 for at most one interval. While the database cannot be reached, each process falls back to a bucket of its
 own (as before: N processes, N times the limit) and logs it.
 
-The operating-time meter stays per process (it is off by default, as on a Bitrix box).
+Operating time (off by default, as on a Bitrix box) is settled the same way when a limit is set: each
+process adds the method time it spent to shared per-minute rows and reads back everyone's. It is a meter,
+not a reservation: N processes may together overshoot by what they spend in one settle interval.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger("messageservice.limits")
 
 OPERATING_WINDOW = 600  # ten one-minute buckets
 SETTLE_SECONDS = 0.25
+Minutes = dict[int, float]
 
 
 def reserve(
@@ -61,12 +64,19 @@ class LimitStore(Protocol):
         """For each (key, returned, want), the tokens granted."""
         ...
 
+    async def add_operating(
+        self, spent: Sequence[tuple[str, str, int, float]], keys: Sequence[tuple[str, str]], oldest_minute: int
+    ) -> dict[tuple[str, str], Minutes]:
+        """Add (key, method, minute, seconds) spent; every process's minutes since `oldest_minute` for `keys`."""
+        ...
+
 
 @dataclass
 class MemoryLimitStore:
     """A `LimitStore` in one process's memory, for unit tests."""
 
     rows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    operating: dict[tuple[str, str], Minutes] = field(default_factory=dict)
     calls: int = 0
 
     async def reserve(
@@ -82,6 +92,19 @@ class MemoryLimitStore:
             self.rows[key] = (level, updated_at)
             grants.append(granted)
         return grants
+
+    async def add_operating(
+        self, spent: Sequence[tuple[str, str, int, float]], keys: Sequence[tuple[str, str]], oldest_minute: int
+    ) -> dict[tuple[str, str], Minutes]:
+        self.calls += 1
+        for key, method, minute, seconds in spent:
+            minutes = self.operating.setdefault((key, method), {})
+            minutes[minute] = minutes.get(minute, 0.0) + seconds
+        return {
+            key: {m: s for m, s in self.operating[key].items() if m >= oldest_minute}
+            for key in keys
+            if key in self.operating
+        }
 
 
 @dataclass
@@ -199,38 +222,75 @@ class LimitSettler(BackgroundLoop):
 
     name = "limits"
 
-    def __init__(self, core: Core, bucket: SharedBucket) -> None:
+    def __init__(self, core: Core, bucket: SharedBucket, meter: OperatingMeter) -> None:
         super().__init__(core)
         self.bucket = bucket
+        self.meter = meter
 
     async def run(self) -> None:
         while True:
             self.mark_active()
             await asyncio.sleep(self.bucket.settle_seconds)
-            await self.bucket.settle()
+            try:
+                await self.bucket.settle()
+                await self.meter.settle(self.bucket.clock())
+            except Exception:  # a failed turn must not end the limits: the next one starts from what is known
+                log.exception("settling the shared limits failed")
 
 
 @dataclass
 class OperatingMeter:
-    """Seconds spent per (caller, method) over the last ten minutes, in one-minute buckets."""
+    """Seconds spent per (caller, method) over the last ten minutes, in one-minute buckets. With a `store` and
+    a limit, for the whole installation: what every process had spent at this process's last settle, plus
+    what this one spent since (other processes' last quarter second is not seen: at most N x 0.25 s over)."""
 
     limit: float
-    _buckets: dict[tuple[str, str], dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    store: LimitStore | None = None
+    _shared: dict[tuple[str, str], Minutes] = field(default_factory=dict)
+    _pending: dict[tuple[str, str], Minutes] = field(default_factory=lambda: defaultdict(dict))
 
-    def _live(self, key: tuple[str, str], now: float) -> dict[int, float]:
-        buckets = self._buckets[key]
-        oldest = int(now // 60) - OPERATING_WINDOW // 60 + 1
-        for minute in [m for m in buckets if m < oldest]:
-            del buckets[minute]
-        return buckets
+    @staticmethod
+    def _oldest(now: float) -> int:
+        return int(now // 60) - OPERATING_WINDOW // 60 + 1
+
+    def _live(self, key: tuple[str, str], now: float) -> Minutes:
+        oldest = self._oldest(now)
+        merged: Minutes = {}
+        for source in (self._shared.get(key, {}), self._pending[key]):
+            for minute in [m for m in source if m < oldest]:
+                del source[minute]
+            for minute, seconds in source.items():
+                merged[minute] = merged.get(minute, 0.0) + seconds
+        return merged
 
     def blocked(self, caller: str, method: str, now: float) -> bool:
         return self.limit > 0 and sum(self._live((caller, method), now).values()) >= self.limit
 
     def add(self, caller: str, method: str, now: float, seconds: float) -> tuple[float, int]:
         """Record time spent; return (operating seconds, operating_reset_at) for the envelope."""
-        buckets = self._live((caller, method), now)
+        pending = self._pending[(caller, method)]
         minute = int(now // 60)
-        buckets[minute] = buckets.get(minute, 0.0) + seconds
+        pending[minute] = pending.get(minute, 0.0) + seconds
+        buckets = self._live((caller, method), now)
         reset_at = (min(buckets) + OPERATING_WINDOW // 60) * 60
         return sum(buckets.values()), int(reset_at)
+
+    async def settle(self, now: float) -> None:
+        """Add what this process spent to the shared minutes and read back everyone's (only with a limit)."""
+        if self.store is None or self.limit <= 0:
+            return
+        oldest = self._oldest(now)
+        pending, self._pending = self._pending, defaultdict(dict)
+        spent = [(k[0], k[1], m, s) for k, minutes in pending.items() for m, s in minutes.items() if m >= oldest and s]
+        keys = [key for key in {*pending, *self._shared} if self._live(key, now) or pending.get(key)]
+        if not keys:
+            return
+        try:
+            totals = await self.store.add_operating(spent, keys, oldest)
+        except Exception:
+            log.exception("operating time could not be shared; kept here until the next settle")
+            for key, minutes in pending.items():
+                for minute, seconds in minutes.items():
+                    self._pending[key][minute] = self._pending[key].get(minute, 0.0) + seconds
+            return
+        self._shared = totals

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, Integer, case, cast, delete, func, literal, select
+from sqlalchemy import Float, Integer, case, cast, delete, func, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from messageservice.store.tables import rate_buckets, signin_brakes
+from messageservice.store.tables import operating_seconds, rate_buckets, signin_brakes
 
 
 def _upsert(engine: AsyncEngine, table: Any) -> Any:
@@ -66,6 +66,34 @@ class DatabaseLimitStore:
                 result = await conn.execute(self._statement(key, returned, want, capacity, rate, now))
                 grants.append(int(result.scalar_one()))
         return grants
+
+    async def add_operating(
+        self, spent: Sequence[tuple[str, str, int, float]], keys: Sequence[tuple[str, str]], oldest_minute: int
+    ) -> dict[tuple[str, str], dict[int, float]]:
+        """Add each (key, method, minute, seconds) spent; return the minutes since `oldest_minute` of `keys`,
+        as every process has counted them. Older minutes are deleted."""
+        t = operating_seconds
+        totals: dict[tuple[str, str], dict[int, float]] = {}
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(t).where(t.c.minute < oldest_minute))
+            for key, method, minute, seconds in spent:
+                await conn.execute(
+                    _upsert(self._engine, t)
+                    .values(key=key, method=method, minute=minute, seconds=seconds)
+                    .on_conflict_do_update(
+                        index_elements=[t.c.key, t.c.method, t.c.minute],
+                        set_={"seconds": t.c.seconds + seconds},
+                    )
+                )
+            if keys:
+                rows = await conn.execute(
+                    select(t.c.key, t.c.method, t.c.minute, t.c.seconds).where(
+                        tuple_(t.c.key, t.c.method).in_(list(keys)), t.c.minute >= oldest_minute
+                    )
+                )
+                for row in rows:
+                    totals.setdefault((row.key, row.method), {})[row.minute] = row.seconds
+        return totals
 
 
 class DatabaseBrakeStore:

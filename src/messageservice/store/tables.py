@@ -271,3 +271,13 @@ signin_brakes = Table(
     Column("failures", Integer, nullable=False),
     Column("last_failure_at", Float, nullable=False),
 )
+
+# Bitrix's operating-time limit: seconds of method time per caller, method and minute, added up by every process.
+operating_seconds = Table(
+    "operating_seconds",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("method", String(100), primary_key=True),
+    Column("minute", Integer, primary_key=True),
+    Column("seconds", Float, nullable=False),
+)

@@ -1,4 +1,4 @@
-"""shared limits: the REST leaky buckets and the console's sign-in brake, for every process
+"""shared limits: the REST leaky buckets, operating time and the console's sign-in brake, for every process
 
 Revision ID: 0007
 Revises: 0006
@@ -29,8 +29,17 @@ def upgrade() -> None:
         sa.Column("last_failure_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("key", name="pk_signin_brakes"),
     )
+    op.create_table(
+        "operating_seconds",
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("method", sa.String(100), nullable=False),
+        sa.Column("minute", sa.Integer(), nullable=False),
+        sa.Column("seconds", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "method", "minute", name="pk_operating_seconds"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("operating_seconds")
     op.drop_table("signin_brakes")
     op.drop_table("rate_buckets")
