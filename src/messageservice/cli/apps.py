@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.text import Text
 
 from messageservice.cli import runner
 from messageservice.cli.output import JsonOption, console, emit, err_console, print_json
+from messageservice.cli.views import safe
 
 if TYPE_CHECKING:
     from messageservice.core.apps import App
@@ -54,7 +56,8 @@ def app_install(
         "onappinstall_detail": detail,
     }
     if not delivered and not as_json:
-        err_console.print(f"[yellow]ONAPPINSTALL not delivered yet ({detail}); the server retries it.[/yellow]")
+        note = f"ONAPPINSTALL not delivered yet ({detail}); the server retries it."
+        err_console.print(Text(safe(note), style="yellow"))
     emit(data, as_json)
 
 

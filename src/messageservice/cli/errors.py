@@ -78,7 +78,10 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _is_network(exc: BaseException) -> bool:
-    # An OSError naming a file is about a file (the data folder, the secret key), not about a server.
+    # An OSError naming a file is about a file (the data folder, the secret key), not about a server;
+    # a broken pipe is standard output closed early (`| head`).
+    if isinstance(exc, BrokenPipeError):
+        return False
     return isinstance(exc, ConnectionError | TimeoutError) or (isinstance(exc, OSError) and exc.filename is None)
 
 
