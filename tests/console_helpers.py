@@ -52,7 +52,7 @@ class ConsoleClient:
 
     def __init__(self, portal: LivePortal) -> None:
         self.portal = portal
-        self.http = requests.Session()
+        self.http = portal.new_session()
         self.http.headers["Origin"] = portal.base_url
 
     def url(self, path: str) -> str:
@@ -123,16 +123,16 @@ class DeliveringProvider:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/handler"
 
     def report(self, form: dict[str, str]) -> None:
-        answer = requests.post(
-            self.portal.rest_url + "messageservice.message.status.update",
-            data={
-                "auth": form["auth[access_token]"],
-                "CODE": form["code"],
-                "MESSAGE_ID": form["message_id"],
-                "STATUS": self.status,
-            },
-            timeout=30,
-        ).json()
+        fields = {
+            "auth": form["auth[access_token]"],
+            "CODE": form["code"],
+            "MESSAGE_ID": form["message_id"],
+            "STATUS": self.status,
+        }
+        with self.portal.new_session() as http:  # reaches an in-process portal too
+            answer = http.post(
+                self.portal.rest_url + "messageservice.message.status.update", data=fields, timeout=30
+            ).json()
         with self.changed:
             self.reports.append(answer)
             self.changed.notify_all()

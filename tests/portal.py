@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
+import http
+import http.client
 import os
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
+import pytest
 import requests
+import requests.adapters
 import uvicorn
 from cryptography.fernet import Fernet
+from requests.cookies import extract_cookies_to_jar
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 from sqlalchemy import update
 
 from messageservice.app import create_app
@@ -28,9 +37,11 @@ from messageservice.core.tokens import mint_for_user
 from messageservice.store.db import migrate
 from messageservice.store.tables import access_tokens
 from messageservice.tls import ensure_certificate
+from tests.databases import new_database_url
 from tests.postgres import free_port
 
 T = TypeVar("T")
+_STATUSES = {status.value for status in http.HTTPStatus}
 
 
 @dataclass
@@ -87,14 +98,241 @@ class ServerThread:
         self.thread.join(timeout=15)
 
 
+class InProcessServer:
+    """The same ASGI app with its lifespan (so the dispatcher and the other loops run), on an event loop
+    in a background thread, with no socket: requests reach it through `InProcessAdapter`, mounted on
+    `base_url` of a requests.Session. For tests about HTTP semantics; the wire (SDKs, TLS, raw bytes,
+    other processes) needs a `ServerThread`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port: int | None = None
+        self.cert_path: Path | None = None
+        # A name no resolver knows: a request that misses the adapter fails at once instead of going astray.
+        self.base_url = f"http://inprocess-{id(self):x}.test"
+        self.app = create_app(settings, public_url=self.base_url)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.lifespan_in: asyncio.Queue[dict[str, Any]] | None = None
+        self.lifespan_out: asyncio.Queue[dict[str, Any]] | None = None
+        self.lifespan_task: asyncio.Task[None] | None = None
+
+    def call(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def start(self) -> InProcessServer:
+        self.thread.start()
+        self.call(self._lifespan("startup"), timeout=60)
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.call(self._lifespan("shutdown"), timeout=15)
+        except concurrent.futures.TimeoutError:
+            # As ServerThread.stop does (its join times out silently): a slow shutdown does not fail the test.
+            pass
+        finally:
+            self.loop.call_soon_threadsafe(self._cancel_everything)
+            self.thread.join(timeout=15)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+    def _cancel_everything(self) -> None:
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.call_soon(self.loop.stop)
+
+    async def _lifespan(self, phase: str) -> None:
+        """The ASGI lifespan protocol, as uvicorn speaks it."""
+        if self.lifespan_task is None:
+            self.lifespan_in, self.lifespan_out = asyncio.Queue(), asyncio.Queue()
+            scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+            self.lifespan_task = asyncio.create_task(self.app(scope, self.lifespan_in.get, self.lifespan_out.put))
+        assert self.lifespan_in is not None and self.lifespan_out is not None
+        await self.lifespan_in.put({"type": f"lifespan.{phase}"})
+        answer = await self.lifespan_out.get()
+        if answer["type"] != f"lifespan.{phase}.complete":
+            raise RuntimeError(f"in-process app {phase} failed: {answer.get('message', answer)}")
+        if phase == "shutdown":
+            await self.lifespan_task
+
+    async def roundtrip(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
+        """One HTTP exchange with the app, with the scope uvicorn would build from these exact bytes."""
+        parts = urlsplit(url)
+        raw_path = (parts.path or "/").encode("ascii")
+        sent_headers = [(b"host", parts.netloc.encode("ascii"))] + [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": (parts.hostname, parts.port or 80),
+            "client": ("127.0.0.1", 40000),
+            "scheme": parts.scheme,
+            "method": method,
+            "root_path": "",
+            "path": unquote(raw_path.decode("ascii")),
+            "raw_path": raw_path,
+            "query_string": parts.query.encode("ascii"),
+            "headers": sent_headers,
+            "state": {},
+        }
+        answer = Answer()
+        finished = asyncio.Event()
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer.status = message["status"]
+                answer.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                if method != "HEAD":  # as a server does: headers only
+                    answer.body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    finished.set()
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if answer.status:
+                raise
+            # What uvicorn answers when the app raises before it starts a response.
+            answer.status, answer.headers, answer.body = 500, [("content-type", "text/plain")], b"Internal Server Error"
+        finally:
+            finished.set()
+        return answer
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.mount(self.base_url, InProcessAdapter(self))
+        return session
+
+
+@dataclass
+class Answer:
+    status: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+class _Raw:
+    """What requests reads cookies from (`_original_response.msg`) and closes."""
+
+    def __init__(self, headers: http.client.HTTPMessage) -> None:
+        self._original_response = self
+        self.msg = headers
+
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+class InProcessAdapter(requests.adapters.BaseAdapter):
+    """A requests transport that hands each request to an `InProcessServer` instead of a socket."""
+
+    def __init__(self, server: InProcessServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **_: Any) -> Any:
+        body = request.body or b""
+        if hasattr(body, "read"):
+            body = body.read()
+        if isinstance(body, str):
+            body = body.encode()
+        seconds = timeout[1] if isinstance(timeout, tuple) else timeout
+        exchange = self.server.roundtrip(str(request.method), str(request.url), list(request.headers.items()), body)
+        answer = self.server.call(exchange, seconds)
+        message = http.client.HTTPMessage()
+        joined: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+        for name, value in answer.headers:
+            message[name] = value
+            joined[name] = f"{joined[name]}, {value}" if name in joined else value
+        response = requests.Response()
+        response.status_code = answer.status
+        response.reason = http.HTTPStatus(answer.status).phrase if answer.status in _STATUSES else ""
+        response.headers = joined
+        response.encoding = get_encoding_from_headers(joined)
+        response.url = str(request.url)
+        response.request = request
+        response.connection = self
+        response.raw = _Raw(message)
+        response._content = answer.body
+        response._content_consumed = True
+        extract_cookies_to_jar(response.cookies, request, response.raw)
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class AdminRunner:
+    """One Core on an event loop of its own thread; safe to call from any thread, under a running loop
+    too (Playwright's sync API keeps one in the test's thread)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def open_core() -> Core:
+            return Core.open(settings)  # on its loop: whatever it binds to a loop binds to this one
+
+        self.core = asyncio.run_coroutine_threadsafe(open_core(), self.loop).result()
+
+    def run(self, work: Callable[[Core], Awaitable[T]]) -> T:
+        async def main() -> T:
+            # A shallow copy per call: work that sets an attribute (a test's clock) does not leak into the next.
+            return await work(copy.copy(self.core))
+
+        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
+
+    def close(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.core.close(), self.loop).result(timeout=15)
+        except concurrent.futures.TimeoutError:
+            pass  # a pool slow to close under load is no test's failure
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=15)
+            self.loop.close()
+
+
 @dataclass
 class LivePortal:
     """The portal under test. Admin actions go through the same core services the CLI uses."""
 
     settings: Settings
-    server: ServerThread
+    server: ServerThread | InProcessServer
     backend: str
     session: requests.Session = field(default_factory=requests.Session)
+    _admin: AdminRunner | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.server, InProcessServer):
+            self.session.mount(self.server.base_url, InProcessAdapter(self.server))
+
+    @property
+    def in_process(self) -> bool:
+        return isinstance(self.server, InProcessServer)
+
+    def new_session(self) -> requests.Session:
+        """A session of its own (its own cookies) that reaches this portal, whichever server it runs on."""
+        return self.server.session() if isinstance(self.server, InProcessServer) else requests.Session()
 
     @property
     def base_url(self) -> str:
@@ -115,28 +353,22 @@ class LivePortal:
         }
 
     def run(self, work: Callable[[Core], Awaitable[T]]) -> T:
-        async def main() -> T:
-            core = Core.open(self.settings)
-            try:
-                return await work(core)
-            finally:
-                await core.close()
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            under_a_loop = False
-        else:
-            under_a_loop = True
-        if not under_a_loop:
-            return asyncio.run(main())
-        # Called under a running loop (Playwright's sync API keeps one): run the work on a thread of its own.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, main()).result()
+        """Run admin work against the portal's database, on a Core kept open for the portal's lifetime
+        (opening one per call cost a new engine and its connections every time)."""
+        if self._admin is None or self._admin.settings is not self.settings:
+            if self._admin is not None:
+                self._admin.close()
+            self._admin = AdminRunner(self.settings)
+        return self._admin.run(work)
 
     def stop(self) -> None:
         self.session.close()
-        self.server.stop()
+        try:
+            self.server.stop()
+        finally:
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
 
     def add_user(self, name: str = "User", *, admin: bool = False) -> int:
         return self.run(lambda core: portal_service.add_user(core, name, admin=admin)).id
@@ -203,13 +435,29 @@ def make_settings(database_url: str, data_dir: Path) -> Settings:
     )
 
 
-def start_portal(settings: Settings, backend: str, *, tls_dir: Path | None = None) -> LivePortal:
-    migrate(settings.database_url)
+def start_portal(
+    settings: Settings,
+    backend: str,
+    *,
+    tls_dir: Path | None = None,
+    in_process: bool = False,
+    migrated: bool = False,
+) -> LivePortal:
+    """Migrate (unless the database is a migrated copy), create the portal and start its server:
+    uvicorn on a loopback port, or the app in-process with no socket."""
+    if not migrated:
+        migrate(settings.database_url)
 
     async def init(core: Core) -> None:
         await portal_service.init_portal(core, "portal.test")
 
-    portal = LivePortal(settings, ServerThread(settings, tls_dir=tls_dir), backend)
+    if in_process:
+        if tls_dir is not None:
+            raise ValueError("TLS needs a real server")
+        server: ServerThread | InProcessServer = InProcessServer(settings)
+    else:
+        server = ServerThread(settings, tls_dir=tls_dir)
+    portal = LivePortal(settings, server, backend)
     portal.run(init)
     portal.server.start()
     return portal
@@ -217,3 +465,17 @@ def start_portal(settings: Settings, backend: str, *, tls_dir: Path | None = Non
 
 def ssl_context_for(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
+
+
+def open_fresh_portal(
+    request: pytest.FixtureRequest, backend: str, folder: Path, *, in_process: bool
+) -> Iterator[LivePortal]:
+    """A portal of its own on a new database; settings overrides come from indirect parametrization
+    (`request.param`). The generator behind `fresh_portal` and its in-process kin."""
+    settings = make_settings(new_database_url(request, backend, folder), folder)
+    overrides = getattr(request, "param", {}) or {}
+    live = start_portal(settings.model_copy(update=overrides), backend, in_process=in_process, migrated=True)
+    try:
+        yield live
+    finally:
+        live.stop()

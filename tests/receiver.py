@@ -14,6 +14,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def form(self) -> dict[str, str]:
@@ -25,6 +26,7 @@ class Reply:
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once this is set (a handler that hangs until released)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Receiver:
                     owner.arrived.notify_all()
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.hold is not None:
+                    reply.hold.wait(timeout=60)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers:

@@ -1,4 +1,7 @@
-"""`batch` (spec 3.6): cmd as object, array or form, halt, the 50-command limit, $result references."""
+"""`batch` (spec 3.6): cmd as object, array or form, halt, the 50-command limit, $result references.
+
+The protocol layer, the same on both engines: run once, in-process (the sub-calls' own behaviour is
+tested per engine in their modules)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,11 @@ import pytest
 from tests.portal import AppCredentials, LivePortal
 
 HANDLER = "http://127.0.0.1:9000/handler"
+
+
+@pytest.fixture(scope="module")
+def portal(any_portal: LivePortal) -> LivePortal:
+    return any_portal
 
 
 @pytest.fixture

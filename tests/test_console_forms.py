@@ -1,9 +1,12 @@
 """Bad input in every console form: a clear message on the page, no trace, nothing escaped wrongly,
-and nothing changed in the database. Plain HTTP with a signed-in session (cookies, Origin, CSRF token)."""
+and nothing changed in the database. Plain HTTP with a signed-in session (cookies, Origin, CSRF token),
+in-process; the form cases, refused before any write, run once (`any_portal`)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,25 +23,65 @@ SCRIPT = "<script>alert(1)</script>"
 HUGE = "x" * 5000
 
 
-@pytest.fixture(scope="module")
-def admin(portal: LivePortal) -> Admin:
-    return add_admin(portal)
+@dataclass
+class Signed:
+    """A signed-in operator on a portal, with an app and a sender to name in forms."""
+
+    portal: LivePortal
+    admin: Admin
+    client: ConsoleClient
+    app: AppCredentials
+    sender: str
+
+
+def sign_in(portal: LivePortal, handler: Receiver) -> Signed:
+    admin = add_admin(portal)
+    app = portal.add_app(name="Forms app")
+    return Signed(portal, admin, ConsoleClient(portal).login(admin), app, add_sender(portal, app, handler.url))
 
 
 @pytest.fixture(scope="module")
-def client(portal: LivePortal, admin: Admin) -> ConsoleClient:
-    return ConsoleClient(portal).login(admin)
+def receiver() -> Iterator[Receiver]:
+    """The senders' HANDLER (never called)."""
+    server = Receiver().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def app(portal: LivePortal) -> AppCredentials:
-    return portal.add_app(name="Forms app")
+def portal(local_portal: LivePortal) -> LivePortal:
+    return local_portal
 
 
 @pytest.fixture(scope="module")
-def sender(portal: LivePortal, app: AppCredentials) -> str:
-    receiver = Receiver().start()
-    return add_sender(portal, app, receiver.url)
+def signed(portal: LivePortal, receiver: Receiver) -> Signed:
+    return sign_in(portal, receiver)
+
+
+@pytest.fixture(scope="module")
+def any_signed(any_portal: LivePortal, receiver: Receiver) -> Signed:
+    """Form validation does not depend on the engine: the bad-input cases run once."""
+    return sign_in(any_portal, receiver)
+
+
+@pytest.fixture(scope="module")
+def admin(signed: Signed) -> Admin:
+    return signed.admin
+
+
+@pytest.fixture(scope="module")
+def client(signed: Signed) -> ConsoleClient:
+    return signed.client
+
+
+@pytest.fixture(scope="module")
+def app(signed: Signed) -> AppCredentials:
+    return signed.app
+
+
+@pytest.fixture(scope="module")
+def sender(signed: Signed) -> str:
+    return signed.sender
 
 
 def snapshot(portal: LivePortal) -> dict[str, Any]:
@@ -121,15 +164,15 @@ def cases(sender_placeholder: str = "{sender}") -> list[tuple[str, dict[str, str
 
 @pytest.mark.parametrize(("path", "data", "expected"), cases(), ids=lambda v: str(v)[:40] if isinstance(v, str) else "")
 def test_bad_input_is_explained_and_changes_nothing(
-    portal: LivePortal,
-    client: ConsoleClient,
-    admin: Admin,
-    app: AppCredentials,
-    sender: str,
-    path: str,
-    data: dict[str, str],
-    expected: str,
+    any_signed: Signed, path: str, data: dict[str, str], expected: str
 ) -> None:
+    portal, client, admin, app, sender = (
+        any_signed.portal,
+        any_signed.client,
+        any_signed.admin,
+        any_signed.app,
+        any_signed.sender,
+    )
     filled = {k: v.replace("{sender}", sender).replace("{self}", str(admin.user_id)) for k, v in data.items()}
     before = snapshot(portal)
     answer = client.post(path.replace("{client_id}", app.client_id), filled)

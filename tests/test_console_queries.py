@@ -1,9 +1,12 @@
-"""The console's own core reads and actions, on SQLite and PostgreSQL."""
+"""The console's own core reads and actions, on SQLite and PostgreSQL (portals in-process)."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -14,12 +17,23 @@ from messageservice.core.errors import CoreError
 from messageservice.core.logins import authenticate, current_operator, ensure_admin_login, set_password
 from messageservice.store.tables import deliveries, users
 from tests.console_helpers import add_sender
-from tests.portal import AppCredentials, LivePortal
+from tests.portal import AppCredentials, LivePortal, open_fresh_portal
 from tests.receiver import Receiver, Reply
 
 
+@pytest.fixture(scope="module")
+def portal(local_portal: LivePortal) -> LivePortal:
+    return local_portal
+
+
 @pytest.fixture
-def handler() -> Receiver:
+def fresh_portal(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[LivePortal]:
+    """A portal of its own, in-process."""
+    yield from open_fresh_portal(request, backend, tmp_path, in_process=True)
+
+
+@pytest.fixture
+def handler() -> Iterator[Receiver]:
     receiver = Receiver().start()
     yield receiver
     receiver.stop()
@@ -134,10 +148,14 @@ def test_retry_now_only_for_a_waiting_retry(portal: LivePortal, handler: Receive
 def test_in_flight_job_is_not_retried_early(portal: LivePortal, handler: Receiver) -> None:
     app = portal.add_app()
     sender = add_sender(portal, app, handler.url)
-    handler.script = [Reply(200, (), 1.5)]  # the call is still running while we ask
-    message_id = send(portal, app, sender, "+15550107006", "slow")
-    handler.wait_for(1)
-    assert portal.run(lambda core: queries.retry_now(core, message_id)) is False
+    release = threading.Event()
+    handler.script = [Reply(200, hold=release)]  # the call is still running while we ask
+    try:
+        message_id = send(portal, app, sender, "+15550107006", "slow")
+        handler.wait_for(1)
+        assert portal.run(lambda core: queries.retry_now(core, message_id)) is False
+    finally:
+        release.set()
 
 
 def test_sender_choices_only_installed_apps(portal: LivePortal, handler: Receiver) -> None:

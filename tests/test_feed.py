@@ -1,8 +1,9 @@
-"""core.feed: the stream `messages follow` prints, on a real database with a real dispatcher."""
+"""core.feed: the stream `messages follow` prints, on a real database with a real (in-process) dispatcher."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,11 +11,17 @@ from messageservice.core import feed as feed_module
 from messageservice.core.context import Core
 from messageservice.core.feed import FeedEvent, MessageFeed
 from messageservice.core.messages import Actor, send_message
-from tests.portal import LivePortal
+from tests.portal import LivePortal, open_fresh_portal
 from tests.receiver import Receiver
 from tests.test_messages import handler_url, register
 
 OPERATOR = Actor(user_id=1, is_admin=True, channel="cli")
+
+
+@pytest.fixture
+def fresh_portal(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[LivePortal]:
+    """A portal of its own, in-process (settings overrides by indirect parametrization, as usual)."""
+    yield from open_fresh_portal(request, backend, tmp_path, in_process=True)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""OAuth 2.0 as Bitrix24 runs it (spec 3.8): authorize, code exchange, refresh with rotation, errors."""
+"""OAuth 2.0 as Bitrix24 runs it (spec 3.8): authorize, code exchange, refresh with rotation, errors.
+
+In-process; the flows (codes and tokens stored and expired) on both engines, refusals of bad input once."""
 
 from __future__ import annotations
 
@@ -28,9 +30,19 @@ TOKEN_FIELDS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def portal(local_portal: LivePortal) -> LivePortal:
+    return local_portal
+
+
 @pytest.fixture
 def app(portal: LivePortal) -> AppCredentials:
     return portal.add_app(url="https://app.example.com/install")
+
+
+@pytest.fixture
+def any_app(any_portal: LivePortal) -> AppCredentials:
+    return any_portal.add_app(url="https://app.example.com/install")
 
 
 def authorize(portal: LivePortal, client_id: str, **extra: str) -> dict[str, str]:
@@ -187,7 +199,10 @@ def test_refresh_token_of_another_app(portal: LivePortal, app: AppCredentials) -
         ),
     ],
 )
-def test_token_errors(portal: LivePortal, app: AppCredentials, params: dict[str, str], status: int, error: str) -> None:
+def test_token_errors(
+    any_portal: LivePortal, any_app: AppCredentials, params: dict[str, str], status: int, error: str
+) -> None:
+    portal, app = any_portal, any_app
     filled = {k: v.format(cid=app.client_id, secret=app.client_secret) for k, v in params.items()}
     response = token_call(portal, **filled)
     assert response.status_code == status, response.text
@@ -199,7 +214,8 @@ def test_token_errors(portal: LivePortal, app: AppCredentials, params: dict[str,
     )
 
 
-def test_authorize_errors(portal: LivePortal) -> None:
+def test_authorize_errors(any_portal: LivePortal) -> None:
+    portal = any_portal
     for params in ({}, {"client_id": "local.unknown.1"}):
         response = portal.session.get(
             portal.base_url + "/oauth/authorize/", params=params, allow_redirects=False, timeout=30

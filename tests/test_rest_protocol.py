@@ -1,4 +1,7 @@
-"""The REST endpoint: URL forms, parameter encodings, auth, envelopes and error statuses (spec 3)."""
+"""The REST endpoint: URL forms, parameter encodings, auth, envelopes and error statuses (spec 3).
+
+The protocol layer does not depend on the engine: these run once, in-process (`any_portal`); the few
+whose answer comes from stored values run on both engines (`local_portal`)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,11 @@ import pytest
 from tests.portal import AppCredentials, LivePortal
 
 HANDLER = "http://127.0.0.1:9000/handler"
+
+
+@pytest.fixture(scope="module")
+def portal(any_portal: LivePortal) -> LivePortal:
+    return any_portal
 
 
 @pytest.fixture
@@ -81,7 +89,8 @@ def test_invalid_token(portal: LivePortal) -> None:
     assert response.json()["error"] == "invalid_token"
 
 
-def test_expired_token(portal: LivePortal) -> None:
+def test_expired_token(local_portal: LivePortal) -> None:
+    portal = local_portal
     app = portal.add_app()
     portal.expire_access_token(app.access_token)
     response = portal.call("messageservice.sender.list", token=app.access_token)
@@ -241,7 +250,8 @@ def test_error_envelope_has_no_time(portal: LivePortal) -> None:
     assert set(body) == {"error", "error_description"}
 
 
-def test_php_json_escaping_on_the_wire(portal: LivePortal) -> None:
+def test_php_json_escaping_on_the_wire(local_portal: LivePortal) -> None:
+    portal = local_portal
     admin = portal.add_user("<b>Ñame</b> & 'q' \"d\" /s", admin=True)
     app = portal.add_app(user_id=admin)
     raw = portal.call("profile", token=app.access_token).content.decode()
@@ -293,9 +303,9 @@ def test_profile_and_user_admin(portal: LivePortal) -> None:
     assert portal.call("user.admin", token=app.access_token).json()["result"] is False
 
 
-@pytest.mark.parametrize("fresh_portal", [{"webhook_require_https": True}], indirect=True)
-def test_webhook_https_required_when_configured(fresh_portal: LivePortal) -> None:
-    hook = fresh_portal.add_webhook(1, "messageservice")
-    response = fresh_portal.session.get(hook + "user.admin", timeout=30)
+@pytest.mark.parametrize("any_fresh_portal", [{"webhook_require_https": True}], indirect=True)
+def test_webhook_https_required_when_configured(any_fresh_portal: LivePortal) -> None:
+    hook = any_fresh_portal.add_webhook(1, "messageservice")
+    response = any_fresh_portal.session.get(hook + "user.admin", timeout=30)
     assert response.status_code == 401
     assert response.json() == {"error": "INVALID_REQUEST", "error_description": "Https required."}

@@ -1,4 +1,7 @@
-"""messageservice.sender.*: every code and text of spec 1.2-1.6, in Bitrix's order, on both engines."""
+"""messageservice.sender.*: every code and text of spec 1.2-1.6, in Bitrix's order.
+
+In-process. What is stored, listed and refused by the database runs on both engines; validation and
+access checks, decided before any write, run once (`any_portal`)."""
 
 from __future__ import annotations
 
@@ -27,9 +30,19 @@ def expect_error(response: Any, status: int, code: str, description: str) -> Non
     assert response.json() == {"error": code, "error_description": description}
 
 
+@pytest.fixture(scope="module")
+def portal(local_portal: LivePortal) -> LivePortal:
+    return local_portal
+
+
 @pytest.fixture
 def app(portal: LivePortal) -> AppCredentials:
     return portal.add_app()
+
+
+@pytest.fixture
+def any_app(any_portal: LivePortal) -> AppCredentials:
+    return any_portal.add_app()
 
 
 # --- sender.add -------------------------------------------------------------------------------
@@ -67,8 +80,9 @@ ADD_ERRORS = [
 
 @pytest.mark.parametrize(("params", "code", "description"), ADD_ERRORS)
 def test_add_validation_order_codes_and_texts(
-    portal: LivePortal, app: AppCredentials, params: dict[str, Any], code: str, description: str
+    any_portal: LivePortal, any_app: AppCredentials, params: dict[str, Any], code: str, description: str
 ) -> None:
+    portal, app = any_portal, any_app
     response = portal.call("messageservice.sender.add", params, token=app.access_token)
     expect_error(response, 400, code, description)
 
@@ -106,7 +120,8 @@ def test_add_string_name_is_default_language(portal: LivePortal, app: AppCredent
     assert stored.names == {"**": "Provider"} and stored.descriptions == {"**": "Desc"}
 
 
-def test_add_keys_are_case_insensitive_and_form_brackets_work(portal: LivePortal, app: AppCredentials) -> None:
+def test_add_keys_are_case_insensitive_and_form_brackets_work(any_portal: LivePortal, any_app: AppCredentials) -> None:
+    portal, app = any_portal, any_app
     code = unique_code()
     response = portal.call(
         "messageservice.sender.add",
@@ -170,35 +185,40 @@ SENDER_METHODS = [
 
 
 @pytest.mark.parametrize("method", SENDER_METHODS)
-def test_webhook_has_no_application_context(portal: LivePortal, method: str) -> None:
+def test_webhook_has_no_application_context(any_portal: LivePortal, method: str) -> None:
+    portal = any_portal
     hook = portal.add_webhook(1, "messageservice")
     response = portal.session.post(hook + method + ".json", json=sender(unique_code()), timeout=30)
     expect_error(response, 403, "ACCESS_DENIED", "Access denied! Application context required")
 
 
 @pytest.mark.parametrize("method", SENDER_METHODS)
-def test_non_admin_is_denied(portal: LivePortal, method: str) -> None:
+def test_non_admin_is_denied(any_portal: LivePortal, method: str) -> None:
+    portal = any_portal
     user_id = portal.add_user("Plain user")
     app = portal.add_app(user_id=user_id)
     response = portal.call(method, sender(unique_code()), token=app.access_token)
     expect_error(response, 403, "ACCESS_DENIED", "Access denied!")
 
 
-def test_admin_check_comes_before_validation(portal: LivePortal) -> None:
+def test_admin_check_comes_before_validation(any_portal: LivePortal) -> None:
+    portal = any_portal
     user_id = portal.add_user("Plain user")
     app = portal.add_app(user_id=user_id)
     response = portal.call("messageservice.sender.add", {}, token=app.access_token)
     expect_error(response, 403, "ACCESS_DENIED", "Access denied!")
 
 
-def test_second_admin_may_manage(portal: LivePortal) -> None:
+def test_second_admin_may_manage(any_portal: LivePortal) -> None:
+    portal = any_portal
     admin_id = portal.add_user("Second admin", admin=True)
     app = portal.add_app(user_id=admin_id)
     assert portal.call("messageservice.sender.add", sender(unique_code()), token=app.access_token).ok
 
 
 @pytest.mark.parametrize("method", SENDER_METHODS)
-def test_missing_scope(portal: LivePortal, method: str) -> None:
+def test_missing_scope(any_portal: LivePortal, method: str) -> None:
+    portal = any_portal
     app = portal.add_app(scopes="crm")
     response = portal.call(method, sender(unique_code()), token=app.access_token)
     expect_error(
@@ -209,7 +229,8 @@ def test_missing_scope(portal: LivePortal, method: str) -> None:
     )
 
 
-def test_missing_scope_webhook_wording(portal: LivePortal) -> None:
+def test_missing_scope_webhook_wording(any_portal: LivePortal) -> None:
+    portal = any_portal
     hook = portal.add_webhook(1, "crm")
     response = portal.session.post(hook + "messageservice.sender.list", json={}, timeout=30)
     expect_error(
@@ -247,8 +268,9 @@ def registered(portal: LivePortal, app: AppCredentials) -> str:
     ],
 )
 def test_update_errors(
-    portal: LivePortal, app: AppCredentials, params: dict[str, Any], code: str, description: str
+    any_portal: LivePortal, any_app: AppCredentials, params: dict[str, Any], code: str, description: str
 ) -> None:
+    portal, app = any_portal, any_app
     expect_error(portal.call("messageservice.sender.update", params, token=app.access_token), 400, code, description)
 
 
@@ -300,8 +322,9 @@ def test_update_other_apps_sender_is_not_found(portal: LivePortal, registered: s
     ],
 )
 def test_delete_errors(
-    portal: LivePortal, app: AppCredentials, params: dict[str, Any], code: str, description: str
+    any_portal: LivePortal, any_app: AppCredentials, params: dict[str, Any], code: str, description: str
 ) -> None:
+    portal, app = any_portal, any_app
     expect_error(portal.call("messageservice.sender.delete", params, token=app.access_token), 400, code, description)
 
 
@@ -318,7 +341,8 @@ def test_delete_only_own(portal: LivePortal, app: AppCredentials, registered: st
     assert registered not in portal.call("messageservice.sender.list", token=app.access_token).json()["result"]
 
 
-def test_list_empty_is_array(portal: LivePortal, app: AppCredentials) -> None:
+def test_list_empty_is_array(any_portal: LivePortal, any_app: AppCredentials) -> None:
+    portal, app = any_portal, any_app
     body = portal.call("messageservice.sender.list", token=app.access_token).json()
     assert body["result"] == []
 
@@ -326,12 +350,10 @@ def test_list_empty_is_array(portal: LivePortal, app: AppCredentials) -> None:
 def test_concurrent_duplicate_adds_make_one_sender(portal: LivePortal, app: AppCredentials) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    import requests
-
     code = unique_code()
 
     def add(_: int) -> tuple[int, dict[str, Any]]:
-        response = requests.post(
+        response = portal.new_session().post(
             portal.rest_url + "messageservice.sender.add", json={**sender(code), "auth": app.access_token}, timeout=30
         )
         return response.status_code, response.json()

@@ -1,9 +1,11 @@
-"""core.stats over real deliveries: one provider answering 200, one answering 500, on both engines."""
+"""core.stats over real deliveries: one provider answering 200, one answering 500, on both engines
+(in-process portals: the providers are real, nothing calls the portal over the wire)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -12,9 +14,15 @@ from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.stats import Stats, collect
 from messageservice.store.tables import attempts, messages, status_reports
-from tests.portal import LivePortal
+from tests.portal import LivePortal, open_fresh_portal
 from tests.receiver import Receiver
 from tests.test_messages import FAST, get, handler_url, register, send, settled, wait_for
+
+
+@pytest.fixture
+def fresh_portal(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[LivePortal]:
+    """A portal of its own, in-process (settings overrides by indirect parametrization, as usual)."""
+    yield from open_fresh_portal(request, backend, tmp_path, in_process=True)
 
 
 @pytest.fixture
@@ -141,9 +149,9 @@ def test_stats_queue_lag(fresh_portal: LivePortal, broken: Receiver) -> None:
 
 
 @pytest.mark.parametrize("window", [0, 59, 7 * 86400 + 1, -5])
-def test_stats_window_is_checked(portal: LivePortal, window: int) -> None:
+def test_stats_window_is_checked(any_portal: LivePortal, window: int) -> None:
     with pytest.raises(CoreError) as caught:
-        stats_of(portal, window=window)
+        stats_of(any_portal, window=window)
     assert caught.value.description == "The stats window must be 60 to 604800 seconds."
 
 
