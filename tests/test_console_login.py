@@ -18,8 +18,9 @@ from messageservice.core.logins import (
     MemoryBrakeStore,
 )
 from messageservice.core.passwords import hash_password, password_matches
-from messageservice.store.db import create_engine, migrate
+from messageservice.store.db import migrate
 from messageservice.store.limits import DatabaseBrakeStore
+from messageservice.store.store import Store
 from tests.conftest import new_database_url
 from tests.console_helpers import CSRF_FIELD, ConsoleClient, add_admin
 from tests.portal import AppCredentials, LivePortal
@@ -171,10 +172,10 @@ def test_a_brake_set_by_one_process_holds_in_another(
     migrate(url)
 
     async def run() -> None:
-        engines = [create_engine(url, 2), create_engine(url, 2)]
+        stores = [Store(url, 4), Store(url, 4)]
         try:
             clock = FakeClock()
-            first, second = (LoginBrake(DatabaseBrakeStore(engine), clock) for engine in engines)
+            first, second = (LoginBrake(DatabaseBrakeStore(store), clock) for store in stores)
             for _ in range(ACCOUNT_RULE.free + 2):
                 await first.failed("192.0.2.1", "admin")
             assert await second.wait_seconds("192.0.2.9", "admin") == 4
@@ -187,12 +188,12 @@ def test_a_brake_set_by_one_process_holds_in_another(
             # Failures older than the forget window are pruned from the table at the next failure.
             clock.now += FORGET_SECONDS + 1
             await second.failed("192.0.2.2", "other")
-            assert await DatabaseBrakeStore(engines[0]).failures(["login:admin", "login:other"]) == {
+            assert await DatabaseBrakeStore(stores[0]).failures(["login:admin", "login:other"]) == {
                 "login:other": (1, clock.now)
             }
         finally:
-            for engine in engines:
-                await engine.dispose()
+            for store in stores:
+                await store.close()
 
     asyncio.run(run())
 

@@ -190,6 +190,6 @@ def test_the_dispatcher_knows_when_the_next_retry_is_due(fresh_portal: LivePorta
     ).json()["result"]
     # The first attempt is written back (not only claimed: a claim's lease looks like a due time too).
     retried = wait_for(lambda: (m := get(fresh_portal, app.access_token, sent["ID"]))["ATTEMPTS"] and m)
-    due = fresh_portal.run(lambda core: seconds_until_due(core, deliveries))
+    due = fresh_portal.run(lambda core: seconds_until_due(core.store, deliveries, core.clock()))
     expected = retried["DELIVERY"]["NEXT_ATTEMPT_AT"] - time.time()
     assert due is not None and 20 < due <= 36 and abs(due - expected) < 2, (due, expected)

@@ -18,8 +18,9 @@ from messageservice.rest.limiter import (
     SharedBucket,
     reserve,
 )
-from messageservice.store.db import create_engine, migrate
+from messageservice.store.db import migrate
 from messageservice.store.limits import DatabaseLimitStore
+from messageservice.store.store import Store
 from tests.conftest import new_database_url
 from tests.portal import LivePortal
 
@@ -182,9 +183,9 @@ async def test_the_store_unreachable_falls_back_to_a_bucket_per_process() -> Non
 def limit_store(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[DatabaseLimitStore]:
     url = new_database_url(request, backend, tmp_path)
     migrate(url)
-    engine = create_engine(url, 2)
-    yield DatabaseLimitStore(engine)
-    asyncio.run(engine.dispose())
+    store = Store(url, 4)
+    yield DatabaseLimitStore(store)
+    asyncio.run(store.close())
 
 
 def test_the_database_store_does_the_same_arithmetic(limit_store: DatabaseLimitStore) -> None:

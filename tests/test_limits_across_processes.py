@@ -215,5 +215,5 @@ def test_forwarded_for_counts_only_from_a_named_proxy(installation: Installation
     assert set(guesses(Browser(installation.trusting))) == {401}
     # ...elsewhere the header is ignored: it is all one address, braked after its free tries.
     statuses = guesses(Browser(installation.plain))
-    rows = installation.run(lambda core: DatabaseBrakeStore(core.engine).failures(["address:127.0.0.1"]))
+    rows = installation.run(lambda core: DatabaseBrakeStore(core.store).failures(["address:127.0.0.1"]))
     assert statuses == [401] * (ADDRESS_RULE.free + 1) + [429], (str(statuses), rows)

@@ -19,7 +19,7 @@ async def breaker_states(core: Core) -> BreakerStates:
     # The hot-path readers hand back plain rows (sqlite3.Row, asyncpg.Record): read them by column name.
     return {
         (row["client_id"], row["origin"]): breaker_state(row["failures"], row["open_until"], threshold, now)
-        for row in await breakers(core)
+        for row in await breakers(core.store)
     }
 
 

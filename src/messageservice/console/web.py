@@ -63,7 +63,7 @@ class Console:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.brake = LoginBrake(DatabaseBrakeStore(self.core.engine))
+        self.brake = LoginBrake(DatabaseBrakeStore(self.core.store))
 
     def send_app_events_now(self) -> None:
         """Post queued app events (ONAPPINSTALL, ...) at once, as the CLI does, without holding up the page;

@@ -246,7 +246,7 @@ class Dispatcher(BackgroundLoop):
         """After a sweep's claim: when the queue's next job falls due (one read a sweep, not one per idle)."""
         self._sweeping = False
         try:
-            due = await seconds_until_due(self._core, self.outbox.table)
+            due = await seconds_until_due(self._core.store, self.outbox.table, self._core.clock())
         except Exception:
             log.exception("reading the %s queue failed", self.outbox.kind)
             due = None

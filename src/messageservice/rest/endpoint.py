@@ -68,12 +68,12 @@ class RestEndpoint:
         self.registry = registry
         settings = core.settings
         self.bucket = SharedBucket(
-            DatabaseLimitStore(core.engine),
+            DatabaseLimitStore(core.store),
             settings.rate_limit_burst,
             settings.rate_limit_per_second,
             settle_seconds=settings.rate_limit_settle_seconds,
         )
-        self.meter = OperatingMeter(settings.operating_limit_seconds, DatabaseLimitStore(core.engine))
+        self.meter = OperatingMeter(settings.operating_limit_seconds, DatabaseLimitStore(core.store))
         # The app runs it with the other background loops: it settles this process's limits with the shared ones.
         self.settler = LimitSettler(core, self.bucket, self.meter)
 

@@ -6,8 +6,12 @@ Code above the store asks a named capability (`store.features.skip_locked`), nev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.dml import Insert
 
 from messageservice.config import normalize_database_url
 
@@ -32,6 +36,14 @@ class Features:
     cast_rounds: bool
     # Planner statistics are worth refreshing by hand on a young database (store/statistics.py).
     analyze: bool
+    # SQLAlchemy's dialect: read only by the helpers below, never by code above the store.
+    dialect: str
+
+    def upsert(self, table: Table) -> Insert:
+        """An INSERT that takes ON CONFLICT ... DO UPDATE/NOTHING: both engines speak it, each through
+        its own SQLAlchemy dialect module."""
+        module: Any = postgresql if self.dialect == "postgresql" else sqlite
+        return module.insert(table)
 
 
 POSTGRESQL = Features(
@@ -44,6 +56,7 @@ POSTGRESQL = Features(
     repeatable_read_snapshots=True,
     cast_rounds=True,
     analyze=True,
+    dialect="postgresql",
 )
 
 SQLITE = Features(
@@ -56,6 +69,7 @@ SQLITE = Features(
     repeatable_read_snapshots=False,
     cast_rounds=False,
     analyze=False,
+    dialect="sqlite",
 )
 
 
@@ -67,3 +81,8 @@ def features_for(database_url: str) -> Features:
     if backend == "sqlite":
         return SQLITE
     raise ValueError(f"unsupported database engine: {backend}")
+
+
+def features_of(connection: Any) -> Features:
+    """The capabilities behind a SQLAlchemy connection or engine (sync or async)."""
+    return POSTGRESQL if connection.dialect.name == "postgresql" else SQLITE

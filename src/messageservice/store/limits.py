@@ -13,23 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Float, Integer, case, cast, delete, func, literal, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from messageservice.store.store import Store
 from messageservice.store.tables import operating_seconds, rate_buckets, signin_brakes
-
-
-def _upsert(engine: AsyncEngine, table: Any) -> Any:
-    # Both dialects spell INSERT ... ON CONFLICT DO UPDATE the same way in SQLAlchemy, from different modules.
-    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 class DatabaseLimitStore:
     """`rest.limiter.LimitStore` over the installation's database (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._floor = func.floor if engine.dialect.name == "postgresql" else (lambda x: cast(x, Integer))
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._floor = func.floor if store.features.cast_rounds else (lambda x: cast(x, Integer))
 
     def _statement(self, key: str, returned: int, want: int, capacity: float, rate: float, now: float) -> Any:
         t = rate_buckets
@@ -43,7 +37,7 @@ class DatabaseLimitStore:
         granted = case((whole < want, whole), else_=literal(float(want), Float))
         first = float(min(want, int(capacity))) if want > 0 else 0.0
         return (
-            _upsert(self._engine, t)
+            self._store.features.upsert(t)
             .values(key=key, level=first, updated_at=now, granted=first)
             .on_conflict_do_update(
                 index_elements=[t.c.key],
@@ -61,7 +55,7 @@ class DatabaseLimitStore:
     ) -> list[int]:
         """For each (key, returned, want): give back `returned` tokens, then grant up to `want` within room."""
         grants: list[int] = []
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             for key, returned, want in asks:
                 result = await conn.execute(self._statement(key, returned, want, capacity, rate, now))
                 grants.append(int(result.scalar_one()))
@@ -74,11 +68,11 @@ class DatabaseLimitStore:
         as every process has counted them. Older minutes are deleted."""
         t = operating_seconds
         totals: dict[tuple[str, str], dict[int, float]] = {}
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             await conn.execute(delete(t).where(t.c.minute < oldest_minute))
             for key, method, minute, seconds in spent:
                 await conn.execute(
-                    _upsert(self._engine, t)
+                    self._store.features.upsert(t)
                     .values(key=key, method=method, minute=minute, seconds=seconds)
                     .on_conflict_do_update(
                         index_elements=[t.c.key, t.c.method, t.c.minute],
@@ -99,11 +93,11 @@ class DatabaseLimitStore:
 class DatabaseBrakeStore:
     """The sign-in brake's failure counts (`core.logins.BrakeStore`)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     async def failures(self, keys: Sequence[str]) -> dict[str, tuple[int, float]]:
-        async with self._engine.connect() as conn:
+        async with self._store.connection() as conn:
             rows = await conn.execute(
                 select(signin_brakes.c.key, signin_brakes.c.failures, signin_brakes.c.last_failure_at).where(
                     signin_brakes.c.key.in_(list(keys))
@@ -114,12 +108,12 @@ class DatabaseBrakeStore:
     async def add_failure(self, keys: Sequence[str], now: float, forget_before: float) -> None:
         """Count a failure on each key; a key quiet since `forget_before` starts again from one."""
         t = signin_brakes
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             # Sign-ins are rare: pruning here keeps the table as small as the recent failures.
             await conn.execute(delete(t).where(t.c.last_failure_at < forget_before))
             for key in keys:
                 await conn.execute(
-                    _upsert(self._engine, t)
+                    self._store.features.upsert(t)
                     .values(key=key, failures=1, last_failure_at=now)
                     .on_conflict_do_update(
                         index_elements=[t.c.key],
@@ -128,5 +122,5 @@ class DatabaseBrakeStore:
                 )
 
     async def clear(self, keys: Sequence[str]) -> None:
-        async with self._engine.begin() as conn:
+        async with self._store.transaction() as conn:
             await conn.execute(delete(signin_brakes).where(signin_brakes.c.key.in_(list(keys))))

@@ -7,14 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, Table, delete, func, literal_column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from messageservice.core.context import Core
+from messageservice.store.features import features_of
+from messageservice.store.store import Store
 from messageservice.store.tables import apps, delivery_breakers, dispatchers
 
 
-async def seconds_until_due(core: Core, table: Table) -> float | None:
+async def seconds_until_due(store: Store, table: Table, now: float) -> float | None:
     """Seconds until the earliest pending job of a table with `state` and `next_attempt_at`; None if none."""
     query = _EARLIEST.get(table.name)
     if query is None:
@@ -23,9 +22,9 @@ async def seconds_until_due(core: Core, table: Table) -> float | None:
         query = _EARLIEST[table.name] = select(func.min(table.c.next_attempt_at)).where(
             table.c.state == literal_column("'pending'")
         )
-    rows = await core.reads.fetch(query, {})
+    rows = await store.fetch(query, {})
     due = rows[0][0] if rows else None
-    return None if due is None else max(0.0, due - core.clock())
+    return None if due is None else max(0.0, due - now)
 
 
 _EARLIEST: dict[str, Select[Any]] = {}
@@ -33,8 +32,7 @@ _EARLIEST: dict[str, Select[Any]] = {}
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE: both engines speak it, each through its own dialect."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
+    statement = features_of(conn).upsert(table)
     changed = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
     conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed), rows)
 
@@ -72,7 +70,7 @@ def read_breakers(conn: Connection) -> Sequence[Row[Any]]:
 _BREAKERS_OF_APPS = select(delivery_breakers, apps.c.client_id).join(apps, apps.c.id == delivery_breakers.c.app_id)
 
 
-async def breakers(core: Core) -> Sequence[Row[Any]]:
+async def breakers(store: Store) -> Sequence[Row[Any]]:
     """Every breaker of an existing app as the dispatchers last wrote it, with the app's client_id
     (for the console, in any process)."""
-    return await core.reads.fetch(_BREAKERS_OF_APPS, {})
+    return await store.fetch(_BREAKERS_OF_APPS, {})
