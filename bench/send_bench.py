@@ -359,8 +359,8 @@ def baseline_main(argv: Sequence[str]) -> None:
 async def run_baseline(spec: BaselineSpec) -> LoadOutcome:
     import aiohttp
 
+    from messageservice.core.payload import HandlerMessage, handler_body
     from messageservice.delivery.dispatcher import RESPONSE_HEAD_BYTES, USER_AGENT
-    from messageservice.delivery.payload import HandlerMessage, handler_body
 
     created = int(time.time())
     ids = [secrets.token_hex(16) for _ in range(spec.count)]

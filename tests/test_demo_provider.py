@@ -26,8 +26,8 @@ import requests
 
 from messageservice.core import apps as app_service
 from messageservice.core.context import Core
+from messageservice.core.payload import HandlerMessage, handler_body
 from messageservice.delivery.app_events import deliver_due
-from messageservice.delivery.payload import HandlerMessage, handler_body
 from messageservice.phpquery import http_build_query
 from tests.portal import LivePortal
 from tests.postgres import free_port

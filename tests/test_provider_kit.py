@@ -17,8 +17,8 @@ import pytest
 
 from messageservice.core import apps as app_service
 from messageservice.core.context import Core
+from messageservice.core.payload import HandlerMessage, handler_body
 from messageservice.delivery.app_events import deliver_due
-from messageservice.delivery.payload import HandlerMessage, handler_body
 from messageservice.phpquery import http_build_query
 from messageservice.provider import (
     ONAPPINSTALL,

@@ -11,7 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from messageservice.config import DeliveryProfile, Settings, SettingsError, get_settings
-from messageservice.delivery.retry import parse_schedule
+from messageservice.core.schedules import parse_schedule
 from messageservice.delivery.ssrf import parse_networks
 from tests.conftest import new_database_url
 

@@ -64,13 +64,13 @@ def check_networks(text: str) -> None:
 
 
 def check_schedule(text: str) -> None:
-    """Each delay follows the rule of a sender's own schedule (delivery/retry.py parse_schedule).
+    """Each delay follows the rule of a sender's own schedule (core/schedules.py parse_schedule).
 
     Its cap on the number of steps, meant for what apps send, does not bind the operator, and an
     empty schedule is allowed: one attempt, no retries.
     """
     # Imported late: config is imported before everything else.
-    from messageservice.delivery.retry import MAX_SCHEDULE_DELAY, parse_schedule
+    from messageservice.core.schedules import MAX_SCHEDULE_DELAY, parse_schedule
 
     if text.strip() and any(parse_schedule(part) is None for part in text.split(",")):
         rule = f"comma-separated delays in seconds, each from 0 to {MAX_SCHEDULE_DELAY:g}"

@@ -14,10 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messageservice.background import BackgroundLoop
 from messageservice.console import apps, auth, dashboard, messages, portal, providers, send
-from messageservice.console.session import COOKIE, SESSION_SECONDS, session_key
 from messageservice.console.web import HERE, Console, log
 from messageservice.core.context import Core
 from messageservice.rest.errors import STORE_RETRY_AFTER_SECONDS
+from messageservice.session import COOKIE, SESSION_SECONDS, session_key
 from messageservice.store.errors import StoreError, StoreUnavailable
 
 # No inline script or style anywhere: even text that slipped past escaping could not run.

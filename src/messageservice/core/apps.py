@@ -12,12 +12,12 @@ from sqlalchemy import delete, insert, select, update
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
+from messageservice.core.events import enqueue_event
 from messageservice.core.orphans import fail_queued
 from messageservice.core.portal import get_portal, get_user
 from messageservice.core.scopes import join_scopes, parse_scopes
 from messageservice.core.secrets import hash_secret, new_alnum, new_hex
 from messageservice.core.tokens import mint_tokens
-from messageservice.delivery.app_events import enqueue_event
 from messageservice.store.connection import StoreConnection
 from messageservice.store.tables import access_tokens, apps, messages, refresh_tokens, senders
 

@@ -10,10 +10,10 @@ from sqlalchemy import and_, func, or_, select, true, update
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
+from messageservice.core.payload import auth_block, handler_body, stored_message
 from messageservice.core.phones import normalize_phone
 from messageservice.core.portal import get_portal
 from messageservice.core.secrets import hash_secret, new_alnum
-from messageservice.delivery.payload import auth_block, handler_body, stored_message
 from messageservice.store.tables import apps, attempts, deliveries, messages, senders, users, webhooks
 
 PAGE_SIZE = 25

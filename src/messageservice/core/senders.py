@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.orphans import fail_queued
-from messageservice.delivery.retry import parse_schedule
+from messageservice.core.schedules import parse_schedule
 from messageservice.php import php_empty, php_string
 from messageservice.store.connection import StoreConnection
 from messageservice.store.errors import StoreConflict

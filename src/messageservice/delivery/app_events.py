@@ -13,8 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from messageservice.config import Settings
 from messageservice.core.context import Core
@@ -22,7 +21,6 @@ from messageservice.core.orphans import APP_GONE
 from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
 from messageservice.delivery.dispatcher import Dispatcher, deliver_once
 from messageservice.delivery.jobs import Job, Result
-from messageservice.phpquery import http_build_query
 from messageservice.store.tables import app_events
 
 log = logging.getLogger("messageservice.events")
@@ -33,34 +31,6 @@ class AttemptResult:
     event_id: int
     ok: bool
     detail: str
-
-
-async def enqueue_event(
-    core: Core,
-    conn: AsyncConnection,
-    app_row: Any,
-    event: str,
-    data: dict[str, Any],
-    auth: dict[str, Any],
-) -> int:
-    now = core.clock()
-    body = http_build_query({"event": event, "data": data, "ts": int(now), "auth": auth})
-    # The body carries live tokens (refresh_token included), so it is encrypted at rest.
-    result = await conn.execute(
-        insert(app_events)
-        .values(
-            app_id=app_row.id,
-            event=event,
-            url=app_row.url,
-            body=core.box.encrypt(body),
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        .returning(app_events.c.id)
-    )
-    return int(result.scalar_one())
 
 
 def _claim_statement(postgres: bool, skipping: bool) -> Any:
@@ -127,7 +97,7 @@ class EventOutbox:
     ) -> list[Job]:
         now = core.clock()
         skip = sorted(set(skip_members) | set(skip_apps))
-        statement = _CLAIM[(core.engine.dialect.name == "postgresql", bool(skip))]
+        statement = _CLAIM[(core.store.features.skip_locked, bool(skip))]
         params: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + lease}
         if skip:
             params["skip"] = skip

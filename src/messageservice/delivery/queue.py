@@ -18,12 +18,12 @@ from messageservice.config import Settings
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
+from messageservice.core.payload import auth_block, handler_body, stored_message
 from messageservice.core.portal import portal_from_row
+from messageservice.core.schedules import parse_schedule
 from messageservice.core.secrets import SecretBox, hash_secret, new_hex
 from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
 from messageservice.delivery.jobs import Job, Result
-from messageservice.delivery.payload import auth_block, handler_body, stored_message
-from messageservice.delivery.retry import parse_schedule
 from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
 from messageservice.store.tables import portal as portal_table
 
@@ -135,7 +135,7 @@ async def claim_due(
     `skip_apps` apps that hold their share of the dispatcher's slots."""
     memory = memory if memory is not None else ClaimMemory()
     now = core.clock()
-    claim = _CLAIM[(core.engine.dialect.name == "postgresql", bool(skip_senders), bool(skip_apps))]
+    claim = _CLAIM[(core.store.features.skip_locked, bool(skip_senders), bool(skip_apps))]
     params: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + lease_seconds}
     if skip_senders:
         params["skip"] = skip_senders

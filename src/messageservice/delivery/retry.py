@@ -67,27 +67,6 @@ def parse_retry_after(value: str | None, cap: float, now: float | None = None) -
     return min(max(0.0, moment.timestamp() - now), cap)
 
 
-MAX_SCHEDULE_STEPS = 20
-MAX_SCHEDULE_DELAY = 86_400.0
-
-
-def parse_schedule(text: str) -> list[float] | None:
-    """Delays in seconds, comma-separated ("1,5,30"); None unless each is a number in 0..86400 (20 at most)."""
-    parts = [part.strip() for part in text.split(",")]
-    if not text.strip() or len(parts) > MAX_SCHEDULE_STEPS:
-        return None
-    delays = []
-    for part in parts:
-        try:
-            delay = float(part)
-        except ValueError:
-            return None
-        if not 0 <= delay <= MAX_SCHEDULE_DELAY:  # also refuses nan
-            return None
-        delays.append(delay)
-    return delays
-
-
 JITTER = 0.2
 
 

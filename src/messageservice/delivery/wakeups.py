@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from messageservice.background import BackgroundLoop
 from messageservice.config import normalize_database_url
+from messageservice.store.features import features_of
 from messageservice.supervisor import DEFAULT_BACKOFF, Backoff, Sleep
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 
 def announce(conn: Connection) -> None:
     """Inside a transaction that queued deliveries (a sync connection, see store/writes.py)."""
-    if conn.dialect.name == "postgresql":
+    if features_of(conn).listen_notify:
         conn.execute(text(f"NOTIFY {CHANNEL}"))
 
 

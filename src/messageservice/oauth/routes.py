@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from messageservice.console.session import signed_in_operator
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.portal import get_portal
@@ -19,6 +18,7 @@ from messageservice.core.tokens import OAuthError, exchange_code, issue_code, re
 from messageservice.phpquery import EncodingError, parse_str
 from messageservice.rest.envelope import php_json
 from messageservice.rest.params import read_body
+from messageservice.session import signed_in_operator
 
 log = logging.getLogger("messageservice.oauth")
 
