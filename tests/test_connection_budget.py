@@ -126,7 +126,8 @@ def test_the_scale_out_topology_stays_within_its_connection_budget(
         ),
     ]
     try:
-        _wait(f"{base}/health")
+        # Generous: on a loaded 2-core machine one start (imports, migrations) took 20-45 s.
+        _wait(f"{base}/health", timeout=180)
         rest = f"{base}/rest/"
         sender = {"CODE": "budget", "TYPE": "SMS", "HANDLER": f"http://127.0.0.1:{handler.port}/h", "NAME": "S"}
         assert requests.post(rest + "messageservice.sender.add", json={**sender, "auth": token}, timeout=30).ok
