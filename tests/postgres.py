@@ -33,7 +33,10 @@ def find_bin_dir() -> Path | None:
 class TempPostgres:
     """initdb + pg_ctl in a temporary folder, on a free loopback port; `stop()` removes it all."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        # Durable: PostgreSQL's stock fsync and synchronous_commit, for tests that stop it the hard way and
+        # must find every acknowledged commit again. Otherwise the test run trades them for speed.
+        self.durable = durable
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
@@ -58,10 +61,9 @@ class TempPostgres:
 
     def resume(self) -> None:
         """Start the server (again) on its data folder. max_connections stays at the stock 100."""
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",

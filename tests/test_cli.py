@@ -366,19 +366,21 @@ def test_a_bad_setting_is_one_line_and_exit_2_from_every_command(tmp_path: Path)
     env = {
         "MESSAGESERVICE_DATABASE_URL": f"sqlite:///{tmp_path}/never.db",
         "MESSAGESERVICE_DATA_DIR": str(tmp_path),
-        "MESSAGESERVICE_DB_POOL_SIZE": "abc",
+        "MESSAGESERVICE_DB_MAX_CONNECTIONS": "abc",
         "COLUMNS": "200",
     }
     for args in _each_command(tmp_path):
         result = invoke(env, *args)
         assert result.returncode == 2, (args, result)
         line = result.stderr.strip()
-        assert line.startswith("error: MESSAGESERVICE_DB_POOL_SIZE: ") and "'abc'" in line, (args, line)
+        assert line.startswith("error: MESSAGESERVICE_DB_MAX_CONNECTIONS: ") and "'abc'" in line, (args, line)
         assert "\n" not in line
     assert not (tmp_path / "never.db").exists()
     for args in (["serve", "--port", "1"], ["worker"]):
         process = run_process(env, *args)
-        assert process.returncode == 2 and process.stderr.startswith("error: MESSAGESERVICE_DB_POOL_SIZE: "), process
+        assert process.returncode == 2 and process.stderr.startswith("error: MESSAGESERVICE_DB_MAX_CONNECTIONS: "), (
+            process
+        )
         assert len(process.stderr.strip().splitlines()) == 1, process.stderr
 
 

@@ -195,30 +195,10 @@ def test_a_loop_that_keeps_crashing_is_not_ready(
     assert len([r for r in caplog.records if "housekeeping" in r.getMessage()]) >= 2
 
 
-class RestartablePostgres(TempPostgres):
-    """A PostgreSQL of this test's own, which it stops and starts again on the same port and data."""
-
-    def halt(self) -> None:
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def resume(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(self.bin_dir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
-
-
 @pytest.fixture
-def restartable_postgres() -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres()
+def restartable_postgres() -> Iterator[TempPostgres]:
+    """A PostgreSQL of this test's own, which it stops and starts again on the same port and data."""
+    server = TempPostgres(durable=True)
     server.start()
     try:
         yield server
@@ -229,7 +209,7 @@ def restartable_postgres() -> Iterator[RestartablePostgres]:
 
 @pytest.mark.skipif("postgres" not in BACKENDS, reason="PostgreSQL not in MESSAGESERVICE_TEST_BACKENDS")
 def test_ready_follows_a_postgresql_outage(
-    restartable_postgres: RestartablePostgres, receiver: Receiver, tmp_path: Path
+    restartable_postgres: TempPostgres, receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = make_settings(restartable_postgres.create_database("ms_outage"), tmp_path).model_copy(update=FAST)
     portal = start_portal(settings, "postgres")

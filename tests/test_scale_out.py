@@ -167,7 +167,8 @@ def test_the_console_of_an_api_only_serve_shows_a_workers_open_breaker(topology:
         topology.serve_api_only()
         sender = {"CODE": "down", "TYPE": "SMS", "HANDLER": provider.url("/down"), "NAME": "Down"}
         assert topology.call("messageservice.sender.add", **sender)["result"] is True
-        console = ConsoleClient(SimpleNamespace(base_url=f"http://127.0.0.1:{topology.port}"))  # type: ignore[arg-type]
+        real_server = SimpleNamespace(base_url=f"http://127.0.0.1:{topology.port}", new_session=requests.Session)
+        console = ConsoleClient(real_server)  # type: ignore[arg-type]
         console.login(Admin(1, "admin", topology.console_password))
         assert 'class="breaker-closed">closed<' in console.get("/providers").text
 

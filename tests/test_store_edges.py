@@ -25,7 +25,7 @@ def own_postgres() -> Iterator[TempPostgres]:
     """A cluster of this test's own, to stop and start again."""
     if "postgres" not in BACKENDS:
         pytest.skip("stopping PostgreSQL")
-    server = TempPostgres().start()
+    server = TempPostgres(durable=True).start()
     try:
         yield server
     finally:

@@ -248,6 +248,8 @@ class OperatingMeter:
     store: LimitStore | None = None
     _shared: dict[tuple[str, str], Minutes] = field(default_factory=dict)
     _pending: dict[tuple[str, str], Minutes] = field(default_factory=lambda: defaultdict(dict))
+    # What a settle in flight is adding to the shared minutes: still counted here until the answer arrives.
+    _settling: dict[tuple[str, str], Minutes] = field(default_factory=dict)
 
     @staticmethod
     def _oldest(now: float) -> int:
@@ -256,7 +258,7 @@ class OperatingMeter:
     def _live(self, key: tuple[str, str], now: float) -> Minutes:
         oldest = self._oldest(now)
         merged: Minutes = {}
-        for source in (self._shared.get(key, {}), self._pending[key]):
+        for source in (self._shared.get(key, {}), self._settling.get(key, {}), self._pending[key]):
             for minute in [m for m in source if m < oldest]:
                 del source[minute]
             for minute, seconds in source.items():
@@ -285,6 +287,7 @@ class OperatingMeter:
         keys = [key for key in {*pending, *self._shared} if self._live(key, now) or pending.get(key)]
         if not keys:
             return
+        self._settling = pending
         try:
             totals = await self.store.add_operating(spent, keys, oldest)
         except Exception:
@@ -293,4 +296,6 @@ class OperatingMeter:
                 for minute, seconds in minutes.items():
                     self._pending[key][minute] = self._pending[key].get(minute, 0.0) + seconds
             return
+        finally:
+            self._settling = {}
         self._shared = totals
