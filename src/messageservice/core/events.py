@@ -6,16 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from messageservice.core.context import Core
 from messageservice.phpquery import http_build_query
+from messageservice.store.connection import StoreConnection
 from messageservice.store.tables import app_events
 
 
 async def enqueue_event(
     core: Core,
-    conn: AsyncConnection,
+    conn: StoreConnection,
     app_row: Any,
     event: str,
     data: dict[str, Any],
