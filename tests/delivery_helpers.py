@@ -17,6 +17,14 @@ from messageservice.core.context import Core
 from messageservice.store.tables import delivery_breakers
 
 
+def serve_in_background(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threading HTTP server on a free loopback port, serving from a daemon thread until shutdown()."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
 @dataclass
 class Arrival:
     path: str
@@ -55,10 +63,8 @@ class PathServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = serve_in_background(Handler)
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
     def url(self, path: str, userinfo: str = "") -> str:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +30,7 @@ from messageservice.core.context import Core
 from messageservice.store.tables import deliveries, dispatchers
 from tests.conftest import new_database_url
 from tests.console_helpers import Admin, ConsoleClient
-from tests.delivery_helpers import PathServer
+from tests.delivery_helpers import PathServer, serve_in_background
 from tests.postgres import free_port
 from tests.receiver import Receiver
 from tests.test_messages import wait_for
@@ -215,10 +215,8 @@ class CountingHandler:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = serve_in_background(Handler)
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
