@@ -106,3 +106,16 @@ def test_docs_links_resolve_and_stay_inside_the_project() -> None:
 def test_the_readme_leads_to_the_guide_and_the_reference() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "(docs/providers.md)" in readme and "(docs/api.md)" in readme
+
+
+def test_every_table_row_has_as_many_cells_as_its_header() -> None:
+    """An unescaped `|` inside a cell (e.g. in `{client_id}|{CODE}`) would split it and break the table."""
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        width = None
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if not line.startswith("|"):
+                width = None
+                continue
+            cells = len(re.findall(r"(?<!\\)\|", line))
+            width = cells if width is None else width
+            assert cells == width, f"{page.name}:{number}: {cells - 1} cells where the header has {width - 1}"

@@ -322,7 +322,7 @@ def register(registry: Registry) -> None:
                 "BINDINGS",
                 "list of {OWNER_TYPE_ID, OWNER_ID}",
                 False,
-                "positive integers",
+                "whole numbers (digits)",
                 "crm: the CRM items the message belongs to (OWNER_TYPE_ID 1 lead, 2 deal, 3 contact, 4 company).",
             ),
             Param("WORKFLOW_ID", "string", False, "1-255 characters; required for bizproc", "bizproc: the workflow."),
