@@ -119,3 +119,24 @@ def test_every_table_row_has_as_many_cells_as_its_header() -> None:
             cells = len(re.findall(r"(?<!\\)\|", line))
             width = cells if width is None else width
             assert cells == width, f"{page.name}:{number}: {cells - 1} cells where the header has {width - 1}"
+
+
+def slugs(markdown: str) -> set[str]:
+    """Heading anchors as GitHub makes them: lower case, punctuation dropped, spaces as hyphens, repeats numbered."""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def test_anchors_in_the_docs_name_headings_that_exist() -> None:
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+            linked = (page.parent / target) if target else page
+            if linked.resolve() in LINKED_ELSEWHERE:
+                continue
+            assert anchor in slugs(linked.read_text()), f"{page.name}: no heading for {target}#{anchor}"
