@@ -184,6 +184,9 @@ class DemoProvider:
                 say(f"message {call.message_id}: reported {status.value}")
                 return True
             except BitrixError as exc:
+                if exc.http_status == 503 and attempt < REPORT_ATTEMPTS:  # busy: asked to try again later
+                    await asyncio.sleep(attempt)
+                    continue
                 refusal = f"{exc.error}: {exc.error_description}"
                 say(f"message {call.message_id}: the portal refused {status.value}: {refusal}")
                 return False
