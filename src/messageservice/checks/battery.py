@@ -78,7 +78,9 @@ class Battery:
     code: str = ""
     handler: str = ""
     sent: list[Sent] = field(default_factory=list)
+    _security_started: float = 0.0
     known_ids: set[str] = field(default_factory=set)
+    forged: dict[str, tuple[str, Any]] = field(default_factory=dict)  # check -> (message_id, answer)
 
     # -- results --------------------------------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class Battery:
             self._expired_token()
         self._update()
         self._uninstall()
+        self._judge_security()
 
     def _install(self) -> bool:
         started = time.monotonic()
@@ -185,8 +188,12 @@ class Battery:
     def _for(self, sent: Sent, reports: list[RestCall]) -> list[RestCall]:
         return [r for r in reports if r.params.get("MESSAGE_ID") == sent.message_id]
 
+    def _stranger(self, message_id: Any) -> bool:
+        """A MESSAGE_ID that is none of the portal's messages nor of the forged calls (e.g. a numeric id)."""
+        return message_id not in self.known_ids and all(message_id != forged for forged, _ in self.forged.values())
+
     def _unattributed(self, reports: list[RestCall]) -> list[RestCall]:
-        return [r for r in reports if r.params.get("MESSAGE_ID") not in self.known_ids]
+        return [r for r in reports if self._stranger(r.params.get("MESSAGE_ID"))]
 
     def _settled(self, messages: list[Sent], mark: int) -> bool:
         """Each message has a final report or a refused one (after which most apps stop), or an unknown id stands in."""
@@ -270,7 +277,7 @@ class Battery:
                 f"CODE={self.code!r} in every report",
                 "Send CODE (the HANDLER call's `code`) with every messageservice.message.status.update.",
             )
-        bad_id = [r for r in reports if r.params.get("MESSAGE_ID") not in self.known_ids]
+        bad_id = [r for r in reports if self._stranger(r.params.get("MESSAGE_ID"))]
         if reports:
             self.verdict(
                 "status.message_id",
@@ -391,6 +398,7 @@ class Battery:
         forged_ids = {"security.wrong_token": secrets.token_hex(16), "security.other_app": secrets.token_hex(16)}
         tokens = {"security.wrong_token": secrets.token_hex(16), "security.other_app": self.portal.other_app_token()}
         answers = {}
+        self.forged = {name: (forged_id, None) for name, forged_id in forged_ids.items()}
         for name, forged_id in forged_ids.items():
             forged = {**view, "MESSAGE_ID": forged_id}
             answers[name] = self.portal.post_handler_call(
@@ -422,13 +430,18 @@ class Battery:
             "a 2xx answer and no status report going back",
             "Keep the message_ids you have taken and answer a repeat 200 without sending it again.",
         )
-        for name, forged_id in forged_ids.items():
-            acted = [r for r in after if r.params.get("MESSAGE_ID") == forged_id]
-            answer = answers[name]
+        self.forged = {name: (forged_ids[name], answers[name]) for name in forged_ids}
+        self._security_started = started
+
+    def _judge_security(self) -> None:
+        """At the end: a forged call had the whole run to be acted on."""
+        reports = self._reports()
+        for name, (forged_id, answer) in self.forged.items():
+            acted = [r for r in reports if r.params.get("MESSAGE_ID") == forged_id]
             note = f"answered {answer.describe()}" + ("" if not answer.ok else " (a 401/403 is better)")
             self.verdict(
                 name,
-                started,
+                self._security_started,
                 f"the app reported {acted[0].params.get('STATUS')!r} for it (it was {note})" if acted else None,
                 "no status report for the call (and a non-2xx answer)",
                 "Compare auth[application_token] with the one saved from ONAPPINSTALL/ONAPPUPDATE; answer 403 if not.",
@@ -444,7 +457,7 @@ class Battery:
             if call.method != STATUS_UPDATE:
                 return False
             message_id = call.params.get("MESSAGE_ID")
-            return message_id == sent_id() or message_id not in self.known_ids
+            return message_id == sent_id() or self._stranger(message_id)
 
         return matches
 

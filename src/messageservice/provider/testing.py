@@ -205,3 +205,15 @@ def messageservice_server(
         yield server
     finally:
         server.stop()
+
+
+# check-provider's fixtures (provider_checks, provider_check_options) come with the plugin.
+from messageservice.provider.checking import provider_check_options, provider_checks  # noqa: E402
+
+__all__ = [
+    "MessageserviceServer",
+    "messageservice_server",
+    "messageservice_settings",
+    "provider_check_options",
+    "provider_checks",
+]
