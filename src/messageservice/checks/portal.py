@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from messageservice.checks.recorder import RestRecorder
+from messageservice.checks.recorder import SINK, RestRecorder
 from messageservice.core.context import Core
 from messageservice.provider.calls import parse_app_event
 from messageservice.provider.rest import SyncRestClient
@@ -190,11 +190,11 @@ class CheckPortal:
         return list(self.run(lambda core: senders.list_senders(core, app_id)))
 
     def other_app_token(self) -> str:
-        """Another app on this portal, installed (its event goes nowhere useful): its application_token."""
+        """Another app on this portal, installed (its events go to the recorder's sink): its application_token."""
         from messageservice.core import apps
 
         async def work(core: Core) -> str:
-            app, _ = await apps.add_app(core, "Another app", self.base_url + "/health", "messageservice")
+            app, _ = await apps.add_app(core, "Another app", self.base_url + SINK, "messageservice")
             return await apps.install_app(core, app.client_id, 1)
 
         return str(self.run(work))

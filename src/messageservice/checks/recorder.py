@@ -21,6 +21,7 @@ from messageservice.core.errors import CoreError
 from messageservice.phpquery import EncodingError, parse_str
 from messageservice.rest import errors
 
+SINK = "/check-provider/sink"  # answers any POST 200: the URL of the battery's second ("another") app
 STATUS_UPDATE = "messageservice.message.status.update"
 SENDER_ADD = "messageservice.sender.add"
 
@@ -154,6 +155,10 @@ class RestRecorder:
     # -- ASGI -----------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") == SINK:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"OK"})
+            return
         method = _method(scope.get("path", "")) if scope["type"] == "http" else None
         if method is None:
             await self.app(scope, receive, send)

@@ -82,8 +82,10 @@ def show(report: object) -> None:
     table.add_column("check")
     table.add_column("result")
     table.add_column("what")
+    table.add_column("notes")
     for r in report.results:
-        table.add_row(r.name, Text(r.outcome.value, style=STYLE[r.outcome.value]), Text(r.title))
+        note = "" if r.failed else r.happened
+        table.add_row(r.name, Text(r.outcome.value, style=STYLE[r.outcome.value]), Text(r.title), Text(note))
     console.print(table)
     for r in report.results:
         if r.failed:
