@@ -35,6 +35,7 @@ FLAWS: dict[str, str | tuple[str, ...]] = {
     "numeric_id": "status.message_id",
     "backward": "status.order",
     "slow_handler": "handler.timely",
+    "no_dedupe": "handler.repeat",
 }
 SLOW_SECONDS = 1.5  # the slow handler's delay: more than the tests' handler timeout
 
@@ -80,6 +81,10 @@ class BrokenProvider(DemoProvider):
         if self.flaw == "slow_handler":
             await asyncio.sleep(SLOW_SECONDS)  # sends the SMS before answering
         return await super().on_message(request)
+
+    def _remember(self, message_id: str) -> None:
+        if self.flaw != "no_dedupe":  # sends a repeated message_id again, from queued
+            super()._remember(message_id)
 
     def verify(self, call: HandlerCall) -> None:
         if self.flaw != "no_token_check":  # trusts any caller
