@@ -65,3 +65,13 @@ def test_usage_errors_exit_2() -> None:
     assert unknown.exit_code == 2 and "unknown check status.nope" in unknown.output
     assert runner.invoke(cli, ["check-provider", "ftp://x/"]).exit_code == 2
     assert runner.invoke(cli, ["check-provider"]).exit_code == 2
+
+
+def test_a_taken_port_is_a_usage_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = CliRunner().invoke(cli, ["check-provider", "http://127.0.0.1:9/", "--port", str(port)])
+    assert done.exit_code == 2
+    assert f"could not listen on 127.0.0.1:{port}" in done.output
