@@ -78,6 +78,7 @@ class Battery:
     code: str = ""
     handler: str = ""
     sent: list[Sent] = field(default_factory=list)
+    origin: int = 0  # the recorder's mark when this run began
     _security_started: float = 0.0
     known_ids: set[str] = field(default_factory=set)
     forged: dict[str, tuple[str, Any]] = field(default_factory=dict)  # check -> (message_id, answer)
@@ -127,7 +128,7 @@ class Battery:
 
     def _install(self) -> bool:
         started = time.monotonic()
-        mark = self.portal.rest.mark()
+        mark = self.origin = self.portal.rest.mark()
         app = self.portal.install(self.provider_url)
         self.client_id = app.client_id
         self.verdict(
@@ -182,8 +183,9 @@ class Battery:
         self.sent.append(sent)
         return sent
 
-    def _reports(self, mark: int = 0) -> list[RestCall]:
-        return self.portal.rest.since(mark, STATUS_UPDATE)
+    def _reports(self, mark: int | None = None) -> list[RestCall]:
+        """Status reports since `mark`, or since this run began (a portal may serve several runs)."""
+        return self.portal.rest.since(self.origin if mark is None else mark, STATUS_UPDATE)
 
     def _for(self, sent: Sent, reports: list[RestCall]) -> list[RestCall]:
         return [r for r in reports if r.params.get("MESSAGE_ID") == sent.message_id]
