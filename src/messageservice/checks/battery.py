@@ -262,7 +262,13 @@ class Battery:
 
     def _judge_reports(self, started: float, batch: list[Sent], reports: list[RestCall]) -> None:
         def listing(calls: list[RestCall], what: Callable[[RestCall], str]) -> str:
-            return "; ".join(what(c) for c in calls[:3]) + (f" (and {len(calls) - 3} more)" if len(calls) > 3 else "")
+            """The distinct problems, each with how often it came (the first three)."""
+            counts: dict[str, int] = {}
+            for call in calls:
+                counts[what(call)] = counts.get(what(call), 0) + 1
+            shown = [f"{text} ({n} reports)" if n > 1 else text for text, n in list(counts.items())[:3]]
+            more = len(counts) - len(shown)
+            return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
         if not reports:
             self.not_applicable(
