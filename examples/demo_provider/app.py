@@ -147,7 +147,7 @@ class DemoProvider:
             return PlainTextResponse("body too large", status_code=413)
         try:
             call = parse_handler_call(body)
-            verify_application_token(call, self.application_token)
+            self.verify(call)
         except MalformedCall as exc:
             say(f"refused a malformed HANDLER call: {exc}")
             return PlainTextResponse(f"malformed call: {exc}", status_code=400)
@@ -163,6 +163,10 @@ class DemoProvider:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return PlainTextResponse("OK")
+
+    def verify(self, call: HandlerCall) -> None:
+        """ForeignCall unless the call carries this installation's application_token."""
+        verify_application_token(call, self.application_token)
 
     def _remember(self, message_id: str) -> None:
         self._seen[message_id] = None
@@ -184,6 +188,9 @@ class DemoProvider:
                 say(f"message {call.message_id}: reported {status.value}")
                 return True
             except BitrixError as exc:
+                if exc.http_status == 503 and attempt < REPORT_ATTEMPTS:  # busy: asked to try again later
+                    await asyncio.sleep(attempt)
+                    continue
                 refusal = f"{exc.error}: {exc.error_description}"
                 say(f"message {call.message_id}: the portal refused {status.value}: {refusal}")
                 return False
@@ -228,8 +235,8 @@ async def _body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(config: DemoConfig) -> Starlette:
-    provider = DemoProvider(config)
+def create_app(config: DemoConfig, provider: DemoProvider | None = None) -> Starlette:
+    provider = provider or DemoProvider(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

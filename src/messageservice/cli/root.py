@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from messageservice.cli import apps, messages, portal, send, serve, users, webhooks
+from messageservice.cli import apps, check_provider, messages, portal, send, serve, users, webhooks
 from messageservice.cli.errors import describe
 from messageservice.cli.output import error
 
@@ -40,6 +40,7 @@ cli.command("send")(send.send)
 cli.command("send-bulk")(send.send_bulk)
 cli.command("replay")(messages.replay_command)
 cli.command("stats")(messages.stats_command)
+cli.command("check-provider")(check_provider.check_provider)
 cli.add_typer(users.users_cli, name="user")
 cli.add_typer(apps.apps_cli, name="app")
 cli.add_typer(webhooks.webhooks_cli, name="webhook")

@@ -13,7 +13,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messageservice.background import BackgroundLoop
-from messageservice.console import apps, auth, dashboard, messages, portal, providers, send
+from messageservice.console import apps, auth, checks, dashboard, messages, portal, providers, send
 from messageservice.console.web import HERE, Console, log
 from messageservice.core.context import Core
 from messageservice.rest.errors import STORE_RETRY_AFTER_SECONDS
@@ -77,6 +77,7 @@ def create_console(core: Core, loops: list[BackgroundLoop]) -> Starlette:
         *send.build_routes(console),
         *apps.build_routes(console),
         *providers.build_routes(console),
+        *checks.build_routes(console),
         *portal.build_routes(console),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

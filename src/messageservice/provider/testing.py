@@ -53,8 +53,12 @@ class InstalledApp:
 class MessageserviceServer:
     """A running server and what a provider's test does with it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, wrap: Callable[[Any], Any] | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.settings = settings
+        self._wrap = wrap  # e.g. check-provider's recorder around the server's ASGI app
+        self._host, self._port = host, port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._webhook: str | None = None
@@ -74,10 +78,11 @@ class MessageserviceServer:
         # Bound here and handed over, so no other process can take the port in between.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        sock.bind((self._host, self._port))
+        self.base_url = f"http://{self._host}:{sock.getsockname()[1]}"
+        app = create_app(self.settings, public_url=self.base_url)
         config = uvicorn.Config(
-            create_app(self.settings, public_url=self.base_url),
+            self._wrap(app) if self._wrap is not None else app,
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=2,
@@ -200,3 +205,15 @@ def messageservice_server(
         yield server
     finally:
         server.stop()
+
+
+# check-provider's fixtures (provider_checks, provider_check_options) come with the plugin.
+from messageservice.provider.checking import provider_check_options, provider_checks  # noqa: E402
+
+__all__ = [
+    "MessageserviceServer",
+    "messageservice_server",
+    "messageservice_settings",
+    "provider_check_options",
+    "provider_checks",
+]
