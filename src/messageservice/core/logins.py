@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.passwords import check_new_password, hash_password, new_password, password_matches
 from messageservice.store.errors import StoreConflict
-from messageservice.store.tables import users
+from messageservice.store.tables import console_sessions, users
 
 LOGIN_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 # A hash to check against when the login is unknown, so that timing does not tell which logins exist.
@@ -34,7 +34,7 @@ class Operator:
     stamp: str
 
 
-def _stamp(password_hash: str) -> str:
+def password_stamp(password_hash: str) -> str:
     return password_hash[-16:]
 
 
@@ -63,6 +63,8 @@ async def set_password(core: Core, user_id: int, password: str, login: str | Non
             await conn.execute(update(users).where(users.c.id == user_id).values(**values))
         except StoreConflict:
             raise CoreError("ERROR_ARGUMENT", f"the login {values.get('login')!r} is taken") from None
+        # A new password ends every console session of the user, on every process (core/sessions.py).
+        await conn.execute(delete(console_sessions).where(console_sessions.c.user_id == user_id))
 
 
 async def authenticate(core: Core, login: str, password: str) -> Operator | None:
@@ -79,7 +81,7 @@ async def authenticate(core: Core, login: str, password: str) -> Operator | None
     matches = await asyncio.to_thread(password_matches, password, stored)
     if row is None or not row.password_hash or not matches or not row.is_admin or not row.active:
         return None
-    return Operator(row.id, row.name, row.login, _stamp(row.password_hash))
+    return Operator(row.id, row.name, row.login, password_stamp(row.password_hash))
 
 
 async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | None:
@@ -92,7 +94,7 @@ async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | N
                 )
             )
         ).first()
-    if row is None or not row.password_hash or _stamp(row.password_hash) != stamp:
+    if row is None or not row.password_hash or password_stamp(row.password_hash) != stamp:
         return None
     return Operator(row.id, row.name, row.login, stamp)
 
