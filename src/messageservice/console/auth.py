@@ -83,7 +83,7 @@ def build_routes(console: Console) -> list[Route]:
             await console.brake.failed(address, name)
             await asyncio.sleep(FAILURE_DELAY_SECONDS)
             return again("Wrong login or password, or not an active admin.", 401)
-        await console.brake.succeeded(address)
+        await console.brake.succeeded(address, name)
         # A new session (and token, and so CSRF token) on sign-in: nothing planted before carries over.
         await browser_session(request).sign_in(operator.id)
         answer = RedirectResponse(next_url, status_code=303)
