@@ -127,7 +127,12 @@ def test_authorize_without_a_session_signs_in_first_and_comes_back(portal: LiveP
     assert next_url is not None and token is not None
     back = client.http.post(
         client.url("/login"),
-        data={"csrf": token.group(1), "login": admin.login, "password": admin.password, "next": html.unescape(next_url.group(1))},
+        data={
+            "csrf": token.group(1),
+            "login": admin.login,
+            "password": admin.password,
+            "next": html.unescape(next_url.group(1)),
+        },
         allow_redirects=False,
         timeout=30,
     )
