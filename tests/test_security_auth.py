@@ -31,7 +31,8 @@ from messageservice.core.context import Core
 from messageservice.core.logins import ACCOUNT_RULE, set_password
 from messageservice.core.secrets import hash_secret
 from messageservice.session import COOKIE
-from messageservice.store.tables import console_sessions, users
+from messageservice.store import tables
+from messageservice.store.tables import users
 from tests.console_helpers import CSRF_FIELD, ConsoleClient, add_admin
 from tests.databases import new_database_url
 from tests.portal import (
@@ -260,7 +261,7 @@ def test_the_cookie_is_an_opaque_id_and_the_database_keeps_its_hash(portal: Live
 
     async def rows(core: Core) -> list[Any]:
         async with core.store.connection() as conn:
-            query = select(console_sessions).where(console_sessions.c.user_id == admin.user_id)
+            query = select(tables.console_sessions).where(tables.console_sessions.c.user_id == admin.user_id)
             return list((await conn.execute(query)).all())
 
     stored = portal.run(rows)
@@ -285,7 +286,10 @@ def test_a_new_password_ends_every_session_of_the_user(portal: LivePortal) -> No
 
     async def left(core: Core) -> int:
         return await _count(
-            core, select(func.count()).select_from(console_sessions).where(console_sessions.c.user_id == admin.user_id)
+            core,
+            select(func.count())
+            .select_from(tables.console_sessions)
+            .where(tables.console_sessions.c.user_id == admin.user_id),
         )
 
     assert portal.run(left) == 0
@@ -296,7 +300,9 @@ def _age_session(portal: LivePortal, cookie: str, **columns: float) -> None:
         async with core.store.transaction() as conn:
             values = {name: core.clock() - seconds for name, seconds in columns.items()}
             await conn.execute(
-                update(console_sessions).where(console_sessions.c.token_hash == hash_secret(cookie)).values(**values)
+                update(tables.console_sessions)
+                .where(tables.console_sessions.c.token_hash == hash_secret(cookie))
+                .values(**values)
             )
 
     portal.run(work)
