@@ -325,7 +325,8 @@ def test_an_idle_session_ends_and_so_does_an_old_one(portal: LivePortal) -> None
 
 def test_a_session_made_by_one_server_holds_on_another(portal: LivePortal) -> None:
     """Two servers over one database (two `serve` processes): sign in on one, browse and sign out on the other."""
-    second = InProcessServer(portal.settings).start()
+    # Its public URL set, so that starting it does not record its own address as the portal's.
+    second = InProcessServer(portal.settings.model_copy(update={"public_url": portal.base_url})).start()
     try:
         admin = add_admin(portal)
         client = ConsoleClient(portal).login(admin)

@@ -203,11 +203,14 @@ async def refresh(core: Core, client_id: str, client_secret: str | None, token: 
             )
         ).first()
         if row is None:
+            # Locked first: replays racing each other revoke the family one after the other (on PostgreSQL two
+            # transactions deleting the same rows in different orders would deadlock); the later ones find
+            # the token gone.
             spent = (
                 await conn.execute(
-                    select(refresh_tokens.c.app_id, refresh_tokens.c.family).where(
-                        refresh_tokens.c.token_hash == token_hash
-                    )
+                    select(refresh_tokens.c.app_id, refresh_tokens.c.family)
+                    .where(refresh_tokens.c.token_hash == token_hash)
+                    .with_for_update()
                 )
             ).first()
             if spent is not None and spent.app_id == app_row.id and spent.family is not None:
