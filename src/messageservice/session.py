@@ -46,8 +46,9 @@ class BrowserSession:
 
     core: Core
     token: str
-    # The cookie must be (re)sent: a new visitor's token, or a new sign-in's.
+    # The token is new (a new visitor's, or a new sign-in's): the cookie must be sent, if `needed`.
     issue: bool = False
+    needed: bool = False
     ended: bool = False
     flash_in: dict[str, str] | None = None
     flash_out: dict[str, str] | None = None
@@ -64,6 +65,8 @@ class BrowserSession:
 
     @property
     def csrf(self) -> str:
+        # A new visitor's token is sent only once a page uses it (a form): static files set no cookie.
+        self.needed = True
         key = self.core.box.derive(CSRF_PURPOSE).encode()
         return hmac.new(key, self.token.encode(), hashlib.sha256).hexdigest()
 
@@ -75,7 +78,7 @@ class BrowserSession:
         if not self.issue:
             await end_session(self.core, self.token)
         self.token = await start_session(self.core, user_id)
-        self.issue, self._looked_up, self._operator = True, False, None
+        self.issue, self.needed, self._looked_up, self._operator = True, True, False, None
 
     async def sign_out(self) -> None:
         await end_session(self.core, self.token)
@@ -114,7 +117,7 @@ def _cookie_headers(session: BrowserSession, secure: bool, lifetime: int) -> lis
     flags: dict[str, Any] = {"secure": secure, "httponly": True, "samesite": "lax"}
     if session.ended:
         answer.delete_cookie(COOKIE, path="/", **flags)
-    elif session.issue:
+    elif session.issue and session.needed:
         answer.set_cookie(COOKIE, session.token, max_age=lifetime, path="/", **flags)
     if session.flash_out is not None:
         value = _flash_signer(session.core).dumps(session.flash_out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, delete, insert, or_, select, update
 
 from messageservice.core.context import Core
 from messageservice.core.logins import Operator, password_stamp
@@ -24,7 +24,8 @@ def new_session_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _expired(core: Core, now: float) -> object:
+def dead_sessions(core: Core, now: float) -> ColumnElement[bool]:
+    """Sessions idle too long or signed in too long ago (the condition of a DELETE)."""
     settings = core.settings
     return or_(
         console_sessions.c.last_seen_at < now - settings.console_session_idle_seconds,
@@ -38,7 +39,7 @@ async def start_session(core: Core, user_id: int) -> str:
     now = core.clock()
     async with core.store.transaction() as conn:
         # Sign-ins are rare: clearing dead rows here keeps the table small without a loop of its own.
-        await conn.execute(delete(console_sessions).where(_expired(core, now)))
+        await conn.execute(delete(console_sessions).where(dead_sessions(core, now)))
         await conn.execute(
             insert(console_sessions).values(
                 token_hash=hash_secret(token), user_id=user_id, created_at=now, last_seen_at=now

@@ -11,8 +11,9 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from messageservice.core.context import Core
 from messageservice.core.portal import Portal, get_portal
 from messageservice.core.secrets import hash_secret, new_hex, secret_matches
+from messageservice.core.sessions import dead_sessions
 from messageservice.store.connection import StoreConnection
-from messageservice.store.tables import access_tokens, apps, auth_codes, refresh_tokens, users
+from messageservice.store.tables import access_tokens, apps, auth_codes, console_sessions, refresh_tokens, users
 
 log = logging.getLogger("messageservice.oauth")
 
@@ -288,3 +289,4 @@ async def purge_expired(core: Core) -> None:
         # Spent refresh tokens stay until they expire too: a replay must still be recognised.
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < now))
         await conn.execute(delete(auth_codes).where(auth_codes.c.expires_at < now))
+        await conn.execute(delete(console_sessions).where(dead_sessions(core, now)))
