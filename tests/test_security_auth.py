@@ -26,12 +26,14 @@ from sqlalchemy import func, select, update
 
 from messageservice.config import Settings
 from messageservice.core import apps as app_service
+from messageservice.core import logins
 from messageservice.core import portal as portal_service
 from messageservice.core.context import Core
 from messageservice.core.logins import ACCOUNT_RULE, set_password
 from messageservice.core.secrets import hash_secret
 from messageservice.session import COOKIE
 from messageservice.store import tables
+from messageservice.store.limits import DatabaseBrakeStore
 from messageservice.store.tables import users
 from tests.console_helpers import CSRF_FIELD, ConsoleClient, add_admin
 from tests.databases import new_database_url
@@ -442,10 +444,12 @@ def test_an_attackers_failures_do_not_hold_the_admin_up_elsewhere(portal_with_pr
     attacker = ConsoleClient(portal)
     token = attacker.csrf()
     statuses = [_try(attacker, token, admin.login, "guess", "198.51.100.66") for _ in range(8)]
-    assert statuses[-1] == 429  # the attacker is braked...
+    assert 429 in statuses  # the attacker is braked...
     # ...but the admin, from another address in a browser that never signed in before, is not.
     own = ConsoleClient(portal)
     assert _try(own, own.csrf(), admin.login, admin.password, "192.0.2.7") == 303
     assert _signed_in(own)
-    # Nor is the attacker's brake lifted by the admin's sign-in elsewhere.
-    assert _try(attacker, token, admin.login, admin.password, "198.51.100.66") == 429
+    # Nor are the attacker's failures forgotten because the admin signed in elsewhere.
+    pair = logins.pair_key("198.51.100.66", admin.login)  # looked up at run time: main has no such key
+    left = portal.run(lambda core: DatabaseBrakeStore(core.store).failures([pair]))
+    assert left[pair][0] == ACCOUNT_RULE.free + 1
