@@ -325,6 +325,24 @@ def test_an_idle_session_ends_and_so_does_an_old_one(portal: LivePortal) -> None
     assert not _signed_in(old)
 
 
+def test_housekeeping_clears_dead_sessions(portal: LivePortal) -> None:
+    admin = add_admin(portal)
+    alive, idle = ConsoleClient(portal).login(admin), ConsoleClient(portal).login(admin)
+    _age_session(portal, _session_cookie(idle), last_seen_at=portal.settings.console_session_idle_seconds + 1)
+
+    async def purge_and_list(core: Core) -> set[str]:
+        from messageservice.core.tokens import purge_expired
+
+        await purge_expired(core)
+        async with core.store.connection() as conn:
+            query = select(tables.console_sessions.c.token_hash).where(
+                tables.console_sessions.c.user_id == admin.user_id
+            )
+            return set((await conn.execute(query)).scalars())
+
+    assert portal.run(purge_and_list) == {hash_secret(_session_cookie(alive))}
+
+
 def test_a_session_made_by_one_server_holds_on_another(portal: LivePortal) -> None:
     """Two servers over one database (two `serve` processes): sign in on one, browse and sign out on the other."""
     # Its public URL set, so that starting it does not record its own address as the portal's.
