@@ -196,13 +196,15 @@ def test_b24pysdk_refreshes_when_server_says_expired(sdk_portal: LivePortal) -> 
     assert token.expires is not None and token.expires > datetime.now(UTC)
     assert listed_codes(sdk_portal, token.auth_token) == [code]
 
-    # Refresh tokens rotate: the one the SDK spent is gone, the one it got works.
-    reused = refresh_directly(sdk_portal, app, app.refresh_token)
-    assert reused.status_code == 400, reused.text
-    assert reused.json()["error"] == "invalid_grant"
+    # Refresh tokens rotate: the one the SDK got works, the one it spent is gone...
     fresh = refresh_directly(sdk_portal, app, new_refresh)
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["access_token"]
+    # ...and replaying the spent one revokes the family (OAuth 2.0 Security BCP): the newest token too.
+    reused = refresh_directly(sdk_portal, app, app.refresh_token)
+    assert reused.status_code == 400, reused.text
+    assert reused.json()["error"] == "invalid_grant"
+    assert refresh_directly(sdk_portal, app, fresh.json()["refresh_token"]).status_code == 400
 
 
 def test_b24pysdk_refreshes_before_call_when_it_knows_expiry(sdk_portal: LivePortal) -> None:

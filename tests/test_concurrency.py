@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from tests.console_helpers import ConsoleClient, add_admin
 from tests.portal import LivePortal
 
 PARALLEL = 40
@@ -47,7 +48,8 @@ def test_one_refresh_token_is_redeemed_once(portal: LivePortal) -> None:
 
 def test_one_code_is_exchanged_once(portal: LivePortal) -> None:
     app = portal.add_app()
-    location = portal.session.get(
+    browser = ConsoleClient(portal).login(add_admin(portal)).http  # codes go only to a signed-in user
+    location = browser.get(
         portal.base_url + "/oauth/authorize/", params={"client_id": app.client_id}, allow_redirects=False, timeout=30
     ).headers["location"]
     code = location.split("code=", 1)[1].split("&", 1)[0]

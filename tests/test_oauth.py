@@ -8,11 +8,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from sqlalchemy import update
 
 from messageservice.core.context import Core
 from messageservice.core.secrets import hash_secret
 from messageservice.store.tables import auth_codes, refresh_tokens
+from tests.console_helpers import ConsoleClient, add_admin
 from tests.portal import AppCredentials, LivePortal
 
 TOKEN_FIELDS = [
@@ -45,8 +47,19 @@ def any_app(any_portal: LivePortal) -> AppCredentials:
     return any_portal.add_app(url="https://app.example.com/install")
 
 
+_BROWSERS: dict[int, tuple[requests.Session, int]] = {}
+
+
+def browser(portal: LivePortal) -> tuple[requests.Session, int]:
+    """A browser signed in to the console (codes go only to a signed-in user) and its user's id."""
+    if id(portal) not in _BROWSERS:
+        admin = add_admin(portal)
+        _BROWSERS[id(portal)] = (ConsoleClient(portal).login(admin).http, admin.user_id)
+    return _BROWSERS[id(portal)]
+
+
 def authorize(portal: LivePortal, client_id: str, **extra: str) -> dict[str, str]:
-    response = portal.session.get(
+    response = browser(portal)[0].get(
         portal.base_url + "/oauth/authorize/",
         params={"client_id": client_id, "state": "xyz", **extra},
         allow_redirects=False,
@@ -83,7 +96,7 @@ def test_code_flow(portal: LivePortal, app: AppCredentials, http_method: str) ->
     assert response.status_code == 200, response.text
     body = response.json()
     assert list(body) == TOKEN_FIELDS
-    assert body["expires_in"] == 3600 and body["status"] == "L" and body["user_id"] == 1
+    assert body["expires_in"] == 3600 and body["status"] == "L" and body["user_id"] == browser(portal)[1]
     assert body["client_endpoint"] == portal.rest_url and body["server_endpoint"] == portal.rest_url
     assert body["member_id"] == redirect["member_id"]
     assert portal.call("user.admin", token=body["access_token"]).json()["result"] is True
@@ -136,7 +149,8 @@ def test_refresh_rotates(portal: LivePortal, app: AppCredentials) -> None:
     assert portal.call("user.admin", token=body["access_token"]).json()["result"] is True
     reused = token_call(portal, refresh_token=app.refresh_token, **params)
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
-    assert token_call(portal, refresh_token=body["refresh_token"], **params).status_code == 200
+    # A replay revokes the family (OAuth 2.0 Security BCP): what the first refresh issued is gone too.
+    assert token_call(portal, refresh_token=body["refresh_token"], **params).status_code == 400
 
 
 def test_refresh_token_lifetime_is_180_days(portal: LivePortal, app: AppCredentials) -> None:

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # who installed the app. True lets `user_id=N` pick any user: local development only.
     oauth_trust_user_id: bool = False
 
+    # Console sign-ins end after this long without a request, and this long after signing in whatever happens.
+    console_session_idle_seconds: PositiveInt = 1800
+    console_session_max_seconds: PositiveInt = 8 * 3600
+
     access_token_ttl: PositiveInt = 3600
     refresh_token_ttl: PositiveInt = 180 * 24 * 3600
     auth_code_ttl: PositiveInt = 30
@@ -220,6 +224,13 @@ class Settings(BaseSettings):
     @classmethod
     def _networks(cls, value: str) -> str:
         check_networks(value)
+        return value
+
+    @field_validator("console_session_idle_seconds", "console_session_max_seconds")
+    @classmethod
+    def _session_seconds(cls, value: int) -> int:
+        if value > 366 * 86400:
+            raise ValueError("must be at most a year (31622400 seconds)")
         return value
 
     @property

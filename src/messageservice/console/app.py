@@ -5,7 +5,6 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -17,7 +16,7 @@ from messageservice.console import apps, auth, checks, dashboard, messages, port
 from messageservice.console.web import HERE, Console, log
 from messageservice.core.context import Core
 from messageservice.rest.errors import STORE_RETRY_AFTER_SECONDS
-from messageservice.session import COOKIE, SESSION_SECONDS, session_key
+from messageservice.session import ConsoleSessions
 from messageservice.store.errors import StoreError, StoreUnavailable
 
 # No inline script or style anywhere: even text that slipped past escaping could not run.
@@ -85,16 +84,8 @@ def create_console(core: Core, loops: list[BackgroundLoop]) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(
-                SessionMiddleware,
-                secret_key=session_key(core),
-                session_cookie=COOKIE,
-                max_age=SESSION_SECONDS,
-                # The whole site: /oauth/authorize/ reads it to know who is signed in.
-                path="/",
-                same_site="lax",
-                https_only=(core.settings.public_url or "").startswith("https://"),
-            ),
+            # Server-side sessions behind an opaque cookie (session.py); /oauth/authorize/ reads it too.
+            Middleware(ConsoleSessions, core=core),
         ],
         exception_handlers={HTTPException: http_error, StoreError: store_error, Exception: server_error},
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import itsdangerous
 from starlette.requests import Request
@@ -12,6 +11,7 @@ from starlette.routing import Route
 
 from messageservice.console.web import PREFIX, Console, check_post, guarded, posted
 from messageservice.core.logins import Operator, account_key, authenticate
+from messageservice.session import browser_session
 
 # A failed sign-in answers this much later: guessing by script gets slow.
 FAILURE_DELAY_SECONDS = 0.5
@@ -37,9 +37,13 @@ def _trusted_device(console: Console, request: Request, login: str) -> bool:
     return signed_for == account_key(login)
 
 
+# Where a sign-in may return to: the console, or the OAuth authorize request that asked for the sign-in.
+_NEXT_PREFIXES = (PREFIX + "/", "/oauth/authorize/?", "/oauth/authorize?")
+
+
 def _safe_next(target: str) -> str:
-    """Only back into the console: never to another site (no open redirect)."""
-    if target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+    """Only back into this site's console or authorize page: never to another site (no open redirect)."""
+    if target.startswith(_NEXT_PREFIXES) and "\\" not in target and not any(ord(c) < 0x21 for c in target):
         return target
     return PREFIX + "/"
 
@@ -79,10 +83,9 @@ def build_routes(console: Console) -> list[Route]:
             await console.brake.failed(address, name)
             await asyncio.sleep(FAILURE_DELAY_SECONDS)
             return again("Wrong login or password, or not an active admin.", 401)
-        await console.brake.succeeded(address)
-        # A fresh session on sign-in: nothing from before (a planted CSRF token) carries over.
-        request.session.clear()
-        request.session.update({"user_id": operator.id, "stamp": operator.stamp, "csrf": secrets.token_urlsafe(32)})
+        await console.brake.succeeded(address, name)
+        # A new session (and token, and so CSRF token) on sign-in: nothing planted before carries over.
+        await browser_session(request).sign_in(operator.id)
         answer = RedirectResponse(next_url, status_code=303)
         answer.set_cookie(
             DEVICE_COOKIE,
@@ -96,7 +99,8 @@ def build_routes(console: Console) -> list[Route]:
         return answer
 
     async def logout(request: Request, operator: Operator) -> Response:
-        request.session.clear()
+        # The row goes: the cookie, wherever a copy of it is, signs nobody in any more.
+        await browser_session(request).sign_out()
         return RedirectResponse(PREFIX + "/login", status_code=303)
 
     return [

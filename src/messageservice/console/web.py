@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hmac
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +19,10 @@ from messageservice.background import BackgroundLoop
 from messageservice.console.forms import Form, FormError
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
-from messageservice.core.logins import LoginBrake, Operator, current_operator
+from messageservice.core.logins import LoginBrake, Operator
 from messageservice.core.tokens import OAuthError
 from messageservice.delivery.app_events import deliver_due
+from messageservice.session import BrowserSession, browser_session
 from messageservice.store.limits import DatabaseBrakeStore
 
 log = logging.getLogger("messageservice.console")
@@ -80,8 +79,8 @@ class Console:
         task.add_done_callback(self.tasks.discard)
 
     def render(self, request: Request, template: str, context: dict[str, Any], *, status: int = 200) -> HTMLResponse:
-        session = request.scope.get("session", {})
-        flash = session.pop("flash", None) if session else None
+        session = request.scope.get("console_session")
+        flash = session.take_flash() if isinstance(session, BrowserSession) else None
         html = self.env.get_template(template).render(
             request=request,
             operator=request.scope.get("operator"),
@@ -97,14 +96,9 @@ class Console:
 
 
 def csrf_token(request: Request) -> str:
-    """One token per session, made on first use; every form carries it and every POST is checked."""
-    session = request.scope.get("session")
-    if session is None:
-        return ""
-    token = session.get("csrf")
-    if not token:
-        token = session["csrf"] = secrets.token_urlsafe(32)
-    return str(token)
+    """The session's token (session.py): every form carries it and every POST is checked."""
+    session = request.scope.get("console_session")
+    return session.csrf if isinstance(session, BrowserSession) else ""
 
 
 def same_origin(request: Request) -> bool:
@@ -121,8 +115,8 @@ def same_origin(request: Request) -> bool:
 
 
 def flash(request: Request, text: str, kind: str = "ok") -> None:
-    """A one-line notice for the next page (never a secret: the session cookie is signed, not encrypted)."""
-    request.session["flash"] = {"text": text, "kind": kind}
+    """A one-line notice for the next page (never a secret: its cookie is signed, not encrypted)."""
+    browser_session(request).flash_out = {"text": text, "kind": kind}
 
 
 def redirect(path: str) -> RedirectResponse:
@@ -136,12 +130,8 @@ def guarded(console: Console, handler: Handler, *, json: bool = False) -> Callab
     """A page for signed-in admins: POSTs must carry the CSRF token and come from this site."""
 
     async def endpoint(request: Request) -> Response:
-        session = request.session
-        operator = None
-        if isinstance(session.get("user_id"), int) and isinstance(session.get("stamp"), str):
-            operator = await current_operator(console.core, session["user_id"], session["stamp"])
+        operator = await browser_session(request).operator()
         if operator is None:
-            session.pop("user_id", None)
             if json:
                 return JSONResponse({"error": "signed out"}, status_code=401)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -169,8 +159,7 @@ async def check_post(request: Request) -> tuple[int, str] | None:
     except FormError as exc:
         return 400, exc.message
     request.state.form = form
-    expected = request.session.get("csrf")
-    if not expected or not hmac.compare_digest(form.raw("csrf").encode(), str(expected).encode()):
+    if not browser_session(request).csrf_matches(form.raw("csrf")):
         return 403, "The form has expired or was not sent from this console (CSRF check failed). Reload and try again."
     return None
 

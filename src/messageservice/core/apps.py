@@ -19,7 +19,7 @@ from messageservice.core.scopes import join_scopes, parse_scopes
 from messageservice.core.secrets import hash_secret, new_alnum, new_hex
 from messageservice.core.tokens import mint_tokens
 from messageservice.store.connection import StoreConnection
-from messageservice.store.tables import access_tokens, apps, messages, refresh_tokens, senders
+from messageservice.store.tables import access_tokens, apps, auth_codes, messages, refresh_tokens, senders
 
 
 @dataclass(frozen=True)
@@ -226,6 +226,8 @@ async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> N
         await _forget_app_state(conn, row.id, core.clock())
         await conn.execute(delete(access_tokens).where(access_tokens.c.app_id == row.id))
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.app_id == row.id))
+        # A code not yet exchanged dies with the install too (a reinstall must not revive it).
+        await conn.execute(delete(auth_codes).where(auth_codes.c.app_id == row.id))
         await conn.execute(update(apps).where(apps.c.id == row.id).values(installed=False, application_token_enc=None))
         auth = {
             "domain": portal.domain,

@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.passwords import check_new_password, hash_password, new_password, password_matches
 from messageservice.store.errors import StoreConflict
-from messageservice.store.tables import users
+from messageservice.store.tables import console_sessions, users
 
 LOGIN_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 # A hash to check against when the login is unknown, so that timing does not tell which logins exist.
@@ -34,7 +34,7 @@ class Operator:
     stamp: str
 
 
-def _stamp(password_hash: str) -> str:
+def password_stamp(password_hash: str) -> str:
     return password_hash[-16:]
 
 
@@ -63,6 +63,8 @@ async def set_password(core: Core, user_id: int, password: str, login: str | Non
             await conn.execute(update(users).where(users.c.id == user_id).values(**values))
         except StoreConflict:
             raise CoreError("ERROR_ARGUMENT", f"the login {values.get('login')!r} is taken") from None
+        # A new password ends every console session of the user, on every process (core/sessions.py).
+        await conn.execute(delete(console_sessions).where(console_sessions.c.user_id == user_id))
 
 
 async def authenticate(core: Core, login: str, password: str) -> Operator | None:
@@ -79,7 +81,7 @@ async def authenticate(core: Core, login: str, password: str) -> Operator | None
     matches = await asyncio.to_thread(password_matches, password, stored)
     if row is None or not row.password_hash or not matches or not row.is_admin or not row.active:
         return None
-    return Operator(row.id, row.name, row.login, _stamp(row.password_hash))
+    return Operator(row.id, row.name, row.login, password_stamp(row.password_hash))
 
 
 async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | None:
@@ -92,7 +94,7 @@ async def current_operator(core: Core, user_id: int, stamp: str) -> Operator | N
                 )
             )
         ).first()
-    if row is None or not row.password_hash or _stamp(row.password_hash) != stamp:
+    if row is None or not row.password_hash or password_stamp(row.password_hash) != stamp:
         return None
     return Operator(row.id, row.name, row.login, stamp)
 
@@ -111,10 +113,13 @@ class BrakeRule:
         return min(self.max_delay, self.first_delay * 2 ** min(failures - self.free - 1, 30))
 
 
-# Per account: guessing one admin's password gets slow fast. Per client address: one address trying many
-# logins. Neither locks anyone out: each wait ends, and a browser that signed in to an account before is not
-# held by that account's brake (see console/auth.py), so an attacker's failures cannot keep its admin out.
+# Per account and client address: one address guessing one admin's password gets slow fast. Per account over
+# all addresses: guessing it from many addresses gets slow too, but each address adds at most
+# ACCOUNT_RULE.free + 1 failures to that count, so one attacker's address cannot hold the admin up elsewhere.
+# Per client address: one address trying many logins. None of them locks anyone out: each wait ends, and a
+# browser that signed in to an account before is not held by that account's brakes (see console/auth.py).
 ACCOUNT_RULE = BrakeRule(free=3, first_delay=2.0, max_delay=60.0)
+SPREAD_RULE = BrakeRule(free=10, first_delay=2.0, max_delay=60.0)
 ADDRESS_RULE = BrakeRule(free=20, first_delay=2.0, max_delay=300.0)
 # Failures are forgotten after this long without a new one.
 FORGET_SECONDS = 3600.0
@@ -166,20 +171,27 @@ def account_key(login: str) -> str:
     return "login:" + login.strip().lower()[:64]
 
 
+def pair_key(address: str, login: str) -> str:
+    """An account as guessed from one client address (at most 160 characters, the column's width)."""
+    return "pair:" + login.strip().lower()[:64] + "|" + address_key(address).removeprefix("address:")[:80]
+
+
 @dataclass
 class LoginBrake:
-    """Growing waits after failed sign-ins, per account and per client address, shared by every process
-    through `store` (a sign-in is rare: a database round trip per attempt is fine)."""
+    """Growing waits after failed sign-ins, per account and address, per account and per client address,
+    shared by every process through `store` (a sign-in is rare: a database round trip per attempt is fine)."""
 
     store: BrakeStore
     clock: Callable[[], float] = time.time
     account: BrakeRule = ACCOUNT_RULE
     address: BrakeRule = ADDRESS_RULE
+    spread: BrakeRule = SPREAD_RULE
 
     def _keys(self, address: str, login: str, trusted_device: bool) -> dict[str, BrakeRule]:
         keys = {address_key(address): self.address}
         if not trusted_device:
-            keys[account_key(login)] = self.account
+            keys[pair_key(address, login)] = self.account
+            keys[account_key(login)] = self.spread
         return keys
 
     async def wait_seconds(self, address: str, login: str, *, trusted_device: bool = False) -> int:
@@ -196,11 +208,19 @@ class LoginBrake:
 
     async def failed(self, address: str, login: str) -> None:
         now = self.clock()
-        await self.store.add_failure([address_key(address), account_key(login)], now, now - FORGET_SECONDS)
+        pair = pair_key(address, login)
+        failures, last = (await self.store.failures([pair])).get(pair, (0, now))
+        keys = [address_key(address), pair]
+        # One address's failures count for the whole account only up to where its own brake starts.
+        if failures <= self.account.free or now - last >= FORGET_SECONDS:
+            keys.append(account_key(login))
+        await self.store.add_failure(keys, now, now - FORGET_SECONDS)
 
-    async def succeeded(self, address: str) -> None:
-        # The account's count is left to fade: a sign-in must not hand an attacker new free tries.
-        await self.store.clear([address_key(address)])
+    async def succeeded(self, address: str, login: str = "") -> None:
+        # The address (and the account from it) starts again; the account's count over all addresses is left
+        # to fade: a sign-in must not hand whoever guesses it from elsewhere new free tries.
+        keys = [address_key(address)] + ([pair_key(address, login)] if login else [])
+        await self.store.clear(keys)
 
 
 async def ensure_admin_login(core: Core, password: str | None = None) -> str | None:

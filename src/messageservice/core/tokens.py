@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from messageservice.core.context import Core
 from messageservice.core.portal import Portal, get_portal
 from messageservice.core.secrets import hash_secret, new_hex, secret_matches
+from messageservice.core.sessions import dead_sessions
 from messageservice.store.connection import StoreConnection
-from messageservice.store.tables import access_tokens, apps, auth_codes, refresh_tokens, users
+from messageservice.store.tables import access_tokens, apps, auth_codes, console_sessions, refresh_tokens, users
+
+log = logging.getLogger("messageservice.oauth")
 
 
 class OAuthError(Exception):
@@ -34,15 +38,25 @@ class TokenAuth:
     expires_at: float
 
 
-async def mint_tokens(core: Core, conn: StoreConnection, app_row: Any, user_id: int, portal: Portal) -> dict[str, Any]:
-    """Create an access and a refresh token; returns the body /oauth/token/ answers with, in Bitrix's order."""
+async def mint_tokens(
+    core: Core, conn: StoreConnection, app_row: Any, user_id: int, portal: Portal, family: str | None = None
+) -> dict[str, Any]:
+    """Create an access and a refresh token; returns the body /oauth/token/ answers with, in Bitrix's order.
+
+    `family`: the refresh family they continue (a refresh); None starts a new one (a code, an install).
+    """
     now = core.clock()
+    family = family or new_hex(16)
     access_token = new_hex(35)
     refresh_token = new_hex(35)
     expires = int(now + core.settings.access_token_ttl)
     await conn.execute(
         insert(access_tokens).values(
-            token_hash=hash_secret(access_token), app_id=app_row.id, user_id=user_id, expires_at=expires
+            token_hash=hash_secret(access_token),
+            app_id=app_row.id,
+            user_id=user_id,
+            expires_at=expires,
+            family=family,
         )
     )
     await conn.execute(
@@ -51,6 +65,7 @@ async def mint_tokens(core: Core, conn: StoreConnection, app_row: Any, user_id: 
             app_id=app_row.id,
             user_id=user_id,
             expires_at=now + core.settings.refresh_token_ttl,
+            family=family,
         )
     )
     return {
@@ -82,20 +97,38 @@ async def _client(conn: StoreConnection, client_id: str, client_secret: str | No
     return row
 
 
-async def issue_code(core: Core, client_id: str, user_id: int | None, *, signed_in: bool = False) -> tuple[str, Any]:
+async def authorizing_app(core: Core, client_id: str) -> Any:
+    """The installed app an authorize request names, or invalid_client."""
+    async with core.store.connection() as conn:
+        app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
+    if app_row is None or not app_row.installed:
+        raise OAuthError("invalid_client", "Application not found", 401)
+    return app_row
+
+
+async def issue_code(
+    core: Core,
+    client_id: str,
+    user_id: int | None,
+    *,
+    signed_in: bool = False,
+    redirect_uri: str | None = None,
+) -> tuple[str, Any]:
     """An authorization code for an installed app; it lives `auth_code_ttl` seconds.
 
-    `signed_in`: `user_id` is the user signed in to the console in this browser. Without a sign-in the
-    user is the app's installer; another `user_id` needs `oauth_trust_user_id`.
+    `signed_in`: `user_id` is the user signed in to the console in this browser. Otherwise (only with
+    `oauth_trust_user_id`, local development) the user is `user_id` or the app's installer.
+    `redirect_uri`: the one the authorize request named; the token request may not name another.
     """
     async with core.store.transaction() as conn:
         app_row = (await conn.execute(select(apps).where(apps.c.client_id == client_id))).first()
         if app_row is None or not app_row.installed:
             raise OAuthError("invalid_client", "Application not found", 401)
+        if not signed_in and not core.settings.oauth_trust_user_id:
+            # As Bitrix24: a code is a signed-in user's consent, never an anonymous visitor's.
+            raise OAuthError("access_denied", "Codes are issued only to a signed-in user", 403)
         if user_id is None:
             user_id = app_row.installed_by
-        elif user_id != app_row.installed_by and not (signed_in or core.settings.oauth_trust_user_id):
-            raise OAuthError("access_denied", "No user session: codes are issued for the installing admin", 403)
         if user_id is None or not await _active_user(conn, user_id):
             raise OAuthError("invalid_request", "Unknown or inactive user", 400)
         code = new_hex(35)
@@ -105,12 +138,17 @@ async def issue_code(core: Core, client_id: str, user_id: int | None, *, signed_
                 app_id=app_row.id,
                 user_id=user_id,
                 expires_at=core.clock() + core.settings.auth_code_ttl,
+                redirect_uri=redirect_uri,
             )
         )
     return code, app_row
 
 
-async def exchange_code(core: Core, client_id: str, client_secret: str | None, code: str) -> dict[str, Any]:
+async def exchange_code(
+    core: Core, client_id: str, client_secret: str | None, code: str, redirect_uri: str | None = None
+) -> dict[str, Any]:
+    """A code for tokens, once. RFC 6749 4.1.3: a `redirect_uri` sent here must be the one the code was
+    issued for. One left out is accepted: Bitrix24's token request has none, and the SDKs send none."""
     # Read before the write transaction: a second pooled connection inside it would deadlock the pool.
     portal = await get_portal(core)
     async with core.store.transaction() as conn:
@@ -119,31 +157,81 @@ async def exchange_code(core: Core, client_id: str, client_secret: str | None, c
         result = await conn.execute(
             delete(auth_codes)
             .where(auth_codes.c.code_hash == hash_secret(code))
-            .returning(auth_codes.c.app_id, auth_codes.c.user_id, auth_codes.c.expires_at)
+            .returning(auth_codes.c.app_id, auth_codes.c.user_id, auth_codes.c.expires_at, auth_codes.c.redirect_uri)
         )
         row = result.first()
         if row is None or row.app_id != app_row.id or row.expires_at < core.clock():
             raise OAuthError("invalid_grant", "Invalid authorization code", 400)
+        if redirect_uri is not None and row.redirect_uri is not None and redirect_uri != row.redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request", 400)
         if not await _active_user(conn, row.user_id):
             raise OAuthError("invalid_grant", "User is not active", 400)
         return await mint_tokens(core, conn, app_row, row.user_id, portal=portal)
+
+
+async def _revoke_family(conn: StoreConnection, app_id: int, family: str) -> None:
+    """Every refresh and access token of the family: a replayed refresh token means one of them leaked."""
+    await conn.execute(
+        delete(refresh_tokens).where(refresh_tokens.c.app_id == app_id, refresh_tokens.c.family == family)
+    )
+    await conn.execute(delete(access_tokens).where(access_tokens.c.app_id == app_id, access_tokens.c.family == family))
 
 
 async def refresh(core: Core, client_id: str, client_secret: str | None, token: str) -> dict[str, Any]:
+    """A refresh token for new tokens, once (OAuth 2.0 Security BCP 4.14: rotation with replay detection).
+
+    The spent token is kept, marked used, until it expires: presented again, by whoever holds a copy, it
+    revokes its whole family, the tokens issued from it included, and both holders must authorize again.
+    """
     portal = await get_portal(core)
+    token_hash = hash_secret(token)
+    replayed = False
     async with core.store.transaction() as conn:
         app_row = await _client(conn, client_id, client_secret)
-        result = await conn.execute(
-            delete(refresh_tokens)
-            .where(refresh_tokens.c.token_hash == hash_secret(token))
-            .returning(refresh_tokens.c.app_id, refresh_tokens.c.user_id, refresh_tokens.c.expires_at)
-        )
-        row = result.first()
-        if row is None or row.app_id != app_row.id or row.expires_at < core.clock():
-            raise OAuthError("invalid_grant", "Invalid refresh token", 400)
-        if not await _active_user(conn, row.user_id):
-            raise OAuthError("invalid_grant", "User is not active", 400)
-        return await mint_tokens(core, conn, app_row, row.user_id, portal=portal)
+        now = core.clock()
+        # Mark-then-check makes a refresh token single-use even when two refreshes race.
+        row = (
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None))
+                .values(used_at=now)
+                .returning(
+                    refresh_tokens.c.app_id,
+                    refresh_tokens.c.user_id,
+                    refresh_tokens.c.expires_at,
+                    refresh_tokens.c.family,
+                )
+            )
+        ).first()
+        if row is None:
+            # Locked first: replays racing each other revoke the family one after the other (on PostgreSQL two
+            # transactions deleting the same rows in different orders would deadlock); the later ones find
+            # the token gone.
+            spent = (
+                await conn.execute(
+                    select(refresh_tokens.c.app_id, refresh_tokens.c.family)
+                    .where(refresh_tokens.c.token_hash == token_hash)
+                    .with_for_update()
+                )
+            ).first()
+            if spent is not None and spent.app_id == app_row.id and spent.family is not None:
+                await _revoke_family(conn, app_row.id, spent.family)
+                replayed = True
+        else:
+            if row.app_id != app_row.id or row.expires_at < now:
+                raise OAuthError("invalid_grant", "Invalid refresh token", 400)
+            if not await _active_user(conn, row.user_id):
+                raise OAuthError("invalid_grant", "User is not active", 400)
+            family = row.family
+            if family is None:  # issued before families existed: it starts one now
+                family = token_hash[:32]
+                await conn.execute(
+                    update(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash).values(family=family)
+                )
+            return await mint_tokens(core, conn, app_row, row.user_id, portal=portal, family=family)
+    if replayed:
+        log.warning("refresh token of app %s used twice: its token family is revoked", client_id)
+    raise OAuthError("invalid_grant", "Invalid refresh token", 400)
 
 
 async def mint_for_user(core: Core, client_id: str, user_id: int) -> dict[str, Any]:
@@ -198,5 +286,7 @@ async def purge_expired(core: Core) -> None:
     now = core.clock()
     async with core.store.transaction() as conn:
         await conn.execute(delete(access_tokens).where(access_tokens.c.expires_at < now - 86400))
+        # Spent refresh tokens stay until they expire too: a replay must still be recognised.
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < now))
         await conn.execute(delete(auth_codes).where(auth_codes.c.expires_at < now))
+        await conn.execute(delete(console_sessions).where(dead_sessions(core, now)))

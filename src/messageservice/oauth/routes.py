@@ -1,4 +1,8 @@
-"""/oauth/authorize/ (authorization code, 30 s) and /oauth/token/ (GET query or POST form)."""
+"""/oauth/authorize/ (authorization code, 30 s) and /oauth/token/ (GET query or POST form).
+
+As on Bitrix24, a code is issued only to a user signed in (to the console, here): a browser that is
+not signed in is sent to the sign-in page and comes back to the same authorize request afterwards.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ from starlette.routing import Route
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.portal import get_portal
-from messageservice.core.tokens import OAuthError, exchange_code, issue_code, refresh
+from messageservice.core.tokens import OAuthError, authorizing_app, exchange_code, issue_code, refresh
+from messageservice.oauth.redirects import clean_redirect_uri, within_app
 from messageservice.phpquery import EncodingError, parse_str
 from messageservice.rest.envelope import php_json
 from messageservice.rest.params import read_body
 from messageservice.session import signed_in_operator
 
 log = logging.getLogger("messageservice.oauth")
+# Where a browser with no console session is sent to sign in (console/auth.py returns it here after).
+CONSOLE_LOGIN = "/console/login"
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -53,13 +60,11 @@ def _text(params: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _within_app(redirect: str, app_url: str) -> bool:
-    """The redirect must lie under the app's URL (same origin and path prefix), not just on its site."""
-    target, app = urlsplit(redirect), urlsplit(app_url)
-    base = app.path if app.path.endswith("/") else app.path.rsplit("/", 1)[0] + "/"
-    return (target.scheme, target.netloc.lower()) == (app.scheme, app.netloc.lower()) and (
-        target.path + "/"
-    ).startswith(base)
+def _sign_in_first(params: dict[str, Any]) -> Response:
+    """No one is signed in: the sign-in page, which comes back to this same request afterwards."""
+    again = {key: value for key, value in params.items() if isinstance(value, str)}
+    target = "/oauth/authorize/?" + urlencode(again)
+    return RedirectResponse(f"{CONSOLE_LOGIN}?{urlencode({'next': target})}", status_code=303)
 
 
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -86,18 +91,25 @@ def build_routes(core: Core) -> list[Route]:
             if user_text is not None and not (user_text.isascii() and user_text.isdigit() and len(user_text) <= 10):
                 raise OAuthError("invalid_request", "user_id must be a number")
             requested = int(user_text) if user_text else None
+            app_row = await authorizing_app(core, client_id)
+            asked = _text(params, "redirect_uri")
+            bound = clean_redirect_uri(asked) if asked is not None else None
+            trusted = core.settings.oauth_trust_user_id
             operator = await signed_in_operator(core, request)
+            if operator is None and not trusted:
+                return _sign_in_first(params)
             if operator is not None and requested in (None, operator.id):
-                # Signed in to the console in this browser: the code is for that user.
-                code, app_row = await issue_code(core, client_id, operator.id, signed_in=True)
+                # The code is for the user signed in to the console in this browser, and only for them.
+                code, app_row = await issue_code(core, client_id, operator.id, signed_in=True, redirect_uri=bound)
+            elif trusted:
+                code, app_row = await issue_code(core, client_id, requested, redirect_uri=bound)
             else:
-                code, app_row = await issue_code(core, client_id, requested)
+                raise OAuthError("access_denied", "user_id is not the signed-in user", 403)
         except OAuthError as exc:
             return _error(exc)
         portal = await get_portal(core)
-        redirect = _text(params, "redirect_uri")
-        # Only the app's own URL space may receive its codes.
-        target = redirect if redirect and _within_app(redirect, app_row.url) else app_row.url
+        # Only the app's own URL space may receive its codes; elsewhere they go to the app's URL.
+        target = bound if bound is not None and within_app(bound, app_row.url) else app_row.url
         query = {
             "code": code,
             "state": _text(params, "state") or "",
@@ -121,7 +133,9 @@ def build_routes(core: Core) -> list[Route]:
                 code = _text(params, "code")
                 if code is None:
                     raise OAuthError("invalid_request", "code is required")
-                body = await exchange_code(core, client_id, secret, code)
+                sent = _text(params, "redirect_uri")
+                redirect_uri = clean_redirect_uri(sent) if sent is not None else None
+                body = await exchange_code(core, client_id, secret, code, redirect_uri)
             elif grant == "refresh_token":
                 refresh_token = _text(params, "refresh_token")
                 if refresh_token is None:

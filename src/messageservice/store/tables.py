@@ -93,6 +93,8 @@ auth_codes = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("expires_at", Float, nullable=False),
+    # Where the code was sent (RFC 6749 4.1.3): a token request naming another redirect_uri is refused.
+    Column("redirect_uri", String(1000)),
 )
 
 access_tokens = Table(
@@ -102,6 +104,8 @@ access_tokens = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("expires_at", Float, nullable=False),
+    # The refresh family it was issued in (NULL: HANDLER calls' tokens); found through app_id's index.
+    Column("family", String(32)),
 )
 
 refresh_tokens = Table(
@@ -111,6 +115,10 @@ refresh_tokens = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("expires_at", Float, nullable=False),
+    # Every token refreshed from one code or install shares a family; a spent token is kept (used_at set)
+    # until it expires, so that presenting it again is seen as a replay and revokes the family.
+    Column("family", String(32)),
+    Column("used_at", Float),
 )
 
 senders = Table(
@@ -280,4 +288,14 @@ operating_seconds = Table(
     Column("method", String(100), primary_key=True),
     Column("minute", Integer, primary_key=True),
     Column("seconds", Float, nullable=False),
+)
+
+# Console sign-ins (migration 0008): the cookie carries a random token, the database only its sha256.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
 )
