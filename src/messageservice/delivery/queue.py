@@ -18,7 +18,7 @@ from messageservice.config import Settings
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
-from messageservice.core.payload import auth_block, handler_body, stored_message
+from messageservice.core.payload import auth_block, encoded_auth, handler_body_with, stored_message
 from messageservice.core.portal import portal_from_row
 from messageservice.core.schedules import parse_schedule
 from messageservice.core.secrets import SecretBox, hash_secret, new_hex
@@ -191,13 +191,14 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
         return memory.decrypt(core.box, value)
 
     jobs = []
+    auths: dict[tuple[Any, ...], str] = {}
     for row in claimed.rows:
         claim = claimed.attempts[row.id]
         if row.handler is None or not row.installed:
             jobs.append(Job(row.id, row.app_id, claim.attempts, claim.created_at, None, "", label=f"message {row.id}"))
             continue
         try:
-            jobs.append(_job(core, claimed, row, claim, decrypt, portal, expires))
+            jobs.append(_job(core, claimed, row, claim, decrypt, portal, expires, auths))
         except Exception as exc:
             # Whatever breaks while building the call is this attempt's failure, recorded like any other.
             log.exception("building the HANDLER call of message %d failed", row.id)
@@ -218,19 +219,31 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
 
 
 def _job(
-    core: Core, claimed: _Claimed, row: Any, claim: Any, decrypt: Callable[[str], str], portal: Any, expires: int
+    core: Core,
+    claimed: _Claimed,
+    row: Any,
+    claim: Any,
+    decrypt: Callable[[str], str],
+    portal: Any,
+    expires: int,
+    auths: dict[tuple[Any, ...], str],
 ) -> Job:
-    auth = auth_block(
-        portal,
-        row,
-        access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
-        expires=expires,
-        expires_in=core.settings.access_token_ttl,
-        application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
-    )
+    # The same author of the same app gets the same auth[...] in every call of a claim: encoded once.
+    auth_key = (row.app_id, row.author_id, row.application_token_enc, row.scopes, row.app_status)
+    auth = auths.get(auth_key)
+    if auth is None:
+        block = auth_block(
+            portal,
+            row,
+            access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
+            expires=expires,
+            expires_in=core.settings.access_token_ttl,
+            application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
+        )
+        auth = auths[auth_key] = encoded_auth(block)
     message = stored_message(row)
     secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
-    body = handler_body(message, auth)
+    body = handler_body_with(message, auth)
     delays = parse_schedule(row.retry_schedule) if row.retry_schedule else None
     return Job(
         row.id,
