@@ -20,9 +20,10 @@ What runs where (all started by this one file, all on 127.0.0.1):
 * the load processes, fresh for every measurement: `_send` (the REST client: `batch` requests of 50
   `messageservice.message.send` commands, or single sends at a fixed rate) and `_baseline` (a bare
   aiohttp client posting prebuilt bodies, built with the server's own `handler_body`, to the handler:
-  the ceiling). The bare client posts as many at once as a dispatcher does to one handler (the smaller
-  of the server's `dispatch_concurrency` and `handler_concurrency` settings), one client process per
-  dispatcher process, with its connections opened before the clock starts.
+  the ceiling). The bare clients post as many at once in all as the server may send to one handler
+  (the smaller of the server's `dispatch_concurrency` and `handler_concurrency` settings; the handler
+  limit holds for the whole installation), split over one client process per server process, with
+  their connections opened before the clock starts.
 
 Each measurement, server or baseline:
 
@@ -919,7 +920,8 @@ class Bench:
                     url=self.handler.url,
                     count=part,
                     out=str(self.folder / f"baseline-{self.index}-{number}.json"),
-                    concurrency=self.args.post_concurrency,
+                    # The handler limit holds for the whole installation: the clients share it.
+                    concurrency=max(1, self.args.post_concurrency // workers),
                     rate=rate / workers if rate is not None else None,
                     first_index=self.take(part),
                     auth=servers.auth_sample,
@@ -1070,7 +1072,7 @@ def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> 
     lines = [
         f"messageservice send benchmark: {backend}, {processes} process(es); medians over rounds",
         f"server: batches of {args.batch_size}, {args.send_concurrency} in flight (burst); {args.paced_rate:g} msg/s "
-        f"offered as {paced} (paced). bare: {args.post_concurrency} posts in flight per dispatcher process "
+        f"offered as {paced} (paced). bare: {args.post_concurrency} posts in flight in all "
         f"({args.concurrency_source})",
         "",
         f"{'run':<16}{'rounds':>7}{'server msg/s':>14}{'acked/s':>9}{'bare msg/s':>12}{'ratio':>7}  {'range':<12}"

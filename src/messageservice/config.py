@@ -163,8 +163,9 @@ class Settings(BaseSettings):
     # Whether `serve` also delivers; false when `messageservice worker`s do it, so that the API's event
     # loop serves requests only (PostgreSQL scale-out; on SQLite a worker only finds work on its sweep).
     serve_dispatch: bool = True
-    # Per handler origin: calls in flight, and the breaker (consecutive failures to open, cool-down).
-    handler_concurrency: PositiveInt = 16
+    # Per app and handler origin: calls in flight for the whole installation (live dispatchers split it,
+    # delivery/shared.py), and the breaker (consecutive failures to open, cool-down).
+    handler_concurrency: PositiveInt = 32
     breaker_failures: PositiveInt = 5
     breaker_cooldown_seconds: NonNegativeFloat = 30.0
     dispatch_batch_size: PositiveInt = 100

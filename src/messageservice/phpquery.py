@@ -7,6 +7,7 @@ directions are small enough to write to PHP's own rules.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -172,10 +173,16 @@ def _php_urlencode(text: str) -> str:
     return "".join([_URLENCODED[b] for b in text.encode()])
 
 
+@functools.lru_cache(maxsize=4096)
+def _encoded_name(name: str) -> str:
+    # Field names repeat from body to body (auth[domain], bindings[0][OWNER_ID]): encoded once each.
+    return _php_urlencode(name)
+
+
 def http_build_query(data: Mapping[str, Any]) -> str:
     """Encode like PHP's http_build_query (RFC 1738: space as '+', brackets as %5B/%5D, nulls dropped)."""
     pairs: list[str] = []
     for key, value in data.items():
         for name, text in _flatten(str(key), value):
-            pairs.append(f"{_php_urlencode(name)}={_php_urlencode(text)}")
+            pairs.append(f"{_encoded_name(name)}={_php_urlencode(text)}")
     return "&".join(pairs)

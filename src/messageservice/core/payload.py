@@ -86,3 +86,13 @@ def handler_fields(message: HandlerMessage, auth: dict[str, Any] | None) -> dict
 
 def handler_body(message: HandlerMessage, auth: dict[str, Any] | None) -> str:
     return http_build_query(handler_fields(message, auth))
+
+
+def encoded_auth(auth: dict[str, Any]) -> str:
+    """auth[...] as the body's last fields, encoded once for all the calls that carry the same block."""
+    return http_build_query({"auth": {key: auth[key] for key in AUTH_FIELDS if key in auth}})
+
+
+def handler_body_with(message: HandlerMessage, auth: str) -> str:
+    """`handler_body` with auth[...] already encoded (`encoded_auth`): the same bytes."""
+    return f"{http_build_query(handler_fields(message, None))}&{auth}"

@@ -12,19 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from messageservice.config import Settings
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.orphans import APP_GONE
-from messageservice.core.payload import auth_block, handler_body, stored_message
+from messageservice.core.payload import auth_block, encoded_auth, handler_body_with, stored_message
 from messageservice.core.portal import portal_from_row
 from messageservice.core.schedules import parse_schedule
 from messageservice.core.secrets import SecretBox, hash_secret, new_hex
+from messageservice.delivery import claims
 from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
 from messageservice.delivery.jobs import Job, Result
-from messageservice.store.tables import access_tokens, apps, attempts, deliveries, messages, senders, status_reports
+from messageservice.store import writebacks
+from messageservice.store.tables import access_tokens, attempts, deliveries, messages, status_reports
 from messageservice.store.tables import portal as portal_table
 
 log = logging.getLogger("messageservice.dispatcher")
@@ -84,45 +86,6 @@ class _Claimed:
     minted: dict[tuple[int, int, str | None], _Minted]  # of those, the ones minted by this claim
 
 
-def _claim_statement(postgres: bool, skipping: bool, skipping_apps: bool = False) -> Any:
-    """Claim due jobs: move them past a lease and count the attempt, returning what was taken.
-
-    `skipping`: leave out the senders whose handler gate is blocked; `skipping_apps`: the apps that
-    hold their share of this dispatcher's slots (see delivery/fairness.py)."""
-    due = (
-        select(deliveries.c.message_id)
-        .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= bindparam("now"))
-        .order_by(deliveries.c.next_attempt_at)
-        .limit(bindparam("limit"))
-    )
-    if skipping or skipping_apps:
-        due = due.join(messages, messages.c.id == deliveries.c.message_id)
-    if skipping:
-        # NULL NOT IN (...) is never true: a message whose sender is gone must still be claimed (to fail).
-        due = due.where(
-            or_(messages.c.sender_id.is_(None), messages.c.sender_id.not_in(bindparam("skip", expanding=True)))
-        )
-    if skipping_apps:
-        due = due.where(messages.c.app_id.not_in(bindparam("skip_apps", expanding=True)))
-    if postgres:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        update(deliveries)
-        .where(deliveries.c.message_id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=bindparam("lease_until"), attempts=deliveries.c.attempts + 1)
-        .returning(deliveries.c.message_id, deliveries.c.attempts, deliveries.c.created_at)
-    )
-
-
-# Built once: building a statement per claim (and its cache key) cost more than running it.
-_CLAIM = {
-    (postgres, skipping, skipping_apps): _claim_statement(postgres, skipping, skipping_apps)
-    for postgres in (False, True)
-    for skipping in (False, True)
-    for skipping_apps in (False, True)
-}
-
-
 async def claim_due(
     core: Core,
     limit: int,
@@ -135,69 +98,86 @@ async def claim_due(
     `skip_apps` apps that hold their share of the dispatcher's slots."""
     memory = memory if memory is not None else ClaimMemory()
     now = core.clock()
-    claim = _CLAIM[(core.store.features.skip_locked, bool(skip_senders), bool(skip_apps))]
-    params: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + lease_seconds}
-    if skip_senders:
-        params["skip"] = skip_senders
-    if skip_apps:
-        params["skip_apps"] = skip_apps
+    skip_senders, skip_apps = skip_senders or [], skip_apps or []
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "lease_until": now + lease_seconds,
+        "skip": skip_senders,
+        "skip_apps": skip_apps,
+    }
+    variant = (bool(skip_senders), bool(skip_apps))
     token_expires = now + core.settings.access_token_ttl + TOKEN_REUSE_SECONDS
+    portal_read = memory.portal is None or now - memory.portal_read_at > PORTAL_REREAD_SECONDS
 
-    def transaction(conn: Connection) -> _Claimed | None:
-        claimed = {row.message_id: row for row in conn.execute(claim, params)}
-        if not claimed:
-            return None
-        rows = conn.execute(_JOB_ROWS, {"ids": list(claimed)}).all()
-        # Each call carries a token minted for its own author, fresh or at most a minute old.
-        tokens: dict[tuple[int, int, str | None], str] = {}
-        minted: dict[tuple[int, int, str | None], _Minted] = {}
-        for row in rows:
-            key = (row.app_id, row.author_id, row.application_token_enc)
-            if row.handler and row.installed and key not in tokens:
-                reused = memory.fresh_token(key, now)
-                tokens[key] = reused if reused is not None else new_hex(35)
-                if reused is None:
-                    minted[key] = _Minted(tokens[key], now)
-        if minted:
-            conn.execute(
-                _INSERT_TOKEN,
-                [
-                    {
-                        "token_hash": hash_secret(m.token),
-                        "app_id": app_id,
-                        "user_id": user_id,
-                        "expires_at": token_expires,
-                    }
-                    for (app_id, user_id, _), m in minted.items()
-                ],
-            )
-        portal_read = memory.portal is None or now - memory.portal_read_at > PORTAL_REREAD_SECONDS
-        portal_row = conn.execute(_PORTAL).first() if portal_read else memory.portal
-        return _Claimed(now, portal_row, portal_read, claimed, rows, tokens, minted)
+    if core.store.features.outbox_statements:
+        # One statement claims and returns the jobs' rows; the rare token and portal work follows.
+        records = await core.store.fetch(claims.JOINED[variant], params)
+        if not records:
+            return []
+        rows = [claims.Fields(record) for record in records]
+        attempts = {row.id: claims.Claim(row.claim_attempts, row.claim_created_at) for row in rows}
+        tokens, minted = _tokens_for(rows, memory, now)
+        portal_row = memory.portal
+        if minted or portal_read:
 
-    claimed = await core.writes.run(transaction)
-    if claimed is None:
-        return []
+            def rest(conn: Connection) -> Any:
+                _insert_tokens(conn, minted, token_expires)
+                return conn.execute(_PORTAL).first() if portal_read else memory.portal
+
+            portal_row = await core.writes.run(rest)
+        claimed = _Claimed(now, portal_row, portal_read, attempts, rows, tokens, minted)
+    else:
+
+        def transaction(conn: Connection) -> _Claimed | None:
+            taken = {
+                row.message_id: claims.Claim(row.attempts, row.created_at)
+                for row in conn.execute(claims.UPDATE[variant], params)
+            }
+            if not taken:
+                return None
+            rows = conn.execute(claims.JOB_ROWS, {"ids": list(taken)}).all()
+            tokens, minted = _tokens_for(rows, memory, now)
+            _insert_tokens(conn, minted, token_expires)
+            portal_row = conn.execute(_PORTAL).first() if portal_read else memory.portal
+            return _Claimed(now, portal_row, portal_read, taken, rows, tokens, minted)
+
+        found = await core.writes.run(transaction)
+        if found is None:
+            return []
+        claimed = found
     memory.remember(claimed)
     return _jobs(core, claimed, memory)
 
 
-_JOB_ROWS = (
-    select(
-        messages,
-        senders.c.type.label("sender_type"),
-        senders.c.handler,
-        senders.c.retry_schedule,
-        apps.c.scopes,
-        apps.c.status.label("app_status"),
-        apps.c.installed,
-        apps.c.application_token_enc,
-        apps.c.signing_secret_enc,
-    )
-    .outerjoin(senders, senders.c.id == messages.c.sender_id)
-    .join(apps, apps.c.id == messages.c.app_id)
-    .where(messages.c.id.in_(bindparam("ids", expanding=True)))
-)
+_TokenKey = tuple[int, int, str | None]
+
+
+def _tokens_for(rows: Any, memory: ClaimMemory, now: float) -> tuple[dict[_TokenKey, str], dict[_TokenKey, _Minted]]:
+    """Each call carries a token minted for its own author, fresh or at most a minute old."""
+    tokens: dict[_TokenKey, str] = {}
+    minted: dict[_TokenKey, _Minted] = {}
+    for row in rows:
+        key = (row.app_id, row.author_id, row.application_token_enc)
+        if row.handler and row.installed and key not in tokens:
+            reused = memory.fresh_token(key, now)
+            tokens[key] = reused if reused is not None else new_hex(35)
+            if reused is None:
+                minted[key] = _Minted(tokens[key], now)
+    return tokens, minted
+
+
+def _insert_tokens(conn: Connection, minted: dict[_TokenKey, _Minted], expires_at: float) -> None:
+    if minted:
+        conn.execute(
+            _INSERT_TOKEN,
+            [
+                {"token_hash": hash_secret(m.token), "app_id": app_id, "user_id": user_id, "expires_at": expires_at}
+                for (app_id, user_id, _), m in minted.items()
+            ],
+        )
+
+
 _PORTAL = select(portal_table).where(portal_table.c.id == 1)
 _INSERT_TOKEN = insert(access_tokens)
 
@@ -211,13 +191,14 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
         return memory.decrypt(core.box, value)
 
     jobs = []
+    auths: dict[tuple[Any, ...], str] = {}
     for row in claimed.rows:
         claim = claimed.attempts[row.id]
         if row.handler is None or not row.installed:
             jobs.append(Job(row.id, row.app_id, claim.attempts, claim.created_at, None, "", label=f"message {row.id}"))
             continue
         try:
-            jobs.append(_job(core, claimed, row, claim, decrypt, portal, expires))
+            jobs.append(_job(core, claimed, row, claim, decrypt, portal, expires, auths))
         except Exception as exc:
             # Whatever breaks while building the call is this attempt's failure, recorded like any other.
             log.exception("building the HANDLER call of message %d failed", row.id)
@@ -238,19 +219,31 @@ def _jobs(core: Core, claimed: _Claimed, memory: ClaimMemory) -> list[Job]:
 
 
 def _job(
-    core: Core, claimed: _Claimed, row: Any, claim: Any, decrypt: Callable[[str], str], portal: Any, expires: int
+    core: Core,
+    claimed: _Claimed,
+    row: Any,
+    claim: Any,
+    decrypt: Callable[[str], str],
+    portal: Any,
+    expires: int,
+    auths: dict[tuple[Any, ...], str],
 ) -> Job:
-    auth = auth_block(
-        portal,
-        row,
-        access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
-        expires=expires,
-        expires_in=core.settings.access_token_ttl,
-        application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
-    )
+    # The same author of the same app gets the same auth[...] in every call of a claim: encoded once.
+    auth_key = (row.app_id, row.author_id, row.application_token_enc, row.scopes, row.app_status)
+    auth = auths.get(auth_key)
+    if auth is None:
+        block = auth_block(
+            portal,
+            row,
+            access_token=claimed.tokens[(row.app_id, row.author_id, row.application_token_enc)],
+            expires=expires,
+            expires_in=core.settings.access_token_ttl,
+            application_token=decrypt(row.application_token_enc) if row.application_token_enc else "",
+        )
+        auth = auths[auth_key] = encoded_auth(block)
     message = stored_message(row)
     secret = decrypt(row.signing_secret_enc) if row.signing_secret_enc else None
-    body = handler_body(message, auth)
+    body = handler_body_with(message, auth)
     delays = parse_schedule(row.retry_schedule) if row.retry_schedule else None
     return Job(
         row.id,
@@ -341,6 +334,10 @@ async def record(core: Core, results: list[Result], decisions: dict[int, Decisio
                 delivery_rows.append({"b_id": r.job.key, "b_state": "dead", "b_next": now, "b_error": reason})
                 errored[r.job.key] = reason or APP_GONE
 
+    if core.store.features.outbox_statements:
+        await _write_back_in_one_statement(core, attempt_rows, finished, delivery_rows, deferred, sent, errored, now)
+        return
+
     def transaction(conn: Connection) -> None:
         if attempt_rows:
             conn.execute(_INSERT_ATTEMPTS, attempt_rows)
@@ -354,6 +351,47 @@ async def record(core: Core, results: list[Result], decisions: dict[int, Decisio
         _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
 
     await core.writes.run(transaction)
+
+
+async def _write_back_in_one_statement(
+    core: Core,
+    attempt_rows: list[dict[str, Any]],
+    finished: list[int],
+    delivery_rows: list[dict[str, Any]],
+    deferred: list[int],
+    sent: list[int],
+    errored: dict[int, str],
+    now: float,
+) -> None:
+    """`record`'s transaction as one statement (store/writebacks.py)."""
+    uncounted = set(deferred)
+    jobs = [
+        {"message_id": m, "state": "done", "next_attempt_at": now, "last_error": None, "uncount": 0} for m in finished
+    ] + [
+        {
+            "message_id": row["b_id"],
+            "state": row["b_state"],
+            "next_attempt_at": row["b_next"],
+            "last_error": row["b_error"],
+            "uncount": 1 if row["b_id"] in uncounted else 0,
+        }
+        for row in delivery_rows
+    ]
+    arguments = writebacks.arguments(
+        attempt_rows,
+        jobs,
+        now=now,
+        sent_ids=sent,
+        sent_id=statuses.SENT.id,
+        sent_name=statuses.SENT.name,
+        sent_not_from=_not_below(statuses.SENT),
+        error_ids=list(errored),
+        error_texts=list(errored.values()),
+        error_id=statuses.ERROR.id,
+        error_name=statuses.ERROR.name,
+        error_not_from=_not_below(statuses.ERROR),
+    )
+    await core.store.write_back(arguments)
 
 
 class HandlerOutbox:

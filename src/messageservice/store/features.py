@@ -26,6 +26,9 @@ class Features:
     returning: bool
     # A group of sends is one generated statement on the bare driver (store/sends.py).
     bulk_send_statement: bool
+    # A claim of due HANDLER calls, and the write-back of their outcomes, are each one statement on
+    # the bare driver (delivery/claims.py, store/writebacks.py).
+    outbox_statements: bool
     # One writer per process: every write transaction goes through the store's writer thread.
     single_writer: bool
     # Serial columns keep their own sequence, which an explicit id does not move.
@@ -51,6 +54,7 @@ POSTGRESQL = Features(
     listen_notify=True,
     returning=True,
     bulk_send_statement=True,
+    outbox_statements=True,
     single_writer=False,
     sequences=True,
     repeatable_read_snapshots=True,
@@ -64,6 +68,7 @@ SQLITE = Features(
     listen_notify=False,
     returning=True,
     bulk_send_statement=False,
+    outbox_statements=False,
     single_writer=True,
     sequences=False,
     repeatable_read_snapshots=False,

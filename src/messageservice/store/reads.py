@@ -33,15 +33,17 @@ class PostgresReads:
         self._max_size = max(2, max_size)
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
-        self._sql: dict[int, tuple[Select[Any], str, list[str]]] = {}
+        self._sql: dict[int, tuple[Select[Any], str, list[str], dict[str, Any]]] = {}
 
-    def _compiled(self, statement: Select[Any]) -> tuple[str, list[str]]:
+    def _compiled(self, statement: Select[Any]) -> tuple[str, list[str], dict[str, Any]]:
         cached = self._sql.get(id(statement))
         if cached is None or cached[0] is not statement:
             compiled = statement.compile(dialect=self._dialect)
-            cached = (statement, str(compiled), list(compiled.positiontup or []))
+            # The values written into the statement itself (`state == "pending"`) are parameters too.
+            fixed = {name: value for name, value in compiled.params.items() if value is not None}
+            cached = (statement, str(compiled), list(compiled.positiontup or []), fixed)
             self._sql[id(statement)] = cached
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
 
     async def _connections(self) -> asyncpg.Pool:
         # Created on first use, inside the loop that will use it.
@@ -54,9 +56,9 @@ class PostgresReads:
         return self._pool
 
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
-        sql, names = self._compiled(statement)
+        sql, names, fixed = self._compiled(statement)
         pool = await self._connections()
-        return await pool.fetch(sql, *(params[name] for name in names))
+        return await pool.fetch(sql, *(params[name] if name in params else fixed[name] for name in names))
 
     async def fetch_sql(self, sql: str, *args: Any) -> Sequence[Row]:
         """One statement of SQL written for PostgreSQL, in autocommit (atomic on its own)."""

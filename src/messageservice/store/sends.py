@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Column, Connection, text
 
+from messageservice.store.sqlgen import array_type, check_covers, insert_clause, quote
 from messageservice.store.tables import apps, deliveries, messages, senders, status_reports
 
 WAKE_CHANNEL = "messageservice_queued"  # delivery/wakeups.py listens on it
 
-_DIALECT = postgresql.dialect()
-_QUOTE = _DIALECT.identifier_preparer.quote
 
 # What the statement fills in a message row itself (an expression over the input `i` and sender `s`);
 # every other column of `messages` comes from the caller, one array each.
@@ -66,20 +64,9 @@ _HISTORY = {
 }
 
 
-def _check_covers(table: Table, filled: Mapping[Column[Any], str | None], given: Sequence[Column[Any]] = ()) -> None:
-    """A new column in tables.py must be placed here too; say so at import rather than at the first send."""
-    missing = {c.name for c in table.columns} - {c.name for c in filled} - {c.name for c in given}
-    if missing:
-        raise RuntimeError(f"store/sends.py does not fill {table.name}.{', '.join(sorted(missing))}")
-
-
-_check_covers(messages, _MESSAGE_FILLED, INPUT)
-_check_covers(deliveries, _DELIVERY)
-_check_covers(status_reports, _HISTORY)
-
-
-def _array_type(column: Column[Any]) -> str:
-    return f"{column.type.compile(dialect=_DIALECT)}[]"
+check_covers("store/sends.py", messages, _MESSAGE_FILLED, INPUT)
+check_covers("store/sends.py", deliveries, _DELIVERY)
+check_covers("store/sends.py", status_reports, _HISTORY)
 
 
 def _numbered(sql: str, names: Sequence[str]) -> str:
@@ -88,23 +75,17 @@ def _numbered(sql: str, names: Sequence[str]) -> str:
     return sql
 
 
-def _insert(table: Table, values: Mapping[Column[Any], str | None]) -> tuple[str, str]:
-    chosen = [(column, expression) for column, expression in values.items() if expression is not None]
-    columns = ", ".join(_QUOTE(column.name) for column, _ in chosen)
-    return f"INSERT INTO {_QUOTE(table.name)} ({columns})", ", ".join(expression for _, expression in chosen)
-
-
 def _queue_sql() -> str:
-    arrays = ", ".join(f"${n}::{_array_type(column)}" for n, column in enumerate(INPUT, start=1))
-    names = ", ".join(_QUOTE(name) for name in INPUT_NAMES)
+    arrays = ", ".join(f"${n}::{array_type(column)}" for n, column in enumerate(INPUT, start=1))
+    names = ", ".join(quote(name) for name in INPUT_NAMES)
     message_values = {
-        **{column: f"i.{_QUOTE(column.name)}" for column in messages.columns if column not in _MESSAGE_FILLED},
+        **{column: f"i.{quote(column.name)}" for column in messages.columns if column not in _MESSAGE_FILLED},
         **_MESSAGE_FILLED,
     }
-    insert_message, select_message = _insert(messages, {c: message_values[c] for c in messages.columns})
-    insert_delivery, select_delivery = _insert(deliveries, _DELIVERY)
-    insert_history, select_history = _insert(status_reports, _HISTORY)
-    a, s, m = _QUOTE(apps.name), _QUOTE(senders.name), messages.c
+    insert_message, select_message = insert_clause(messages, {c: message_values[c] for c in messages.columns})
+    insert_delivery, select_delivery = insert_clause(deliveries, _DELIVERY)
+    insert_history, select_history = insert_clause(status_reports, _HISTORY)
+    a, s, m = quote(apps.name), quote(senders.name), messages.c
     sql = f"""
 WITH input AS (
     SELECT * FROM unnest({arrays}) WITH ORDINALITY AS t({names}, position)
@@ -144,9 +125,9 @@ _m = messages.c
 KNOWN_SQL = f"""
 SELECT {_m.id.name} AS id, {_m.message_id.name} AS message_id, {_m.status_id.name} AS status_id,
        {_m.idempotency_scope.name} AS idempotency_scope, {_m.idempotency_key.name} AS idempotency_key
-FROM {_QUOTE(messages.name)}
+FROM {quote(messages.name)}
 WHERE ({_m.idempotency_scope.name}, {_m.idempotency_key.name}) IN (
-    SELECT * FROM unnest($1::{_array_type(_m.idempotency_scope)}, $2::{_array_type(_m.idempotency_key)})
+    SELECT * FROM unnest($1::{array_type(_m.idempotency_scope)}, $2::{array_type(_m.idempotency_key)})
 )
 """
 

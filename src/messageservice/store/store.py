@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Select
 
 from messageservice.config import normalize_database_url
-from messageservice.store import sends
+from messageservice.store import sends, writebacks
 from messageservice.store.budget import Budget, split
 from messageservice.store.connection import StoreConnection
 from messageservice.store.failures import store_errors
@@ -120,6 +120,13 @@ class Store:
         assert isinstance(self._fast, PostgresReads), "bulk_send_statement is PostgreSQL's"
         with store_errors():
             return await self._fast.fetch_sql(sends.KNOWN_SQL, [s for s, _ in keys], [k for _, k in keys])
+
+    async def write_back(self, arguments: Sequence[Any]) -> None:
+        """A batch of HANDLER call outcomes in one statement (features.outbox_statements;
+        `arguments` from store/writebacks.py)."""
+        assert isinstance(self._fast, PostgresReads), "outbox_statements are PostgreSQL's"
+        with store_errors():
+            await self._fast.fetch_sql(writebacks.WRITE_BACK_SQL, *arguments)
 
     async def close(self) -> None:
         if self._writer is not None:
