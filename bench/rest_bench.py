@@ -419,15 +419,16 @@ def http_post(url: str, payload: dict[str, Any]) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def database(use_postgres: bool, folder: Path) -> Iterator[str]:
-    """A database URL for a fresh portal: an SQLite file in `folder`, or a throwaway PostgreSQL."""
+def database(use_postgres: bool, folder: Path, unsafe: bool = False) -> Iterator[str]:
+    """A database URL for a fresh portal: an SQLite file in `folder`, or a throwaway PostgreSQL with its
+    stock durability settings (`unsafe`: fsync, synchronous_commit and full_page_writes off)."""
     if not use_postgres:
         yield f"sqlite:///{folder}/messageservice.db"
         return
     sys.path.insert(0, str(REPO_ROOT))
     from tests.postgres import TempPostgres
 
-    server = TempPostgres().start()
+    server = TempPostgres(durable=not unsafe).start()
     try:
         yield server.create_database("bench")
     finally:
@@ -605,7 +606,9 @@ def fmt(value: float | None, pattern: str) -> str:
 
 def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> str:
     lines = [
-        f"messageservice REST benchmark: {backend}, 1 uvicorn worker, {args.client} client, "
+        f"messageservice REST benchmark: {backend}"
+        f"{' (fsync, synchronous_commit and full_page_writes off: not durable)' if args.unsafe_postgres else ''}"
+        f", 1 uvicorn worker, {args.client} client, "
         f"concurrency {args.concurrency}, {args.rounds} rounds x {args.seconds:g} s (+{args.warmup:g} s warm-up), "
         "medians over rounds",
         "",
@@ -657,6 +660,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="load generator: a lean keep-alive socket client (default) or aiohttp (costs more client CPU)",
     )
     parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--unsafe-postgres",
+        action="store_true",
+        help="PostgreSQL with fsync, synchronous_commit and full_page_writes off (older runs' setting; not durable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server log, SQLite file)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.concurrency < 1 or args.warmup < 0:
@@ -672,7 +680,10 @@ def main(argv: Sequence[str]) -> int:
     load_before = os.getloadavg()
     measurements: list[Measurement] = []
     try:
-        with database(args.postgres, folder) as url, running_portal(url, backend, folder) as portal:
+        with (
+            database(args.postgres, folder, args.unsafe_postgres) as url,
+            running_portal(url, backend, folder) as portal,
+        ):
             specs = scenario_specs(portal, args)
             print(f"server pid {portal.server.pid} at {portal.base_url} ({backend}); measuring...", flush=True)
             for round_no in range(args.rounds):
@@ -707,6 +718,7 @@ def main(argv: Sequence[str]) -> int:
     document = {
         "benchmark": "rest_bench",
         "backend": backend,
+        "durable": not (args.postgres and args.unsafe_postgres),
         "started": stamp,
         "duration_s": round(time.time() - started, 1),
         "git": git_revision(),

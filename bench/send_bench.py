@@ -1070,7 +1070,8 @@ def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> 
     processes += f" + {args.worker_processes} worker" if args.worker_processes else ""
     paced = "single message.send calls" if args.paced_batch == 1 else f"batches of {args.paced_batch}"
     lines = [
-        f"messageservice send benchmark: {backend}, {processes} process(es); medians over rounds",
+        f"messageservice send benchmark: {backend}{DURABILITY[args.unsafe_postgres and args.postgres]}, {processes} "
+        "process(es); medians over rounds",
         f"server: batches of {args.batch_size}, {args.send_concurrency} in flight (burst); {args.paced_rate:g} msg/s "
         f"offered as {paced} (paced). bare: {args.post_concurrency} posts in flight in all "
         f"({args.concurrency_source})",
@@ -1128,15 +1129,20 @@ def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> 
     return "\n".join(lines)
 
 
+DURABILITY = {False: "", True: " (fsync, synchronous_commit and full_page_writes off: not durable)"}
+
+
 @contextlib.contextmanager
-def postgres(enabled: bool) -> Iterator[Any]:
+def postgres(enabled: bool, unsafe: bool = False) -> Iterator[Any]:
+    """A throwaway PostgreSQL: with its stock fsync, synchronous_commit and full_page_writes (what
+    production runs), or with all three off (`unsafe`: faster, loses commits on a crash)."""
     if not enabled:
         yield None
         return
     sys.path.insert(0, str(REPO_ROOT))
     from tests.postgres import TempPostgres
 
-    server = TempPostgres().start()
+    server = TempPostgres(durable=not unsafe).start()
     try:
         yield server
     finally:
@@ -1211,6 +1217,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--sizes", default="10000,100000", help="messages per burst, comma-separated ('none': paced rounds only)"
     )
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--unsafe-postgres",
+        action="store_true",
+        help="PostgreSQL with fsync, synchronous_commit and full_page_writes off (older runs' setting; not durable)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -1307,7 +1318,7 @@ def main(argv: Sequence[str]) -> int:
         args.keep = True
     handler: Handler | None = None
     try:
-        with postgres(args.postgres) as pg:
+        with postgres(args.postgres, args.unsafe_postgres) as pg:
             handler = Handler(folder)
             bench = Bench(args, folder, handler, pg)
             print(
@@ -1367,6 +1378,7 @@ def main(argv: Sequence[str]) -> int:
     document = {
         "benchmark": "send_bench",
         "backend": backend,
+        "durable": not (args.postgres and args.unsafe_postgres),
         "workers": args.workers,
         "started": stamp,
         "duration_s": round(time.time() - started, 1),
