@@ -5,15 +5,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 import typer.main
+from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from messageservice.cli import cli
+from messageservice.cli.public_url import for_serve, from_domain
+from messageservice.cli.serve import getting_started, print_lines
+from tests.databases import new_database_url
 from tests.portal import LivePortal
 
 
@@ -48,7 +55,101 @@ def run_cli(env: dict[str, str], *args: str, stdin: str | None = None, cwd: Path
     return Ran(result.exit_code, result.stdout, result.stderr)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def run_json(env: dict[str, str], *args: str) -> Any:
     ran = run_cli(env, *args, "--json")
     assert ran.code == 0, ran.stderr
     return json.loads(ran.stdout)
+
+
+# --- the public URL follows init ------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_env(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> dict[str, str]:
+    """The settings of a new, empty database (no portal yet), as the command reads them."""
+    return {
+        "MESSAGESERVICE_DATABASE_URL": new_database_url(request, backend, tmp_path),
+        "MESSAGESERVICE_DATA_DIR": str(tmp_path),
+        "MESSAGESERVICE_SECRET_KEY": Fernet.generate_key().decode(),
+        "MESSAGESERVICE_PUBLIC_URL": "",
+        "COLUMNS": "120",
+    }
+
+
+def app_token(env: dict[str, str]) -> dict[str, Any]:
+    """A token for a new app, with the app's client_id beside it."""
+    app = run_json(env, "app", "add", "--name", "Script", "--url", "http://127.0.0.1:9/")
+    run_json(env, "app", "install", app["client_id"])
+    return {**run_json(env, "token", app["client_id"]), "client_id": app["client_id"]}
+
+
+def test_a_domain_with_a_port_is_where_apps_call_before_the_first_serve(fresh_env: dict[str, str]) -> None:
+    port = free_port()
+    created = run_json(fresh_env, "init", "--domain", f"127.0.0.1:{port}")
+    assert created["client_endpoint"] == f"http://127.0.0.1:{port}/rest/"
+    token = app_token(fresh_env)
+    assert token["client_endpoint"] == f"http://127.0.0.1:{port}/rest/" and token["domain"] == f"127.0.0.1:{port}"
+    # Run again without --public-url: nothing changes; with it, it replaces what was recorded.
+    assert run_json(fresh_env, "init", "--domain", f"127.0.0.1:{port}")["client_endpoint"].endswith(f":{port}/rest/")
+    moved = run_json(fresh_env, "init", "--domain", f"127.0.0.1:{port}", "--public-url", "https://sms.example.com/")
+    assert moved["client_endpoint"] == "https://sms.example.com/rest/"
+    # The setting wins over both.
+    told = run_json(
+        {**fresh_env, "MESSAGESERVICE_PUBLIC_URL": "https://other.example.com"}, "token", token["client_id"]
+    )
+    assert told["client_endpoint"] == "https://other.example.com/rest/"
+
+
+def test_a_domain_that_is_a_name_leaves_the_address_to_public_url_or_serve(fresh_env: dict[str, str]) -> None:
+    created = run_json(fresh_env, "init", "--domain", "portal.local")
+    assert "client_endpoint" not in created  # the first `serve` records where it listens
+    bad = run_cli(fresh_env, "init", "--domain", "portal.local", "--public-url", "sms.example.com")
+    assert bad.code == 2 and "not a public URL: 'sms.example.com'" in bad.stderr
+    chosen = run_json(fresh_env, "init", "--domain", "portal.local", "--public-url", "https://sms.example.com")
+    assert chosen["client_endpoint"] == "https://sms.example.com/rest/"
+    assert app_token(fresh_env)["client_endpoint"] == "https://sms.example.com/rest/"
+
+
+@pytest.mark.parametrize(
+    ("domain", "url"),
+    [
+        ("127.0.0.1:18555", "http://127.0.0.1:18555"),
+        ("localhost", "http://localhost"),
+        ("10.0.0.5", "http://10.0.0.5"),
+        ("[::1]:8080", "http://[::1]:8080"),
+        ("sms.example.com:8443", "http://sms.example.com:8443"),
+        ("messageservice.local", None),
+        ("portal.bitrix24.com", None),
+    ],
+)
+def test_which_domains_are_addresses(domain: str, url: str | None) -> None:
+    assert from_domain(domain) == url
+
+
+def test_serve_keeps_an_address_someone_chose() -> None:
+    here = "http://127.0.0.1:8000"
+    assert for_serve(None, None, here) == (here, here)  # the first serve records where it listens
+    assert for_serve(None, "http://127.0.0.1:18555", here) == (here, here)  # a loopback guess is replaced
+    assert for_serve(None, "https://sms.example.com", here) == ("https://sms.example.com", None)
+    assert for_serve("https://set.example.com", "http://127.0.0.1:1", here) == ("https://set.example.com", None)
+
+
+def test_the_start_banner_prints_each_command_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with mock.patch.dict(os.environ, {"COLUMNS": "40"}):
+        print_lines(getting_started("http://127.0.0.1:18555"))
+    lines = capsys.readouterr().out.splitlines()
+    commands = [line for line in lines if line.startswith("  ") and ("curl -s" in line or "messageservice " in line)]
+    assert len(commands) == 7
+    for line in commands:
+        assert line.count("'") % 2 == 0, line  # no quote left open by a break
+    add, send, report = (line for line in lines if "curl -s" in line)
+    assert "sender.add.json" in add and "--data-urlencode 'NAME[en]=Demo SMS'" in add
+    assert "message.send.json" in send and "'MESSAGE_BODY=Hello'" in send and "MESSAGE_TO=+15550001234" in send
+    assert "message.status.update.json" in report and report.endswith("-d STATUS=delivered")
+    assert all("http://127.0.0.1:18555/rest/" in line for line in (add, send, report))
