@@ -7,6 +7,9 @@ import functools
 import json
 import os
 import socket
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,10 @@ from typer.testing import CliRunner
 from messageservice.cli import cli
 from messageservice.cli.public_url import for_serve, from_domain
 from messageservice.cli.serve import getting_started, print_lines
+from tests.console_helpers import add_sender
 from tests.databases import new_database_url
 from tests.portal import LivePortal
+from tests.receiver import Receiver
 
 
 @dataclass(frozen=True)
@@ -153,3 +158,62 @@ def test_the_start_banner_prints_each_command_on_one_line(capsys: pytest.Capture
     assert "message.send.json" in send and "'MESSAGE_BODY=Hello'" in send and "MESSAGE_TO=+15550001234" in send
     assert "message.status.update.json" in report and report.endswith("-d STATUS=delivered")
     assert all("http://127.0.0.1:18555/rest/" in line for line in (add, send, report))
+
+
+# --- senders list, the unknown sender, stats ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def wait_for(portal: LivePortal, token: str, message_id: int, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        got = portal.call("messageservice.message.get", {"ID": message_id}, token=token).json()["result"]
+        if got["STATUS"] == status or time.monotonic() > deadline:
+            return got  # type: ignore[no-any-return]
+        time.sleep(0.05)
+
+
+def test_senders_list_and_the_unknown_sender(local_fresh_portal: LivePortal, receiver: Receiver) -> None:
+    portal = local_fresh_portal
+    app = portal.add_app(name="Senders app")
+    code = "a_rather_long_sender_code_" + uuid.uuid4().hex[:8]
+    sender = add_sender(portal, app, receiver.url, code)
+    env = env_of(portal)
+    listed = run_json(env, "senders", "list")
+    assert [(row["message_from"], row["code"], row["app"], row["handler"]) for row in listed] == [
+        (sender, code, app.client_id, receiver.url)
+    ]
+    assert listed[0]["name"] == "Test SMS" and listed[0]["breaker"] == "closed"
+    shown = run_cli(env, "senders", "list")
+    assert shown.code == 0 and sender in shown.stdout and "no calls in the last hour" in shown.stdout
+    assert "Senders app" in shown.stdout
+    assert run_json(env, "senders", "list", "--app", "local.other.1") == []
+
+    unknown = run_cli(env, "send", "--from", f"{app.client_id}|nope", "--to", "+15550001111", "--text", "x")
+    assert unknown.code == 1
+    assert f"no sender {app.client_id}|nope; the senders are {sender} (" in unknown.stderr
+    assert "senders list" in unknown.stderr
+
+
+def test_stats_keeps_the_sender_whole_and_the_window_as_asked(
+    local_fresh_portal: LivePortal, receiver: Receiver
+) -> None:
+    portal = local_fresh_portal
+    app = portal.add_app(name="Stats app")
+    sender = add_sender(portal, app, receiver.url, "sender_code_of_some_length_" + uuid.uuid4().hex[:8])
+    sent = portal.call(
+        "messageservice.message.send",
+        {"MESSAGE_FROM": sender, "MESSAGE_TO": "+15550001111", "MESSAGE_BODY": "x"},
+        token=app.access_token,
+    ).json()["result"]
+    assert wait_for(portal, app.access_token, sent["ID"], "sent")["STATUS"] == "sent"
+    out = run_cli(env_of(portal), "stats", "--window", "5m")
+    assert out.code == 0, out.stderr
+    assert len(sender) > 50 and sender in out.stdout  # at 120 columns
+    assert "per minute, last 5 min" in out.stdout and "6 min" not in out.stdout

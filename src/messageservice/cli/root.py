@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from messageservice.cli import apps, messages, portal, send, serve, users, webhooks
+from messageservice.cli import apps, messages, portal, send, senders, serve, users, webhooks
 from messageservice.cli.errors import describe
 from messageservice.cli.output import error
 
@@ -42,6 +42,7 @@ cli.command("replay")(messages.replay_command)
 cli.command("stats")(messages.stats_command)
 cli.add_typer(users.users_cli, name="user")
 cli.add_typer(apps.apps_cli, name="app")
+cli.add_typer(senders.senders_cli, name="senders")
 cli.add_typer(webhooks.webhooks_cli, name="webhook")
 cli.add_typer(messages.messages_cli, name="messages")
 

@@ -19,11 +19,12 @@ import typer
 from rich.text import Text
 
 from messageservice.cli import errors, runner, views
-from messageservice.cli.acting import UserOption, acting, sender_refusal
+from messageservice.cli.acting import UserOption, acting
 from messageservice.cli.csvfile import FileError, MessageFile, Row
 from messageservice.cli.errors import BAD_INPUT, REFUSED, InputError
 from messageservice.cli.input import Draft, send_params
 from messageservice.cli.output import JsonOption, console, err_console, fail, print_json
+from messageservice.cli.senders import unknown_sender
 
 if TYPE_CHECKING:
     from messageservice.core.context import Core
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 LISTED_SKIPS = 20
 # send-bulk keeps this many sends in flight: enough to fill a group commit, few enough to show progress.
 BULK_CHUNK = 200
+SENDER_NOT_FOUND = "ERROR_SENDER_NOT_FOUND"
 
 
 def read_text(text: str) -> str:
@@ -90,7 +92,9 @@ def send(
         try:
             return await send_message(core, actor, params)
         except CoreError as exc:
-            raise CoreError(exc.code, sender_refusal(exc, draft.sender or "")) from None
+            if exc.code == SENDER_NOT_FOUND:
+                raise CoreError(exc.code, await unknown_sender(core, draft.sender or "")) from None
+            raise
 
     result = runner.run(work)
     if as_json:
@@ -171,6 +175,7 @@ def send_bulk(
         newest = (await list_messages(core, actor, {}, 0))[0] if keyed else []
         before = newest[0]["ID"] if newest else 0
         first_line_of: dict[int, int] = {}  # message id -> the row that sent it, when keys are in use
+        refusals: dict[str, str] = {}  # an unknown sender -> what its rows are told (looked up once)
         progress = Progress(
             TextColumn("sending"),
             BarColumn(),
@@ -192,7 +197,12 @@ def send_bulk(
             except InputError as exc:
                 return str(exc)
             except CoreError as exc:
-                return sender_refusal(exc, row.draft.sender or "")
+                if exc.code != SENDER_NOT_FOUND:
+                    return exc.description
+                unknown = row.draft.sender or ""
+                if unknown not in refusals:
+                    refusals[unknown] = await unknown_sender(core, unknown)
+                return refusals[unknown]
             except Exception as exc:
                 if errors.database_failure(exc) is None:
                     raise
