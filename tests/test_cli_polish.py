@@ -217,3 +217,24 @@ def test_stats_keeps_the_sender_whole_and_the_window_as_asked(
     assert out.code == 0, out.stderr
     assert len(sender) > 50 and sender in out.stdout  # at 120 columns
     assert "per minute, last 5 min" in out.stdout and "6 min" not in out.stdout
+
+
+# --- send --idempotency-key -----------------------------------------------------------------------
+
+
+def test_an_idempotency_key_used_for_another_text_is_refused(local_portal: LivePortal, receiver: Receiver) -> None:
+    app = local_portal.add_app(name="Keys app")
+    sender = add_sender(local_portal, app, receiver.url)
+    env, key = env_of(local_portal), "k-" + uuid.uuid4().hex[:8]
+    first = run_json(env, "send", "--from", sender, "--to", "+15550004444", "--text", "first", "--idempotency-key", key)
+    again = run_cli(
+        env, "send", "--from", sender, "--to", "+1 555 000 4444", "--text", "first", "--idempotency-key", key
+    )
+    assert again.code == 0 and f"already sent as message {first['ID']} " in again.stdout
+    assert "nothing new was queued" in again.stdout
+    other = run_cli(env, "send", "--from", sender, "--to", "+15550004444", "--text", "second", "--idempotency-key", key)
+    assert other.code == 1 and "queued" not in other.stdout
+    assert f"the idempotency key '{key}' was already used by message {first['ID']} " in other.stderr
+    assert "'first'), which has another text; nothing was sent" in other.stderr
+    stored = local_portal.call("messageservice.message.get", {"ID": first["ID"]}, token=app.access_token).json()
+    assert stored["result"]["MESSAGE_BODY"] == "first"

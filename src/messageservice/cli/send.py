@@ -84,25 +84,70 @@ def send(
     # Checked before the database is opened: a typo costs no connection.
     params = send_params(draft)
 
-    async def work(core: Core) -> dict[str, Any]:
+    async def work(core: Core) -> tuple[dict[str, Any], bool]:
         from messageservice.core.errors import CoreError
         from messageservice.core.messages import send_message
 
         actor = await acting(core, user)
+        before = await keyed_message(core, actor.scope, draft.idempotency_key) if draft.idempotency_key else None
         try:
-            return await send_message(core, actor, params)
+            result = await send_message(core, actor, params)
         except CoreError as exc:
             if exc.code == SENDER_NOT_FOUND:
                 raise CoreError(exc.code, await unknown_sender(core, draft.sender or "")) from None
             raise
+        if before is not None and before["id"] == result["ID"]:
+            check_same(before, params, draft.idempotency_key or "")
+        return result, before is not None
 
-    result = runner.run(work)
+    result, already = runner.run(work)
     if as_json:
         print_json(result)
+    elif already:
+        line = f"already sent as message {result['ID']} (message_id {result['MESSAGE_ID']}, {result['STATUS']}) "
+        note = f"with the idempotency key {draft.idempotency_key!r}; nothing new was queued"
+        console.print(Text(line + note), highlight=False)
     else:
         console.print(
             Text(f"queued message {result['ID']} (message_id {result['MESSAGE_ID']}, {result['STATUS']})"),
             highlight=False,
+        )
+
+
+async def keyed_message(core: Core, scope: str, key: str) -> dict[str, Any] | None:
+    """The message an idempotency key already sent for this operator, if any."""
+    from sqlalchemy import select
+
+    from messageservice.store.tables import messages
+
+    query = select(messages.c.id, messages.c.message_from, messages.c.message_to, messages.c.message_body).where(
+        messages.c.idempotency_scope == scope, messages.c.idempotency_key == key
+    )
+    async with core.store.connection() as conn:
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def check_same(before: dict[str, Any], params: dict[str, Any], key: str) -> None:
+    """A key sent again with other content is a mistake worth stopping for, not a quiet no-op."""
+    from messageservice.core.errors import CoreError
+    from messageservice.core.phones import normalize_phone
+
+    differs = [
+        name
+        for name, old, new in (
+            ("sender", before["message_from"], params["MESSAGE_FROM"]),
+            ("recipient", before["message_to"], normalize_phone(params["MESSAGE_TO"].strip())),
+            ("text", before["message_body"], params["MESSAGE_BODY"]),
+        )
+        if old != new
+    ]
+    if differs:
+        raise CoreError(
+            "IDEMPOTENCY_KEY_REUSED",
+            f"the idempotency key {key!r} was already used by message {before['id']} "
+            f"(to {before['message_to']}: {views.preview(before['message_body'])!r}), which has another "
+            f"{' and '.join(differs)}; nothing was sent (`messageservice messages show {before['id']}`)",
         )
 
 
