@@ -238,3 +238,32 @@ def test_an_idempotency_key_used_for_another_text_is_refused(local_portal: LiveP
     assert "'first'), which has another text; nothing was sent" in other.stderr
     stored = local_portal.call("messageservice.message.get", {"ID": first["ID"]}, token=app.access_token).json()
     assert stored["result"]["MESSAGE_BODY"] == "first"
+
+
+# --- send-bulk recovers after a broken quote -------------------------------------------------------
+
+
+def test_send_bulk_recovers_at_the_line_after_an_unclosed_quote(
+    local_portal: LivePortal, receiver: Receiver, tmp_path: Path
+) -> None:
+    app = local_portal.add_app(name="Bulk app")
+    sender = add_sender(local_portal, app, receiver.url)
+    rows = [f"+1555000{i:04d},row {i}" for i in range(2, 10)]
+    rows[4] = '+15550000006,"six, with a quote never closed'  # line 6
+    rows[6] = '+15550000008,"eight, quoted"'  # a later quote must not close the one on line 6
+    csv_file = tmp_path / "bulk.csv"
+    csv_file.write_text("to,text\n" + "\n".join(rows) + "\n")
+    ran = run_cli(env_of(local_portal), "send-bulk", str(csv_file), "--from", sender, "--json")
+    assert ran.code == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    assert summary["rows"] == 8 and summary["sent"] == 7
+    assert [m["line"] for m in summary["messages"]] == [2, 3, 4, 5, 7, 8, 9]
+    assert [skip["line"] for skip in summary["skipped"]] == [6]
+    assert "quoted value starting on this line runs on to line 8" in summary["skipped"][0]["reason"]
+
+    rows[6] = "+15550000008,eight"  # now the quote on line 6 runs to the end of the file
+    csv_file.write_text("to,text\n" + "\n".join(rows) + "\n")
+    text = run_cli(env_of(local_portal), "send-bulk", str(csv_file), "--from", sender)
+    assert text.code == 0, text.stderr
+    assert "sent 7 of 8 rows" in text.stdout and "skipped 1:" in text.stdout
+    assert "line 6: a quote opened on this line is never closed" in text.stdout
