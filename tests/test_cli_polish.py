@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -267,3 +268,27 @@ def test_send_bulk_recovers_at_the_line_after_an_unclosed_quote(
     assert text.code == 0, text.stderr
     assert "sent 7 of 8 rows" in text.stdout and "skipped 1:" in text.stdout
     assert "line 6: a quote opened on this line is never closed" in text.stdout
+
+
+# --- help names values as Click does ----------------------------------------------------------------
+
+
+def command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield prefix
+    for name, sub in (getattr(command, "commands", None) or {}).items():
+        yield from command_paths(sub, (*prefix, name))
+
+
+def test_help_shows_metavars_not_type_names(tmp_path: Path) -> None:
+    env = {"MESSAGESERVICE_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    paths = list(command_paths(_tree()))
+    assert ("senders", "list") in paths and len(paths) > 20
+    for path in paths:
+        shown = run_cli(env, *path, "--help")
+        assert shown.code == 0, (path, shown.stderr)
+        assert not re.search(r"<(str|bool|int|float|path|list)\b", shown.stdout), (path, shown.stdout)
+    send = run_cli(env, "send", "--help").stdout
+    assert re.search(r"--to\s+TEXT\s", send) and re.search(r"--user\s+INTEGER RANGE", send)
+    assert re.search(r"--json\s+Print JSON", send) and re.search(r"--help\s+Show this message", send)
+    bulk = run_cli(env, "send-bulk", "--help").stdout
+    assert re.search(r"FILE\s+PATH\s", bulk) and "send-bulk [OPTIONS] {FILE}" in bulk

@@ -9,11 +9,20 @@ from typer.core import TyperGroup
 
 from messageservice.cli import apps, messages, portal, send, senders, serve, users, webhooks
 from messageservice.cli.errors import describe
+from messageservice.cli.metavars import plain_metavars
 from messageservice.cli.output import error
 
 
 class CommandGroup(TyperGroup):
     """Every command runs inside this group's invoke: an expected failure becomes `error: …` and an exit code."""
+
+    _plain = False
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        if not self._plain:  # before any help is printed, the root's own included
+            plain_metavars(self)
+            self._plain = True
+        return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
