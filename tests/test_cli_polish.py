@@ -292,3 +292,25 @@ def test_help_shows_metavars_not_type_names(tmp_path: Path) -> None:
     assert re.search(r"--json\s+Print JSON", send) and re.search(r"--help\s+Show this message", send)
     bulk = run_cli(env, "send-bulk", "--help").stdout
     assert re.search(r"FILE\s+PATH\s", bulk) and "send-bulk [OPTIONS] {FILE}" in bulk
+
+
+# --- messages show, replay ----------------------------------------------------------------------------
+
+
+def test_show_names_bindings_and_replay_says_why_nothing_was(local_portal: LivePortal, receiver: Receiver) -> None:
+    app = local_portal.add_app(name="Show app")
+    sender = add_sender(local_portal, app, receiver.url)
+    env = env_of(local_portal)
+    args = ("send", "--from", sender, "--to", "+15550005555", "--text", "hi", "--binding", "contact:1")
+    sent = run_json(env, *args, "--binding", "9:4")
+    shown = run_cli(env, "messages", "show", str(sent["ID"]))
+    assert shown.code == 0 and "crm, bound to contact:1, 9:4" in shown.stdout and "3:1" not in shown.stdout
+
+    wait_for(local_portal, app.access_token, sent["ID"], "sent")
+    again = run_cli(env, "replay", str(sent["ID"]))
+    assert again.code == 1 and "replayed 0" not in again.stdout
+    assert f"nothing replayed: message {sent['ID']}: not a dead letter (delivery done" in again.stdout
+    none = run_cli(env, "replay", "--dead", "--sender", sender)
+    assert none.code == 0 and none.stdout.strip() == f"nothing replayed: there are no dead letters of {sender}"
+    dry = run_cli(env, "replay", "--dead", "--sender", sender, "--dry-run")
+    assert dry.stdout.strip() == f"nothing would be replayed: there are no dead letters of {sender}"

@@ -15,6 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from messageservice.cli.input import OWNER_TYPES
+
 if TYPE_CHECKING:
     from messageservice.core.feed import FeedEvent
     from messageservice.core.stats import Stats
@@ -85,10 +87,21 @@ def message_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+# CRM owner types by number (CCrmOwnerType), as `send --binding contact:42` names them.
+OWNER_TYPE_NAMES = {number: name for name, number in OWNER_TYPES.items()}
+
+
+def binding_text(binding: dict[str, Any]) -> str:
+    """`contact:42`: the way `send --binding` takes it (a type without a name stays a number)."""
+    kind = binding["OWNER_TYPE_ID"]
+    name = OWNER_TYPE_NAMES.get(int(kind)) if str(kind).isdigit() else None
+    return f"{name or kind}:{binding['OWNER_ID']}"
+
+
 def _module_fields(view: dict[str, Any]) -> str:
     if view["MODULE_ID"] == "crm":
         bindings = view.get("BINDINGS") or []
-        return "crm " + (", ".join(f"{b['OWNER_TYPE_ID']}:{b['OWNER_ID']}" for b in bindings) or "(no bindings)")
+        return "crm, bound to " + (", ".join(map(binding_text, bindings)) or "nothing")
     document = ",".join(view.get("DOCUMENT_ID") or [])
     return f"bizproc workflow {view.get('WORKFLOW_ID')} document {document}"
 
