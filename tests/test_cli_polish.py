@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import io
 import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -314,3 +317,42 @@ def test_show_names_bindings_and_replay_says_why_nothing_was(local_portal: LiveP
     assert none.code == 0 and none.stdout.strip() == f"nothing replayed: there are no dead letters of {sender}"
     dry = run_cli(env, "replay", "--dead", "--sender", sender, "--dry-run")
     assert dry.stdout.strip() == f"nothing would be replayed: there are no dead letters of {sender}"
+
+
+# --- make run: the launcher's output ------------------------------------------------------------------
+
+
+def load_launcher() -> Any:
+    path = Path(__file__).resolve().parent.parent / "examples" / "demo_provider" / "launch.py"
+    spec = importlib.util.spec_from_file_location("demo_launch", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_run_leaves_out_its_own_noise_and_ends_with_the_console_login(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    launch = load_launcher()
+    server_output = [
+        "2026-12-01 23:22:27,712 INFO alembic.runtime.migration: Context impl SQLiteImpl.\n",
+        'INFO:     127.0.0.1:1 - "POST /rest/messageservice.sender.add HTTP/1.1" 400 Bad Request\n',
+        'INFO:     127.0.0.1:1 - "POST /rest/messageservice.sender.update HTTP/1.1" 200 OK\n',
+        'INFO:     127.0.0.1:1 - "POST /rest/messageservice.message.get HTTP/1.1" 200 OK\n',
+        "INFO:     Uvicorn running on http://127.0.0.1:8000 (Press CTRL+C to quit)\n",
+    ]
+    quiet = threading.Event()
+    quiet.set()
+    launch.pump(io.StringIO("".join(server_output)), quiet)
+    shown = capsys.readouterr().out
+    assert shown == server_output[2] + server_output[4]
+    quiet.clear()  # after the guide: the person's own requests, all of them
+    launch.pump(io.StringIO("".join(server_output[1:4])), quiet)
+    assert capsys.readouterr().out == "".join(server_output[1:4])
+
+    guide = launch.instructions("http://127.0.0.1:8000", "local.a.1", "local.a.1|demo_sms", "tok", "s3cret-pw")
+    tail = guide.strip().splitlines()[-3:]
+    assert "login `admin`, password `s3cret-pw`" in tail[0] and tail[0].startswith("Or watch and send in the console")
+    again = launch.instructions("http://127.0.0.1:8000", "local.a.1", "local.a.1|demo_sms", "tok")
+    assert "user password 1` sets a new one" in again and "password `" not in again

@@ -41,6 +41,7 @@ def worker(
     from messageservice.heap import settle_after_startup
 
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     async def work(core: Core) -> None:
         loops = background_loops(core)
@@ -83,6 +84,7 @@ def serve(
     from messageservice.tls import ensure_certificate, trust_instructions
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." on every start
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
 
