@@ -165,10 +165,10 @@ def init_portal(ms: str, domain: str) -> str | None:
 
 def console_login(base_url: str, password: str | None) -> str:
     if password is not None:
-        return f"The console: {base_url}/console/ (login `admin`, password `{password}`; shown this once)."
+        return f"Or watch and send in the console: {base_url}/console/ (login `admin`, password `{password}`)."
     return (
-        f"The console: {base_url}/console/ (login `admin`; the password was printed when the portal was made;\n"
-        "`.venv/bin/messageservice user password 1` sets a new one)."
+        f"Or watch and send in the console: {base_url}/console/ (login `admin`; the password was printed when\n"
+        "the portal was made; `.venv/bin/messageservice user password 1` sets a new one)."
     )
 
 
@@ -185,7 +185,7 @@ The demo provider prints queued, sent and delivered here. Read a message back wi
 
   curl -s '{base_url}/rest/messageservice.message.get.json?auth={token}&ID=<ID>'
 
-Or watch and send in the console. {console_login(base_url, password)}
+{console_login(base_url, password)}
 
 Ctrl-C stops the server and the demo provider.
 """
