@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from messageservice.cli import cli
 from messageservice.cli.public_url import for_serve, from_domain
+from messageservice.cli.send import line_ranges
 from messageservice.cli.serve import getting_started, print_lines
 from tests.console_helpers import add_sender
 from tests.databases import new_database_url
@@ -157,11 +158,12 @@ def test_the_start_banner_prints_each_command_on_one_line(capsys: pytest.Capture
     assert len(commands) == 7
     for line in commands:
         assert line.count("'") % 2 == 0, line  # no quote left open by a break
-    add, send, report = (line for line in lines if "curl -s" in line)
+    add, report = (line for line in lines if "curl -s" in line)
     assert "sender.add.json" in add and "--data-urlencode 'NAME[en]=Demo SMS'" in add
-    assert "message.send.json" in send and "'MESSAGE_BODY=Hello'" in send and "MESSAGE_TO=+15550001234" in send
+    send = next(line for line in lines if "send a message" in line)
+    assert send.endswith("send --from '<client_id>|demo' --to +15550001234 --text Hello")
     assert "message.status.update.json" in report and report.endswith("-d STATUS=delivered")
-    assert all("http://127.0.0.1:18555/rest/" in line for line in (add, send, report))
+    assert all("http://127.0.0.1:18555/rest/" in line for line in (add, report))
 
 
 # --- senders list, the unknown sender, stats ------------------------------------------------------
@@ -356,3 +358,8 @@ def test_make_run_leaves_out_its_own_noise_and_ends_with_the_console_login(
     assert "login `admin`, password `s3cret-pw`" in tail[0] and tail[0].startswith("Or watch and send in the console")
     again = launch.instructions("http://127.0.0.1:8000", "local.a.1", "local.a.1|demo_sms", "tok")
     assert "user password 1` sets a new one" in again and "password `" not in again
+
+
+def test_a_long_bulk_summary_still_names_every_line() -> None:
+    assert line_ranges([9, 2, 3, 4, 5, 12, 13, 40]) == "2-5, 9, 12-13, 40"
+    assert line_ranges([7]) == "7" and line_ranges([]) == ""

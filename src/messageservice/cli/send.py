@@ -317,9 +317,19 @@ def print_bulk_summary(summary: dict[str, Any]) -> None:
             by_reason[skip["reason"]].append(skip["line"])
         table = Table("rows", "reason", "lines", header_style="bold")
         for reason, lines in sorted(by_reason.items(), key=lambda item: -len(item[1])):
-            shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10:,} more" if len(lines) > 10 else "")
-            table.add_row(f"{len(lines):,}", Text(views.safe(reason, one_line=True)), shown)
+            table.add_row(f"{len(lines):,}", Text(views.safe(reason, one_line=True)), line_ranges(lines))
         console.print(table)
         console.print("(--json lists every skipped row)", style="dim")
     if summary["stopped"]:
         err_console.print(Text.assemble(("stopped at ", "red"), views.safe(summary["stopped"])))
+
+
+def line_ranges(lines: list[int]) -> str:
+    """Every line, runs of consecutive ones shortened: `2-5, 9, 12-40`."""
+    runs: list[list[int]] = []
+    for line in sorted(lines):
+        if runs and line == runs[-1][1] + 1:
+            runs[-1][1] = line
+        else:
+            runs.append([line, line])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

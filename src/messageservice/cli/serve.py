@@ -142,9 +142,7 @@ def getting_started(public_url: str, listening: str | None = None) -> list[str]:
         f"  3. get a token:             {ms} token <client_id> --user 1",
         f"  4. first call, a sender:    curl -s '{rest}/messageservice.sender.add.json' -d auth=<access_token> "
         "-d CODE=demo -d TYPE=SMS -d HANDLER=http://127.0.0.1:9000/handler --data-urlencode 'NAME[en]=Demo SMS'",
-        f"  5. send a message:          curl -s '{rest}/messageservice.message.send.json' -d auth=<access_token> "
-        "--data-urlencode 'MESSAGE_FROM=<client_id>|demo' --data-urlencode 'MESSAGE_TO=+15550001234' "
-        "--data-urlencode 'MESSAGE_BODY=Hello'",
+        f"  5. send a message:          {ms} send --from '<client_id>|demo' --to +15550001234 --text Hello",
         " " * 30 + "(the server POSTs it to the HANDLER: message_id=<32 hex>, auth[access_token], …)",
         f"  6. report its status:       curl -s '{rest}/messageservice.message.status.update.json' "
         "-d auth=<access_token> -d CODE=demo -d MESSAGE_ID=<message_id> -d STATUS=delivered",
