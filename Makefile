@@ -16,11 +16,11 @@ $(VENV)/.installed: pyproject.toml
 
 # Set up, migrate, create the portal (idempotent) and serve on the embedded SQLite default, with the demo
 # SMS provider (examples/demo_provider) beside it: installed, a first message sent and delivered, and the
-# console shows how to send more. Running it again reuses the same app. Ctrl-C stops both.
+# console shows how to send more (its login and password at the end). Running it again reuses the same app.
+# Ctrl-C stops both.
 run: $(VENV)/.installed
-	$(VENV)/bin/messageservice init --domain $(DOMAIN)
 	PYTHONPATH=examples $(VENV)/bin/python -m demo_provider.launch --host $(HOST) --port $(PORT) \
-		--provider-port $(PROVIDER_PORT)
+		--provider-port $(PROVIDER_PORT) --domain $(DOMAIN)
 
 # The server alone, for a provider of your own.
 serve: $(VENV)/.installed

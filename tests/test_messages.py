@@ -221,7 +221,7 @@ def test_bizproc_send_body(portal: LivePortal, app: AppCredentials, handler: Rec
             "Wrong DOCUMENT_ID!",
         ),
         (
-            {"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+1", "MESSAGE_BODY": "x"},
+            {"MESSAGE_FROM": "a|b", "MESSAGE_TO": "+15550001111", "MESSAGE_BODY": "x"},
             "ERROR_SENDER_NOT_FOUND",
             "Sender not found!",
         ),

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from messageservice.config import get_settings
 from messageservice.provider import ProviderError, SyncRestClient
@@ -63,6 +65,25 @@ def check_free(host: str, port: int, what: str, setting: str) -> None:
         except OSError as exc:
             reason = f"port {port} for {what} is taken ({exc.strerror})"
             raise LaunchError(f"{reason}; choose another: {setting}=...") from None
+
+
+# Server log lines that the launcher itself causes and that mean nothing to the person watching: its
+# polling for the first message's status, the demo provider's sender.add that answers 400 on a rerun
+# (the sender exists; the provider then updates it), and the schema check at start.
+NOISE = (
+    re.compile(r'"(GET|POST) /rest/messageservice\.message\.get[^"]*" 200'),
+    re.compile(r'"POST /rest/messageservice\.sender\.add[^"]*" 400'),
+    re.compile(r"alembic\.runtime\.migration"),
+)
+
+
+def pump(stream: IO[str], quiet: threading.Event) -> None:
+    """Copy the server's output to ours, leaving out the noise while the launcher sets things up."""
+    for line in stream:
+        if quiet.is_set() and any(pattern.search(line) for pattern in NOISE):
+            continue
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
@@ -136,7 +157,22 @@ def history(entries: list[dict[str, Any]]) -> str:
     return " -> ".join(f"{entry['STATUS']} ({by})" for entry, by in zip(entries, who, strict=True))
 
 
-def instructions(base_url: str, client_id: str, message_from: str, token: str) -> str:
+def init_portal(ms: str, domain: str) -> str | None:
+    """Create the portal if there is none; the console password, when this run created it."""
+    created = cli_json(ms, "init", "--domain", domain)
+    return str(created["console_password"]) if "console_password" in created else None
+
+
+def console_login(base_url: str, password: str | None) -> str:
+    if password is not None:
+        return f"Or watch and send in the console: {base_url}/console/ (login `admin`, password `{password}`)."
+    return (
+        f"Or watch and send in the console: {base_url}/console/ (login `admin`; the password was printed when\n"
+        "the portal was made; `.venv/bin/messageservice user password 1` sets a new one)."
+    )
+
+
+def instructions(base_url: str, client_id: str, message_from: str, token: str, password: str | None = None) -> str:
     return f"""
 The demo provider is installed: sender {message_from}.
 Send a message (the token is valid for an hour; `.venv/bin/messageservice token {client_id} --user 1` makes another):
@@ -149,8 +185,7 @@ The demo provider prints queued, sent and delivered here. Read a message back wi
 
   curl -s '{base_url}/rest/messageservice.message.get.json?auth={token}&ID=<ID>'
 
-Or watch and send in the console: {base_url}/console/ (login `admin`; the password was printed by the
-first `messageservice init`; `.venv/bin/messageservice user password 1` sets a new one).
+{console_login(base_url, password)}
 
 Ctrl-C stops the server and the demo provider.
 """
@@ -184,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider-port", type=int, default=9100, help="the demo provider's port (on 127.0.0.1)")
     parser.add_argument("--delays", default="0.5,1,1", help="the provider's seconds before queued,sent,delivered")
     parser.add_argument("--no-first-message", action="store_true", help="do not send a first message")
+    parser.add_argument("--domain", help="create the portal with this domain first, if there is none")
     args = parser.parse_args(argv)
 
     # SIGTERM (from a supervisor or a test) stops both children as Ctrl-C does.
@@ -197,11 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     server: subprocess.Popen[bytes] | None = None
     provider: subprocess.Popen[bytes] | None = None
     interrupted = False
+    quiet = threading.Event()
+    quiet.set()
     try:
         ms = messageservice_command()
         check_free(args.host, args.port, "the server", "make run PORT")
         check_free("127.0.0.1", args.provider_port, "the demo provider", "make run PROVIDER_PORT")
-        server = subprocess.Popen([ms, "serve", "--host", args.host, "--port", str(args.port)])
+        password = init_portal(ms, args.domain) if args.domain else None
+        server = subprocess.Popen(
+            [ms, "serve", "--host", args.host, "--port", str(args.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert server.stdout is not None
+        threading.Thread(target=pump, args=(server.stdout, quiet), daemon=True).start()
         wait_until_up(base_url + "/health", server, "the server")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))}
         provider_args = ["--port", str(args.provider_port), "--portal", portal_url, "--delays", args.delays]
@@ -213,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         token = cli_json(ms, "token", client_id, "--user", "1")["access_token"]
         if not args.no_first_message:
             send_first_message(SyncRestClient(base_url + "/rest/", token), message_from)
-        print(instructions(base_url, client_id, message_from, token), flush=True)
+        print(instructions(base_url, client_id, message_from, token, password), flush=True)
+        quiet.clear()  # from here on, the server's output is the person's own requests: all of it
         warned = False
         while server.poll() is None:
             if provider.poll() is not None and not warned:

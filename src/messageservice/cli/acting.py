@@ -10,7 +10,6 @@ from messageservice.cli.errors import InputError
 
 if TYPE_CHECKING:
     from messageservice.core.context import Core
-    from messageservice.core.errors import CoreError
     from messageservice.core.messages import Actor
 
 # core.messages.MAX_ID, repeated so that building the options does not load the store (a test keeps them equal).
@@ -33,9 +32,3 @@ async def acting(core: Core, user_id: int) -> Actor:
     if not user.active:
         raise InputError(f"user {user_id} is deactivated")
     return Actor(user_id=user.id, is_admin=True, channel="cli")
-
-
-def sender_refusal(exc: CoreError, sender: str) -> str:
-    if exc.code == "ERROR_SENDER_NOT_FOUND":
-        return f"no sender {sender} (an installed app's client_id and a CODE it registered)"
-    return exc.description

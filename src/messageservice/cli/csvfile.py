@@ -102,27 +102,59 @@ class MessageFile:
             yield self._row(line, cells, default_sender)
 
     def _records(self) -> Iterator[tuple[int, list[str] | None, str | None]]:
-        """(line, cells, error) for each record after the header; blank lines are left out."""
-        with _open(self.path) as handle:
-            reader = self._reader(handle)
-            header_seen = False
-            while True:
-                line = reader.line_num + 1
-                try:
-                    cells = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield line, None, f"not valid CSV: {exc}"
-                    continue
-                except OSError as exc:
-                    raise FileError(f"cannot read {self.path}: {exc}") from None
-                if not any(cell.strip() for cell in cells):
-                    continue
-                if not header_seen:
-                    header_seen = True
-                    continue
-                yield line, cells, None
+        """(line, cells, error) for each record after the header; blank lines are left out.
+
+        A record normally ends with its line; a quoted value may hold line breaks and run on. A quote
+        that is never closed would swallow every line after it, so a record that runs on and then
+        breaks (or does not have the header's number of fields) is reported at its first line, and
+        reading goes on with the next line.
+        """
+        try:
+            with _open(self.path) as handle:
+                lines = handle.readlines()
+        except OSError as exc:
+            raise FileError(f"cannot read {self.path}: {exc}") from None
+        header_seen = False
+        at = 0
+        while at < len(lines):
+            reader = self._reader(iter(lines[at:]))
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                used = reader.line_num
+                yield at + 1, None, self._broken(at, used, str(exc))
+                at += 1
+                continue
+            used = max(reader.line_num, 1)
+            if not any(cell.strip() for cell in cells):
+                at += used
+                continue
+            if not header_seen:
+                header_seen = True
+                at += used
+                continue
+            if used > 1 and len(cells) != len(self.columns):
+                yield (
+                    at + 1,
+                    None,
+                    self._broken(at, used, f"{len(cells)} fields where the header has {len(self.columns)}"),
+                )
+                at += 1
+                continue
+            yield at + 1, cells, None
+            at += used
+
+    @staticmethod
+    def _broken(at: int, used: int, detail: str) -> str:
+        if used <= 1:
+            return f"not valid CSV: {detail}"
+        if "unexpected end of data" in detail:
+            return (
+                f"a quote opened on this line is never closed (it would run to the end of the file, line {at + used})"
+            )
+        return f"a quoted value starting on this line runs on to line {at + used} and breaks there ({detail})"
 
     def _row(self, line: int, cells: list[str], default_sender: str | None) -> Row:
         if len(cells) != len(self.columns):

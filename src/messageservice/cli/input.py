@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from messageservice.cli.errors import InputError
+from messageservice.core.phones import RULE, phone_number
 
 # CRM owner types by name, as Bitrix numbers them (CCrmOwnerType): lead 1, deal 2, contact 3, company 4.
 OWNER_TYPES = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
-_PHONE_CHARACTERS = re.compile(r"^\+?[0-9 ()\-.]+$")
-MIN_DIGITS, MAX_DIGITS = 7, 15  # E.164 numbers have at most 15 digits
 # core.messages.MAX_BODY, repeated so that checking a draft does not load the store (a test keeps them equal).
 MAX_BODY = 65_535
 
@@ -39,11 +38,10 @@ class Draft:
 
 
 def check_recipient(raw: str) -> str:
-    """A phone number as people write it: digits with + ( ) - . and spaces, 7 to 15 digits."""
+    """A phone number as Bitrix24 reads one (core.phones, the rule REST and the console apply too)."""
     value = raw.strip()
-    digits = sum(ch.isdigit() for ch in value)
-    if not value or not value.isascii() or not _PHONE_CHARACTERS.match(value) or not MIN_DIGITS <= digits <= MAX_DIGITS:
-        raise InputError(f"not a phone number: {raw!r} (7 to 15 digits, with + ( ) - . and spaces allowed)")
+    if phone_number(value) is None:
+        raise InputError(f"not a phone number: {raw!r} ({RULE})")
     return value
 
 

@@ -297,17 +297,29 @@ def replay_command(
     result = runner.run(work)
     if as_json:
         print_json(result)
+    elif dry_run and not result["would_replay"]:
+        console.print(Text(f"nothing would be replayed: {_why_none(result['skipped'], sender if dead else None)}"))
     elif dry_run:
         console.print(
             f"would replay {len(result['would_replay']):,}: {_id_list(result['would_replay'])}", highlight=False
         )
-    else:
+    elif result["replayed"]:
         console.print(f"replayed {len(result['replayed']):,}: {_id_list(result['replayed'])}", highlight=False)
+    else:
+        console.print(Text(f"nothing replayed: {_why_none(result['skipped'], sender if dead else None)}"))
     if not as_json:
         for skip in result["skipped"]:
             err_console.print(Text(f"not replayed {views.safe(skip['message'])}: {views.safe(skip['reason'])}"))
     if messages and result["skipped"]:
         raise typer.Exit(REFUSED)
+
+
+def _why_none(skipped: list[dict[str, str]], sender: str | None) -> str:
+    if not skipped:
+        return "there are no dead letters" + (f" of {views.safe(sender, one_line=True)}" if sender else "")
+    if len(skipped) == 1:
+        return f"message {views.safe(skipped[0]['message'])}: {views.safe(skipped[0]['reason'])}"
+    return f"none of the {len(skipped)} messages could be (each is named below)"
 
 
 def _id_list(ids: list[int], shown: int = 20) -> str:

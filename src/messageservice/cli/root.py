@@ -7,13 +7,22 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from messageservice.cli import apps, check_provider, messages, portal, send, serve, users, webhooks
+from messageservice.cli import apps, check_provider, messages, portal, send, senders, serve, users, webhooks
 from messageservice.cli.errors import describe
+from messageservice.cli.metavars import plain_metavars
 from messageservice.cli.output import error
 
 
 class CommandGroup(TyperGroup):
     """Every command runs inside this group's invoke: an expected failure becomes `error: …` and an exit code."""
+
+    _plain = False
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        if not self._plain:  # before any help is printed, the root's own included
+            plain_metavars(self)
+            self._plain = True
+        return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -43,6 +52,7 @@ cli.command("stats")(messages.stats_command)
 cli.command("check-provider")(check_provider.check_provider)
 cli.add_typer(users.users_cli, name="user")
 cli.add_typer(apps.apps_cli, name="app")
+cli.add_typer(senders.senders_cli, name="senders")
 cli.add_typer(webhooks.webhooks_cli, name="webhook")
 cli.add_typer(messages.messages_cli, name="messages")
 

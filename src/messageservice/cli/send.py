@@ -19,11 +19,12 @@ import typer
 from rich.text import Text
 
 from messageservice.cli import errors, runner, views
-from messageservice.cli.acting import UserOption, acting, sender_refusal
+from messageservice.cli.acting import UserOption, acting
 from messageservice.cli.csvfile import FileError, MessageFile, Row
 from messageservice.cli.errors import BAD_INPUT, REFUSED, InputError
 from messageservice.cli.input import Draft, send_params
 from messageservice.cli.output import JsonOption, console, err_console, fail, print_json
+from messageservice.cli.senders import unknown_sender
 
 if TYPE_CHECKING:
     from messageservice.core.context import Core
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 LISTED_SKIPS = 20
 # send-bulk keeps this many sends in flight: enough to fill a group commit, few enough to show progress.
 BULK_CHUNK = 200
+SENDER_NOT_FOUND = "ERROR_SENDER_NOT_FOUND"
 
 
 def read_text(text: str) -> str:
@@ -82,23 +84,70 @@ def send(
     # Checked before the database is opened: a typo costs no connection.
     params = send_params(draft)
 
-    async def work(core: Core) -> dict[str, Any]:
+    async def work(core: Core) -> tuple[dict[str, Any], bool]:
         from messageservice.core.errors import CoreError
         from messageservice.core.messages import send_message
 
         actor = await acting(core, user)
+        before = await keyed_message(core, actor.scope, draft.idempotency_key) if draft.idempotency_key else None
         try:
-            return await send_message(core, actor, params)
+            result = await send_message(core, actor, params)
         except CoreError as exc:
-            raise CoreError(exc.code, sender_refusal(exc, draft.sender or "")) from None
+            if exc.code == SENDER_NOT_FOUND:
+                raise CoreError(exc.code, await unknown_sender(core, draft.sender or "")) from None
+            raise
+        if before is not None and before["id"] == result["ID"]:
+            check_same(before, params, draft.idempotency_key or "")
+        return result, before is not None
 
-    result = runner.run(work)
+    result, already = runner.run(work)
     if as_json:
         print_json(result)
+    elif already:
+        line = f"already sent as message {result['ID']} (message_id {result['MESSAGE_ID']}, {result['STATUS']}) "
+        note = f"with the idempotency key {draft.idempotency_key!r}; nothing new was queued"
+        console.print(Text(line + note), highlight=False)
     else:
         console.print(
             Text(f"queued message {result['ID']} (message_id {result['MESSAGE_ID']}, {result['STATUS']})"),
             highlight=False,
+        )
+
+
+async def keyed_message(core: Core, scope: str, key: str) -> dict[str, Any] | None:
+    """The message an idempotency key already sent for this operator, if any."""
+    from sqlalchemy import select
+
+    from messageservice.store.tables import messages
+
+    query = select(messages.c.id, messages.c.message_from, messages.c.message_to, messages.c.message_body).where(
+        messages.c.idempotency_scope == scope, messages.c.idempotency_key == key
+    )
+    async with core.store.connection() as conn:
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def check_same(before: dict[str, Any], params: dict[str, Any], key: str) -> None:
+    """A key sent again with other content is a mistake worth stopping for, not a quiet no-op."""
+    from messageservice.core.errors import CoreError
+    from messageservice.core.phones import normalize_phone
+
+    differs = [
+        name
+        for name, old, new in (
+            ("sender", before["message_from"], params["MESSAGE_FROM"]),
+            ("recipient", before["message_to"], normalize_phone(params["MESSAGE_TO"].strip())),
+            ("text", before["message_body"], params["MESSAGE_BODY"]),
+        )
+        if old != new
+    ]
+    if differs:
+        raise CoreError(
+            "IDEMPOTENCY_KEY_REUSED",
+            f"the idempotency key {key!r} was already used by message {before['id']} "
+            f"(to {before['message_to']}: {views.preview(before['message_body'])!r}), which has another "
+            f"{' and '.join(differs)}; nothing was sent (`messageservice messages show {before['id']}`)",
         )
 
 
@@ -171,6 +220,7 @@ def send_bulk(
         newest = (await list_messages(core, actor, {}, 0))[0] if keyed else []
         before = newest[0]["ID"] if newest else 0
         first_line_of: dict[int, int] = {}  # message id -> the row that sent it, when keys are in use
+        refusals: dict[str, str] = {}  # an unknown sender -> what its rows are told (looked up once)
         progress = Progress(
             TextColumn("sending"),
             BarColumn(),
@@ -192,7 +242,12 @@ def send_bulk(
             except InputError as exc:
                 return str(exc)
             except CoreError as exc:
-                return sender_refusal(exc, row.draft.sender or "")
+                if exc.code != SENDER_NOT_FOUND:
+                    return exc.description
+                unknown = row.draft.sender or ""
+                if unknown not in refusals:
+                    refusals[unknown] = await unknown_sender(core, unknown)
+                return refusals[unknown]
             except Exception as exc:
                 if errors.database_failure(exc) is None:
                     raise
@@ -262,9 +317,19 @@ def print_bulk_summary(summary: dict[str, Any]) -> None:
             by_reason[skip["reason"]].append(skip["line"])
         table = Table("rows", "reason", "lines", header_style="bold")
         for reason, lines in sorted(by_reason.items(), key=lambda item: -len(item[1])):
-            shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10:,} more" if len(lines) > 10 else "")
-            table.add_row(f"{len(lines):,}", Text(views.safe(reason, one_line=True)), shown)
+            table.add_row(f"{len(lines):,}", Text(views.safe(reason, one_line=True)), line_ranges(lines))
         console.print(table)
         console.print("(--json lists every skipped row)", style="dim")
     if summary["stopped"]:
         err_console.print(Text.assemble(("stopped at ", "red"), views.safe(summary["stopped"])))
+
+
+def line_ranges(lines: list[int]) -> str:
+    """Every line, runs of consecutive ones shortened: `2-5, 9, 12-40`."""
+    runs: list[list[int]] = []
+    for line in sorted(lines):
+        if runs and line == runs[-1][1] + 1:
+            runs[-1][1] = line
+        else:
+            runs.append([line, line])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

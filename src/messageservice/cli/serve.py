@@ -11,6 +11,8 @@ import typer
 
 from messageservice.cli import runner
 from messageservice.cli.output import console
+from messageservice.cli.portal import recorded_url
+from messageservice.cli.public_url import for_serve
 
 if TYPE_CHECKING:
     from messageservice.core.context import Core
@@ -39,6 +41,7 @@ def worker(
     from messageservice.heap import settle_after_startup
 
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     async def work(core: Core) -> None:
         loops = background_loops(core)
@@ -81,25 +84,28 @@ def serve(
     from messageservice.tls import ensure_certificate, trust_instructions
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." on every start
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
 
-    async def check(core: Core) -> Portal:
-        return await get_portal(core)
+    async def check(core: Core) -> tuple[Portal, str | None]:
+        return await get_portal(core), await recorded_url(core)
 
-    portal = runner.run(check, settings)
+    portal, recorded = runner.run(check, settings)
     scheme = "https" if tls else "http"
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url_host = f"[{url_host}]" if ":" in url_host else url_host
-    public_url = settings.public_url or f"{scheme}://{url_host}:{port}"
+    listening = f"{scheme}://{url_host}:{port}"
+    # Where apps are told to call (see public_url.py): a URL chosen at init or in the console is kept.
+    public_url, record = for_serve(settings.public_url, recorded, listening)
     ssl_options: dict[str, Any] = {}
     if tls:
         cert, key = ensure_certificate(settings.data_dir / "tls", [portal.domain])
         ssl_options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         console.print(trust_instructions(cert))
-    console.print(getting_started(public_url), markup=False, highlight=False)
+    print_lines(getting_started(public_url, listening))
     uvicorn.run(
-        create_app(settings, public_url=public_url),
+        create_app(settings, public_url=record),
         host=host,
         port=port,
         log_level=log_level,
@@ -111,17 +117,35 @@ def serve(
     )
 
 
-def getting_started(public_url: str) -> str:
+def print_lines(lines: list[str]) -> None:
+    """Plain lines, never wrapped by a terminal's width: a command in them can be copied whole."""
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def getting_started(public_url: str, listening: str | None = None) -> list[str]:
+    """The start banner: from an app to a delivered message, each step one command on one line."""
     ms = sys.argv[0] if sys.argv[0].endswith("messageservice") else "messageservice"
-    return (
-        f"\nmessageservice portal at {public_url}\n"
-        "In another terminal:\n"
-        f"  1. create an app:   {ms} app add --name 'My SMS app' --url http://127.0.0.1:9000/ "
-        "--scope messageservice\n"
-        f"  2. install it:      {ms} app install <client_id>\n"
-        f"  3. get a token:     {ms} token <client_id> --user 1\n"
-        "  4. first call:      curl -s "
-        f"'{public_url}/rest/messageservice.sender.add.json' -d auth=<access_token> -d CODE=demo -d TYPE=SMS "
-        "-d HANDLER=http://127.0.0.1:9000/handler -d 'NAME[en]=Demo SMS'\n"
-        f"                     curl -s '{public_url}/rest/messageservice.sender.list.json?auth=<access_token>'\n"
-    )
+    rest = f"{public_url}/rest"
+    lines = ["", f"messageservice portal at {public_url}"]
+    if listening and listening != public_url:
+        lines.append(
+            f"(listening on {listening}; apps are told {public_url}; "
+            f"`{ms} init --domain D --public-url URL` changes that)"
+        )
+    return [
+        *lines,
+        "In another terminal (your provider's HANDLER at http://127.0.0.1:9000/handler):",
+        f"  1. create an app:           {ms} app add --name 'My SMS app' --url http://127.0.0.1:9000/ "
+        "--scope messageservice",
+        f"  2. install it:              {ms} app install <client_id>",
+        f"  3. get a token:             {ms} token <client_id> --user 1",
+        f"  4. first call, a sender:    curl -s '{rest}/messageservice.sender.add.json' -d auth=<access_token> "
+        "-d CODE=demo -d TYPE=SMS -d HANDLER=http://127.0.0.1:9000/handler --data-urlencode 'NAME[en]=Demo SMS'",
+        f"  5. send a message:          {ms} send --from '<client_id>|demo' --to +15550001234 --text Hello",
+        " " * 30 + "(the server POSTs it to the HANDLER: message_id=<32 hex>, auth[access_token], …)",
+        f"  6. report its status:       curl -s '{rest}/messageservice.message.status.update.json' "
+        "-d auth=<access_token> -d CODE=demo -d MESSAGE_ID=<message_id> -d STATUS=delivered",
+        f"  7. follow it:               {ms} messages show <ID>    (or in the console: {public_url}/console/)",
+        "",
+    ]

@@ -15,6 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from messageservice.cli.input import OWNER_TYPES
+
 if TYPE_CHECKING:
     from messageservice.core.feed import FeedEvent
     from messageservice.core.stats import Stats
@@ -85,10 +87,21 @@ def message_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+# CRM owner types by number (CCrmOwnerType), as `send --binding contact:42` names them.
+OWNER_TYPE_NAMES = {number: name for name, number in OWNER_TYPES.items()}
+
+
+def binding_text(binding: dict[str, Any]) -> str:
+    """`contact:42`: the way `send --binding` takes it (a type without a name stays a number)."""
+    kind = binding["OWNER_TYPE_ID"]
+    name = OWNER_TYPE_NAMES.get(int(kind)) if str(kind).isdigit() else None
+    return f"{name or kind}:{binding['OWNER_ID']}"
+
+
 def _module_fields(view: dict[str, Any]) -> str:
     if view["MODULE_ID"] == "crm":
         bindings = view.get("BINDINGS") or []
-        return "crm " + (", ".join(f"{b['OWNER_TYPE_ID']}:{b['OWNER_ID']}" for b in bindings) or "(no bindings)")
+        return "crm, bound to " + (", ".join(map(binding_text, bindings)) or "nothing")
     document = ",".join(view.get("DOCUMENT_ID") or [])
     return f"bizproc workflow {view.get('WORKFLOW_ID')} document {document}"
 
@@ -196,9 +209,10 @@ def stats_view(stats: Stats) -> RenderableType:
     window = (
         f"{stats.window_seconds / 3600:g} h" if stats.window_seconds >= 3600 else f"{stats.window_seconds / 60:g} min"
     )
-    # The last hour at most, one character a minute.
+    # The last hour at most, one character a minute (a window's partial first minute adds a character).
     minutes = stats.per_minute[-60:]
-    flow = Table("", "total", f"per minute, last {len(minutes)} min", title=f"Last {window}", title_justify="left")
+    spark_span = window if stats.window_seconds <= 3600 else "60 min"
+    flow = Table("", "total", f"per minute, last {spark_span}", title=f"Last {window}", title_justify="left")
     for name in ("created", "delivered", "failed"):
         total = sum(getattr(m, name) for m in stats.per_minute)
         flow.add_row(name, f"{total:,}", sparkline([getattr(m, name) for m in minutes]))
@@ -216,14 +230,21 @@ def stats_view(stats: Stats) -> RenderableType:
         counts.add_row(Text(f"delivery {state}", style=DELIVERY_STYLES.get(state, "")), f"{count:,}")
 
     handlers = Table(
-        "sender", "handler", "attempts", "ok", "p50", "p95", "last attempt", "last error",
+        "sender / handler", "attempts", "ok", "p50", "p95", "last attempt", "last error",
         title=f"Handlers, last {window}", title_justify="left",
     )  # fmt: skip
-    for h in stats.handlers:
+    # The sender is what people look for and copy: it keeps its width (the HANDLER under it is shortened),
+    # and the other columns give way.
+    senders = [safe(f"{h.app_client_id}|{h.sender_code}", one_line=True) for h in stats.handlers]
+    width = max(map(len, senders), default=0)
+    handlers.columns[0].no_wrap = True
+    handlers.columns[0].min_width = width
+    for h, sender in zip(stats.handlers, senders, strict=True):
         rate = h.success_rate if h.success_rate is not None else 0.0
+        cell = Text(sender)
+        cell.append("\n" + preview(h.handler, max(width, 30)), style="dim")
         handlers.add_row(
-            Text(safe(f"{h.app_client_id}|{h.sender_code}", one_line=True)),
-            Text(preview(h.handler, 40)),
+            cell,
             f"{h.attempts:,}",
             Text(f"{rate:.0%}", style="green" if rate >= 0.99 else "yellow" if rate >= 0.9 else "red"),
             f"{h.p50_ms:.0f} ms" if h.p50_ms is not None else "-",

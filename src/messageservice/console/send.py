@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -16,11 +15,11 @@ from messageservice.core import console_queries as queries
 from messageservice.core.errors import CoreError
 from messageservice.core.logins import Operator
 from messageservice.core.messages import MAX_BODY, send_message
+from messageservice.core.phones import RULE, phone_number
 
 # CRM entity types (OWNER_TYPE_ID) a card can be bound to.
 OWNER_TYPES = {"1": "Lead", "2": "Deal", "3": "Contact", "4": "Company"}
 MODES = ("crm", "bizproc")
-RECIPIENT = re.compile(r"^[\w +()\-.@#*]+$")
 
 
 def _common(form: Form, choices: list[str]) -> dict[str, Any]:
@@ -28,8 +27,8 @@ def _common(form: Form, choices: list[str]) -> dict[str, Any]:
     recipient = form.text("recipient", "Recipient", max_length=255)
     if sender not in choices:
         raise FormError("Sender: choose one of the offered senders.")
-    if not RECIPIENT.match(recipient):
-        raise FormError("Recipient: a phone number or address (letters, digits, spaces and + ( ) - . @ _ # * only).")
+    if phone_number(recipient) is None:
+        raise FormError(f"Recipient: not a phone number ({RULE}).")
     return {
         "MESSAGE_FROM": sender,
         "MESSAGE_TO": recipient,

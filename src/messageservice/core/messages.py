@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, insert, select, update
 from messageservice.core import statuses
 from messageservice.core.context import Core
 from messageservice.core.errors import AccessDenied, CoreError
-from messageservice.core.phones import normalize_phone
+from messageservice.core.phones import normalize_phone, recipient
 from messageservice.core.queueing import Draft, queue
 from messageservice.core.senders import check_code
 from messageservice.php import php_empty, php_string
@@ -135,7 +135,7 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
             "author_id": actor.user_id,
             "module_id": module_id,
             "headers": json.dumps(headers),
-            "message_to": normalize_phone(message_to.strip()),
+            "message_to": recipient(message_to),
             "message_body": body,
             "status_id": statuses.PENDING.id,
             "idempotency_scope": actor.scope if key is not None else None,

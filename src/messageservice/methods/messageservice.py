@@ -7,6 +7,7 @@ from typing import Any
 
 from messageservice.core import messages, senders, statuses
 from messageservice.core.errors import AccessDenied
+from messageservice.core.phones import NOT_A_PHONE
 from messageservice.methods.declare import Failure, Param, declare
 from messageservice.rest.params import upper_keys
 from messageservice.rest.registry import CallContext, MethodResult, Registry
@@ -308,7 +309,8 @@ def register(registry: Registry) -> None:
                 "string",
                 True,
                 f"at most {messages.MAX_TO} characters",
-                "The recipient. A phone number is normalised as Bitrix24 does (`8 999 …` becomes `+7999…`).",
+                "The recipient's phone number, stored as Bitrix24 normalises it: the digits after a `+` (`8 (999) "
+                "000-00-00` becomes `+79990000000`; `00` and `011` prefixes are dropped).",
             ),
             Param("MESSAGE_BODY", "string", True, f"1-{messages.MAX_BODY} characters", "The text."),
             Param(
@@ -344,6 +346,13 @@ def register(registry: Registry) -> None:
             Failure(MESSAGE_INVALID, "Wrong MESSAGE_FROM!", 400, "`MESSAGE_FROM` has no `|` or is too long."),
             Failure(MESSAGE_INVALID, "Empty MESSAGE_TO!", 400, "`MESSAGE_TO` is missing or blank."),
             Failure(MESSAGE_INVALID, "Wrong MESSAGE_TO!", 400, f"`MESSAGE_TO` is over {messages.MAX_TO} characters."),
+            Failure(
+                MESSAGE_INVALID,
+                NOT_A_PHONE,
+                400,
+                "`MESSAGE_TO` is not what Bitrix24 reads as a phone number: 10 digits or more (`#` and `*` "
+                "count) once other characters and a `00` or `011` prefix are dropped.",
+            ),
             Failure(MESSAGE_INVALID, "Empty MESSAGE_BODY!", 400, "`MESSAGE_BODY` is missing or empty."),
             Failure(
                 MESSAGE_INVALID,
