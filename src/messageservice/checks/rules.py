@@ -92,7 +92,7 @@ CHECKS: tuple[Check, ...] = (
         "A repeated message_id is not sent again",
         "The same message_id delivered twice (a retry after a lost answer) is answered 2xx and is not sent again: "
         "no status report contradicts the one already made.",
-        OURS + "#handlerrepeat",
+        OURS + "#what-is-checked",
     ),
     Check(
         "status.code",
