@@ -157,3 +157,32 @@ def test_credentials_in_a_big_form_body_keep_working(local_portal: LivePortal, n
         timeout=30,
     )
     assert refused.status_code == 401 and refused.json()["error"] == "NO_AUTH_FOUND"
+
+
+# --- 9.6: a non-admin's app token reads only the messages that user authored ----------------------
+
+
+def test_a_non_admin_sees_only_the_messages_they_authored(local_portal: LivePortal, handler: Receiver) -> None:
+    portal = local_portal
+    app = portal.add_app()  # its token is for user 1, an admin
+    assert add_sender(portal, app, f"http://127.0.0.1:{handler.port}/h", "seen").status_code == 200
+    message_from = f"{app.client_id}|seen"
+    admins = send(portal, app.access_token, message_from, "admin's secret text")
+    plain = portal.add_user("Plain")
+    plain_token = portal.token(app.client_id, plain)["access_token"]
+    own = send(portal, plain_token, message_from, "plain's own text")
+
+    def call(token: str, method: str, params: dict[str, Any]) -> requests.Response:
+        return portal.call(f"messageservice.message.{method}", params, token=token)
+
+    for params in ({"ID": admins["ID"]}, {"MESSAGE_ID": admins["MESSAGE_ID"]}):
+        refused = call(plain_token, "get", params)
+        assert refused.status_code == 400 and refused.json()["error"] == "ERROR_MESSAGE_NOT_FOUND"
+    refused = call(plain_token, "status.get", {"MESSAGE_ID": admins["ID"]})
+    assert refused.status_code == 400 and refused.json()["error"] == "ERROR_MESSAGE_NOT_FOUND"
+    listed = call(plain_token, "list", {}).json()
+    assert [m["ID"] for m in listed["result"]] == [own["ID"]] and listed["total"] == 1
+    assert call(plain_token, "get", {"ID": own["ID"]}).json()["result"]["MESSAGE_BODY"] == "plain's own text"
+    # The admin sees both.
+    assert call(app.access_token, "get", {"ID": own["ID"]}).status_code == 200
+    assert {m["ID"] for m in call(app.access_token, "list", {}).json()["result"]} >= {admins["ID"], own["ID"]}

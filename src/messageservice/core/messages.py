@@ -168,12 +168,14 @@ async def _by_idempotency(core: Core, actor: Actor, key: str) -> dict[str, Any] 
 
 
 def _visible(actor: Actor) -> Any:
-    """Apps see their own senders' messages; a webhook's user sees what they sent, an admin everything."""
+    """Apps see their own senders' messages; within them (and through a webhook) a user sees what they
+    authored and an admin everything: a non-admin's token must not read other users' texts and recipients."""
+    mine = messages.c.author_id == actor.user_id
     if actor.app_id is not None:
-        return messages.c.app_id == actor.app_id
+        return and_(messages.c.app_id == actor.app_id, messages.c.id.is_not(None) if actor.is_admin else mine)
     if actor.is_admin:
         return messages.c.id.is_not(None)
-    return messages.c.author_id == actor.user_id
+    return mine
 
 
 MAX_ID = 2**31 - 1  # ids are 32-bit on both engines; a larger one names no message (and PostgreSQL would refuse it)
