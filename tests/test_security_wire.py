@@ -6,17 +6,25 @@ asserts the answer a trusted system gives instead.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from messageservice.app import create_app
+from messageservice.core import apps as app_service
+from messageservice.core import portal as portal_service
+from messageservice.core import senders
+from messageservice.core.errors import CoreError
+from tests.databases import new_database_url, run_sync
 from tests.delivery_helpers import percentile
-from tests.portal import AppCredentials, LivePortal
+from tests.portal import AppCredentials, LivePortal, make_settings
 from tests.receiver import Receiver
 
 
@@ -186,3 +194,74 @@ def test_a_non_admin_sees_only_the_messages_they_authored(local_portal: LivePort
     # The admin sees both.
     assert call(app.access_token, "get", {"ID": own["ID"]}).status_code == 200
     assert {m["ID"] for m in call(app.access_token, "list", {}).json()["result"]} >= {admins["ID"], own["ID"]}
+
+
+# --- 9.2: loopback HANDLERs only while the server listens on loopback only --------------------------
+
+REFUSED_HANDLERS = [
+    "http://10.1.2.3/h",  # a private literal outside the allowed networks
+    "http://169.254.169.254/latest",  # cloud metadata
+    "http://[fd00::1]/h",
+    "http://0x7f.0.0.1/h",  # resolvers read it as 127.0.0.1
+    "http://a..b/h",  # an empty label
+    "http://xn--zz.example/h",  # punycode that does not decode (IDNA)
+    "http://" + "a" * 64 + ".example/h",  # a label longer than 63
+]
+
+
+@pytest.mark.parametrize("url", REFUSED_HANDLERS)
+def test_sender_add_and_update_refuse_what_delivery_would_refuse(local_portal: LivePortal, url: str) -> None:
+    app = local_portal.add_app()
+    answer = add_sender(local_portal, app, url, "refused")
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "ERROR_WRONG_HANDLER_URL", "error_description": "Wrong handler URL"}
+    assert add_sender(local_portal, app, "http://127.0.0.1:9/h", "kept").status_code == 200
+    update = {"CODE": "kept", "HANDLER": url}
+    answer = local_portal.call("messageservice.sender.update", update, token=app.access_token)
+    assert answer.status_code == 400 and answer.json()["error"] == "ERROR_WRONG_HANDLER_URL"
+
+
+@pytest.mark.parametrize(
+    ("listening", "configured", "loopback_allowed"),
+    [
+        (["127.0.0.1"], None, True),
+        (["::1", "localhost"], None, True),
+        ([], None, True),  # nothing listens (in-process, a worker)
+        (["0.0.0.0"], None, False),
+        (["127.0.0.1", "192.0.2.10"], None, False),
+        (None, None, False),  # not known: treated as exposed
+        (["0.0.0.0"], "127.0.0.0/8", True),  # the operator's list wins
+        (["127.0.0.1"], "", False),
+    ],
+)
+def test_the_default_handler_networks_follow_the_listening_addresses(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    listening: list[str] | None,
+    configured: str | None,
+    loopback_allowed: bool,
+) -> None:
+    settings = make_settings(new_database_url(request, backend, tmp_path), tmp_path)
+    settings = settings.model_copy(update={"allowed_handler_networks": configured})
+    with caplog.at_level(logging.INFO, logger="messageservice"):
+        app = create_app(settings, listening=listening)
+    rules = [r.getMessage() for r in caplog.records if r.getMessage().startswith("HANDLERs may reach")]
+    assert len(rules) == 1 and ("and loopback" in rules[0] or "and 127.0.0.0/8" in rules[0]) == loopback_allowed
+    core = app.state.core
+
+    async def register() -> str | None:
+        try:
+            await portal_service.init_portal(core, "portal.test")
+            added, _ = await app_service.add_app(core, "App", "https://example.com/", "messageservice")
+            params = {"CODE": "c", "TYPE": "SMS", "HANDLER": "http://127.0.0.1:9/h", "NAME": "N"}
+            try:
+                await senders.add_sender(core, added.id, 1, params)
+            except CoreError as exc:
+                return exc.code
+            return None
+        finally:
+            await core.close()
+
+    assert run_sync(register) == (None if loopback_allowed else "ERROR_WRONG_HANDLER_URL")

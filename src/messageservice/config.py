@@ -171,8 +171,9 @@ class Settings(BaseSettings):
     dispatch_tick_seconds: NonNegativeFloat = 0.005
     # Finished messages older than this are purged (Bitrix24: 14 days); 0 keeps them forever.
     retention_days: NonNegativeFloat = 14.0
-    # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated).
-    allowed_handler_networks: str = "127.0.0.0/8,::1/128"
+    # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated; empty:
+    # none). Unset: loopback while the server listens on loopback only, none once it listens beyond it.
+    allowed_handler_networks: str | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -218,8 +219,9 @@ class Settings(BaseSettings):
 
     @field_validator("allowed_handler_networks", "trusted_proxies")
     @classmethod
-    def _networks(cls, value: str) -> str:
-        check_networks(value)
+    def _networks(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_networks(value)
         return value
 
     @property

@@ -35,10 +35,13 @@ def worker(
     import asyncio
     import signal
 
-    from messageservice.app import background_loops
+    from messageservice.app import background_loops, with_handler_rule
     from messageservice.heap import settle_after_startup
 
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    # A worker listens nowhere: loopback HANDLERs unless the operator lists networks (set them on the
+    # workers of an exposed server as on the server).
+    settings = with_handler_rule(settings, ())
 
     async def work(core: Core) -> None:
         loops = background_loops(core)
@@ -99,7 +102,7 @@ def serve(
         console.print(trust_instructions(cert))
     console.print(getting_started(public_url), markup=False, highlight=False)
     uvicorn.run(
-        create_app(settings, public_url=public_url),
+        create_app(settings, public_url=public_url, listening=[host]),
         host=host,
         port=port,
         log_level=log_level,

@@ -77,7 +77,7 @@ class MessageserviceServer:
         sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            create_app(self.settings, public_url=self.base_url),
+            create_app(self.settings, public_url=self.base_url, listening=["127.0.0.1"]),
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=2,
