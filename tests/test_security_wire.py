@@ -7,21 +7,25 @@ asserts the answer a trusted system gives instead.
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
+from sqlalchemy import func, select
 
 from messageservice.app import create_app
 from messageservice.core import apps as app_service
 from messageservice.core import portal as portal_service
 from messageservice.core import senders
 from messageservice.core.errors import CoreError
+from messageservice.store.tables import status_reports
 from tests.databases import new_database_url, run_sync
 from tests.delivery_helpers import percentile
 from tests.portal import AppCredentials, LivePortal, make_settings
@@ -265,3 +269,77 @@ def test_the_default_handler_networks_follow_the_listening_addresses(
             await core.close()
 
     assert run_sync(register) == (None if loopback_allowed else "ERROR_WRONG_HANDLER_URL")
+
+
+# --- 9.8: bounds: half-sent bodies time out ------------------------------------------------------
+
+HALF_SENT = 30
+
+
+@pytest.mark.parametrize("fresh_portal", [{"body_timeout_seconds": 1.0}], indirect=True)
+def test_half_sent_bodies_are_answered_408_and_closed(fresh_portal: LivePortal) -> None:
+    assert fresh_portal.server.port is not None
+    paths = ["/rest/app.info.json", "/rest/batch", "/oauth/token/", "/console/login"]
+    clients = []
+    for number in range(HALF_SENT):
+        client = socket.create_connection(("127.0.0.1", fresh_portal.server.port), timeout=30)
+        head = (
+            f"POST {paths[number % len(paths)]} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nauth=abc&"
+        )
+        client.sendall(head.encode())
+        clients.append(client)
+    began = time.monotonic()
+    answers = []
+    for client in clients:
+        received = b""
+        while chunk := client.recv(65536):  # until the server closes the connection
+            received += chunk
+        answers.append(received)
+        client.close()
+    assert time.monotonic() - began < 20
+    for number, answer in enumerate(answers):
+        if paths[number % len(paths)] == "/console/login":
+            # Refused (CSRF) before its body is read: answered at once, and closed rather than left waiting.
+            assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+            continue
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b'"error":"REQUEST_TIMEOUT"' in answer
+
+
+# --- 9.8: bounds: what one message keeps and one answer returns ------------------------------------
+
+
+def test_a_messages_status_history_is_bounded(local_portal: LivePortal, handler: Receiver) -> None:
+    from messageservice.core.messages import KEPT_REPORTS
+
+    portal = local_portal
+    app = portal.add_app()
+    assert add_sender(portal, app, f"http://127.0.0.1:{handler.port}/h", "chatty").status_code == 200
+    sent = send(portal, app.access_token, f"{app.client_id}|chatty")
+
+    def history() -> list[dict[str, Any]]:
+        answer = portal.call("messageservice.message.get", {"ID": sent["ID"]}, token=app.access_token)
+        return list(answer.json()["result"]["HISTORY"])
+
+    first = history()[0]
+    reports = 2 * KEPT_REPORTS + 20
+    statuses = ["sent", "delivered"] + ["undelivered"] * (reports - 3) + ["failed"]
+    for start in range(0, reports, 50):  # 50 reports a batch, as a provider in a loop would send them
+        cmd = {
+            f"r{start + i}": "messageservice.message.status.update?"
+            + urlencode({"CODE": "chatty", "MESSAGE_ID": sent["MESSAGE_ID"], "STATUS": status})
+            for i, status in enumerate(statuses[start : start + 50])
+        }
+        answer = portal.call("batch", {"halt": 0, "cmd": cmd}, token=app.access_token).json()["result"]
+        assert not answer["result_error"], answer["result_error"]
+    kept = history()
+    assert len(kept) == KEPT_REPORTS + 1
+    assert kept[0] == first and kept[-1]["STATUS"] == "failed"
+
+    async def stored(core: Any) -> int:
+        async with core.store.connection() as conn:
+            query = select(func.count()).select_from(status_reports).where(status_reports.c.message_id == sent["ID"])
+            return int((await conn.execute(query)).scalar_one())
+
+    assert portal.run(stored) == KEPT_REPORTS + 1

@@ -28,6 +28,7 @@ from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
 from messageservice.oauth.routes import build_routes as oauth_routes
 from messageservice.readiness import readiness
+from messageservice.rest.deadline import BodyDeadline
 from messageservice.rest.endpoint import RestEndpoint
 
 log = logging.getLogger("messageservice")
@@ -118,6 +119,7 @@ def create_app(
         Route("/", index),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.state.core = core
     app.state.registry = registry
     app.state.loops = loops

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     operating_limit_seconds: NonNegativeFloat = 0.0
 
     max_body_bytes: PositiveInt = 1_048_576
+    # A request's whole body must arrive within this many seconds of its start, else 408 and the
+    # connection is closed (uvicorn's keep-alive timeout does not cover a half-sent body).
+    body_timeout_seconds: PositiveFloat = 30.0
     # Bitrix serves webhooks over https only; local development needs plain http.
     webhook_require_https: bool = False
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from messageservice.core.errors import CoreError
 from messageservice.phpquery import EncodingError, parse_pairs, scalar_params, split_pairs
@@ -29,11 +29,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise errors.body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise errors.body_too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone, or cut off by the body deadline (rest/deadline.py), which has answered already.
+        raise errors.body_timeout() from None
     return b"".join(chunks)
 
 
