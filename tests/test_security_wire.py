@@ -7,7 +7,11 @@ asserts the answer a trusted system gives instead.
 from __future__ import annotations
 
 import logging
+import os
+import resource
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,11 +28,12 @@ from messageservice.app import create_app
 from messageservice.core import apps as app_service
 from messageservice.core import portal as portal_service
 from messageservice.core import senders
+from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.store.tables import status_reports
 from tests.databases import new_database_url, run_sync
 from tests.delivery_helpers import percentile
-from tests.portal import AppCredentials, LivePortal, make_settings
+from tests.portal import AppCredentials, InProcessServer, LivePortal, make_settings
 from tests.receiver import Receiver
 
 
@@ -343,3 +348,139 @@ def test_a_messages_status_history_is_bounded(local_portal: LivePortal, handler:
             return int((await conn.execute(query)).scalar_one())
 
     assert portal.run(stored) == KEPT_REPORTS + 1
+
+
+# --- 9.7: storage that is read-only or full: 503 with Retry-After, recovery, a one-line refusal to start
+
+
+def _pg_url(database_url: str) -> str:
+    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _pg_read_only(database_url: str, on: bool) -> None:
+    """The database turns read-only (as on a failover to a replica) or back: every new session takes it,
+    and the sessions open now are ended, as a failover ends them."""
+    import asyncpg
+
+    connection = await asyncpg.connect(_pg_url(database_url))
+    try:
+        await connection.execute("SET default_transaction_read_only = off")  # this session may change it back
+        name = await connection.fetchval("SELECT current_database()")
+        change = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+        await connection.execute(f'ALTER DATABASE "{name}" {change}')
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await connection.close()
+
+
+def _make_read_only(portal: LivePortal, on: bool) -> None:
+    if portal.backend == "postgres":
+        run_sync(lambda: _pg_read_only(portal.settings.database_url, on))
+    else:
+        # The process's one SQLite writer connection refuses writes with the driver's own
+        # SQLITE_READONLY ("attempt to write a readonly database"); running as root, a file mode would not.
+        pragma = f"PRAGMA query_only={'ON' if on else 'OFF'}"
+        server = portal.server
+        assert isinstance(server, InProcessServer)  # the server's own writer, in its own thread
+        writer = server.app.state.core.store._writer
+
+        def switch() -> None:
+            # On the driver's connection: outside a transaction, which a read-only writer cannot begin.
+            writer._connection().connection.dbapi_connection.execute(pragma)
+
+        async def in_writer_thread() -> None:
+            await writer._call(switch)
+
+        server.call(in_writer_thread(), timeout=30)
+
+
+def test_read_only_storage_answers_503_with_retry_after_and_recovers(
+    local_fresh_portal: LivePortal, handler: Receiver
+) -> None:
+    portal = local_fresh_portal
+    app = portal.add_app()
+    assert add_sender(portal, app, f"http://127.0.0.1:{handler.port}/h", "ro").status_code == 200
+    params = {"MESSAGE_FROM": f"{app.client_id}|ro", "MESSAGE_TO": "+79990000000", "MESSAGE_BODY": "x"}
+    _make_read_only(portal, True)
+    try:
+
+        def refused() -> list[requests.Response]:
+            answer = portal.call("messageservice.message.send", params, token=app.access_token)
+            # A list: a Response is falsy when its status is an error.
+            return [answer] if answer.json().get("error_description", "").startswith("Storage") else []
+
+        answer = wait_until(refused)[0]
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        assert answer.json() == {"error": "ERROR_CORE", "error_description": "Storage is unavailable; try again later"}
+    finally:
+        _make_read_only(portal, False)
+
+    def accepted() -> bool:
+        answer = portal.call("messageservice.message.send", params, token=app.access_token)
+        return answer.status_code == 200
+
+    assert wait_until(accepted)
+
+
+def wait_until(probe: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+    return value
+
+
+def _full_disk() -> None:
+    """In the child: no file may grow (RLIMIT_FSIZE 0, SIGXFSZ ignored so that writes fail instead of
+    killing it): SQLite's next write fails with the driver's own "disk I/O error", as on a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def test_serve_on_read_only_or_full_storage_says_one_line(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    settings = make_settings(new_database_url(request, backend, tmp_path), tmp_path)
+
+    async def init() -> None:
+        core = Core.open(settings)
+        try:
+            await portal_service.init_portal(core, "portal.test")
+        finally:
+            await core.close()
+
+    run_sync(init)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESSAGESERVICE_")}
+    env |= {
+        "MESSAGESERVICE_DATABASE_URL": settings.database_url,
+        "MESSAGESERVICE_DATA_DIR": str(tmp_path),
+        "MESSAGESERVICE_SECRET_KEY": str(settings.secret_key),
+    }
+    command = [sys.executable, "-m", "messageservice.cli", "serve", "--port", "0", "--log-level", "warning"]
+    holder = None
+    if backend == "postgres":
+        run_sync(lambda: _pg_read_only(settings.database_url, True))
+        limit = None
+    else:
+        # Held open, so that the WAL index exists and reads need no new file space; writes do.
+        database = settings.database_url.split("///", 1)[1]
+        holder = sqlite3.connect(database)
+        holder.execute("SELECT count(*) FROM portal").fetchall()
+        limit = _full_disk
+    try:
+        done = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limit
+        )
+    finally:
+        if holder is not None:
+            holder.close()
+        if backend == "postgres":
+            run_sync(lambda: _pg_read_only(settings.database_url, False))
+    out = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0, out
+    said = [line for line in out.splitlines() if " INFO " not in line]  # alembic's start-up lines
+    assert "Traceback" not in out and len(said) == 1, out
+    assert said[0].startswith("error:") and "database" in said[0], out

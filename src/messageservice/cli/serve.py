@@ -80,21 +80,27 @@ def serve(
     import uvicorn
 
     from messageservice.app import create_app
-    from messageservice.core.portal import get_portal
+    from messageservice.core.portal import get_portal, set_public_url
     from messageservice.tls import ensure_certificate, trust_instructions
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
 
-    async def check(core: Core) -> Portal:
-        return await get_portal(core)
-
-    portal = runner.run(check, settings)
     scheme = "https" if tls else "http"
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url_host = f"[{url_host}]" if ":" in url_host else url_host
     public_url = settings.public_url or f"{scheme}://{url_host}:{port}"
+
+    async def check(core: Core) -> Portal:
+        found = await get_portal(core)
+        # A real write before anything starts (the public URL, or the row rewritten as it is): storage that
+        # is full or read-only stops `serve` here with one line and a non-zero exit, not with a traceback
+        # from the application's start-up.
+        await set_public_url(core, found.public_url if settings.public_url else public_url)
+        return found
+
+    portal = runner.run(check, settings)
     ssl_options: dict[str, Any] = {}
     if tls:
         cert, key = ensure_certificate(settings.data_dir / "tls", [portal.domain])
@@ -102,7 +108,8 @@ def serve(
         console.print(trust_instructions(cert))
     console.print(getting_started(public_url), markup=False, highlight=False)
     uvicorn.run(
-        create_app(settings, public_url=public_url, listening=[host]),
+        # The public URL is recorded already (check); the app's start-up writes nothing that could fail.
+        create_app(settings, listening=[host]),
         host=host,
         port=port,
         log_level=log_level,
