@@ -34,7 +34,7 @@ from messageservice.store.tables import status_reports
 from tests.databases import new_database_url, run_sync
 from tests.delivery_helpers import percentile
 from tests.portal import AppCredentials, InProcessServer, LivePortal, make_settings
-from tests.receiver import Receiver
+from tests.receiver import Receiver, Reply
 
 
 @pytest.fixture
@@ -484,3 +484,56 @@ def test_serve_on_read_only_or_full_storage_says_one_line(
     said = [line for line in out.splitlines() if " INFO " not in line]  # alembic's start-up lines
     assert "Traceback" not in out and len(said) == 1, out
     assert said[0].startswith("error:") and "database" in said[0], out
+
+
+# --- 9.7 (done earlier; kept): acknowledged means on disk, and the files are private ----------------
+
+
+def test_acknowledged_sends_are_on_disk_and_the_files_are_private(local_fresh_portal: LivePortal) -> None:
+    portal = local_fresh_portal
+    server = portal.server
+    assert isinstance(server, InProcessServer)
+    store = server.app.state.core.store
+    if portal.backend == "postgres":
+        # Durability is the PostgreSQL server's own setting (the tests' server runs without fsync); our
+        # sessions never lower it.
+        query = "SELECT setting = reset_val FROM pg_settings WHERE name = 'synchronous_commit'"
+        assert server.call(store.write(lambda conn: conn.exec_driver_sql(query).scalar())) is True
+        return
+    # SQLite: WAL with synchronous=FULL (2) on the writer that commits every send.
+    level = server.call(store.write(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()))
+    assert level == 2
+    app = portal.add_app()
+    assert add_sender(portal, app, "http://127.0.0.1:9/h", "disk").status_code == 200
+    send(portal, app.access_token, f"{app.client_id}|disk")
+    database = Path(portal.settings.database_url.split("///", 1)[1])
+    files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    assert all(path.exists() for path in files)
+    assert {oct(path.stat().st_mode & 0o777) for path in files} == {"0o600"}
+
+
+# --- 9.9 (done earlier; kept): a 3xx answer is a failed attempt, retried, never followed ------------
+
+
+@pytest.mark.parametrize(
+    "local_fresh_portal",
+    [{"retry_schedule": "0.2,0.2", "dispatch_sweep_seconds": 0.2, "breaker_failures": 1000}],
+    indirect=True,
+)
+def test_a_redirect_is_retried_and_never_followed(local_fresh_portal: LivePortal, handler: Receiver) -> None:
+    portal = local_fresh_portal
+    app = portal.add_app()
+    handler.script = [Reply(302, headers=(("Location", f"http://127.0.0.1:{handler.port}/elsewhere"),))]
+    assert add_sender(portal, app, f"http://127.0.0.1:{handler.port}/h", "moved").status_code == 200
+    sent = send(portal, app.access_token, f"{app.client_id}|moved")
+    arrived = handler.wait_for(2)
+    assert [r.path for r in arrived] == ["/h", "/h"]
+
+    def settled() -> dict[str, Any]:
+        answer = portal.call("messageservice.message.get", {"ID": sent["ID"]}, token=app.access_token)
+        message = answer.json()["result"]
+        return message if message["DELIVERY"]["STATE"] != "pending" else {}
+
+    message = wait_until(settled)
+    assert [a["HTTP_STATUS"] for a in message["ATTEMPTS"]] == [302, 200]
+    assert message["DELIVERY"]["STATE"] == "done"
