@@ -67,7 +67,7 @@ class ServerThread:
             self.cert_path = cert
             ssl_options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         config = uvicorn.Config(
-            create_app(settings, public_url=self.base_url),
+            create_app(settings, public_url=self.base_url, listening=["127.0.0.1"]),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -108,7 +108,7 @@ class InProcessServer:
         self.cert_path: Path | None = None
         # A name no resolver knows: a request that misses the adapter fails at once instead of going astray.
         self.base_url = f"http://inprocess-{id(self):x}.test"
-        self.app = create_app(settings, public_url=self.base_url)
+        self.app = create_app(settings, public_url=self.base_url, listening=())
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.lifespan_in: asyncio.Queue[dict[str, Any]] | None = None

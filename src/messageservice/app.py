@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,6 +20,7 @@ from messageservice.core.context import Core
 from messageservice.core.portal import set_public_url
 from messageservice.delivery.app_events import EventWorker
 from messageservice.delivery.dispatcher import Dispatcher
+from messageservice.delivery.ssrf import handler_networks
 from messageservice.delivery.wakeups import QueueListener
 from messageservice.heap import settle_after_startup
 from messageservice.housekeeping import Housekeeper
@@ -26,7 +28,10 @@ from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
 from messageservice.oauth.routes import build_routes as oauth_routes
 from messageservice.readiness import readiness
+from messageservice.rest.deadline import BodyDeadline
 from messageservice.rest.endpoint import RestEndpoint
+
+log = logging.getLogger("messageservice")
 
 
 def background_loops(core: Core, *, dispatch: bool = True) -> list[BackgroundLoop]:
@@ -43,8 +48,20 @@ def background_loops(core: Core, *, dispatch: bool = True) -> list[BackgroundLoo
     return loops
 
 
-def create_app(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
-    settings = settings or get_settings()
+def with_handler_rule(settings: Settings, listening: Sequence[str] | None) -> Settings:
+    """Settings whose allowed handler networks follow where this process listens (delivery/ssrf.py
+    handler_networks); says once, in the log, which rule is in force."""
+    networks, rule = handler_networks(settings.allowed_handler_networks, listening)
+    log.info("%s", rule)
+    return settings.model_copy(update={"allowed_handler_networks": networks})
+
+
+def create_app(
+    settings: Settings | None = None, *, public_url: str | None = None, listening: Sequence[str] | None = None
+) -> Starlette:
+    """`listening`: the addresses the server listens on (() when none, as in-process); None: not known,
+    so loopback HANDLERs are not allowed unless the operator lists networks."""
+    settings = with_handler_rule(settings or get_settings(), listening)
     core = Core.open(settings)
     registry = build_registry()
     rest = RestEndpoint(core, registry)
@@ -102,6 +119,7 @@ def create_app(settings: Settings | None = None, *, public_url: str | None = Non
         Route("/", index),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.state.core = core
     app.state.registry = registry
     app.state.loops = loops

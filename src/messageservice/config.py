@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     operating_limit_seconds: NonNegativeFloat = 0.0
 
     max_body_bytes: PositiveInt = 1_048_576
+    # A request's whole body must arrive within this many seconds of its start, else 408 and the
+    # connection is closed (uvicorn's keep-alive timeout does not cover a half-sent body).
+    body_timeout_seconds: PositiveFloat = 30.0
     # Bitrix serves webhooks over https only; local development needs plain http.
     webhook_require_https: bool = False
 
@@ -176,8 +179,9 @@ class Settings(BaseSettings):
     dispatch_tick_seconds: NonNegativeFloat = 0.005
     # Finished messages older than this are purged (Bitrix24: 14 days); 0 keeps them forever.
     retention_days: NonNegativeFloat = 14.0
-    # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated).
-    allowed_handler_networks: str = "127.0.0.0/8,::1/128"
+    # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated; empty:
+    # none). Unset: loopback while the server listens on loopback only, none once it listens beyond it.
+    allowed_handler_networks: str | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -223,8 +227,9 @@ class Settings(BaseSettings):
 
     @field_validator("allowed_handler_networks", "trusted_proxies")
     @classmethod
-    def _networks(cls, value: str) -> str:
-        check_networks(value)
+    def _networks(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_networks(value)
         return value
 
     @field_validator("console_session_idle_seconds", "console_session_max_seconds")

@@ -8,13 +8,19 @@ directions are small enough to write to PHP's own rules.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 # PHP's defaults: max_input_nesting_level=64, max_input_vars=1000 (we allow more; batches are large).
 MAX_DEPTH = 64
 MAX_VARS = 10_000
+# The total of name segments (`a[b][c]` is 3) one query string or body may build: variables times depth
+# would allow 640,000 nested levels, seconds of CPU. Ten thousand variables five deep fit; like the two
+# limits above, what is past it is dropped.
+MAX_SEGMENTS = 50_000
 
 
 class EncodingError(ValueError):
@@ -29,29 +35,42 @@ def _decode(component: bytes) -> str:
         raise EncodingError(str(exc)) from exc
 
 
-def _split_key(key: str) -> list[str] | None:
-    """`a[b][]` -> ['a', 'b', '']; PHP's mangling of the base name included."""
+def _mangle(name: str) -> str:
+    return name.replace(".", "_").replace(" ", "_")
+
+
+def top_key(key: str) -> tuple[str, bool] | None:
+    """The parameter a name assigns to and whether it is an array (`a[b]`), without splitting the rest:
+    what the credentials check needs, at a cost independent of the name's depth."""
     key = key.lstrip(" ")
     bracket = key.find("[")
     if bracket <= 0:
         if bracket == 0 or not key:
             return None
-        return [key.replace(".", "_").replace(" ", "_")]
-    base = key[:bracket]
-    rest = key[bracket:]
+        return _mangle(key), False
+    if key.find("]", bracket + 1) == -1:
+        # An unmatched '[' in the first segment: PHP turns it into '_' and keeps the rest.
+        return _mangle(key[:bracket] + "_" + key[bracket + 1 :]), False
+    return _mangle(key[:bracket]), True
+
+
+def _split_key(key: str) -> list[str] | None:
+    """`a[b][]` -> ['a', 'b', '']; PHP's mangling of the base name included."""
+    top = top_key(key)
+    if top is None or not top[1]:
+        return None if top is None else [top[0]]
+    key = key.lstrip(" ")
+    rest = key[key.find("[") :]
     parts: list[str] = []
     pos = 0
-    while pos < len(rest) and rest[pos] == "[":
+    # Segments past the depth limit are dropped, so they are not even looked for.
+    while pos < len(rest) and rest[pos] == "[" and len(parts) < MAX_DEPTH - 1:
         close = rest.find("]", pos + 1)
         if close == -1:
-            if not parts:
-                # An unmatched '[' in the first segment: PHP turns it into '_' and keeps the rest.
-                return [(base + "_" + rest[1:]).replace(".", "_").replace(" ", "_")]
             break
         parts.append(rest[pos + 1 : close])
         pos = close + 1
-    base = base.replace(".", "_").replace(" ", "_")
-    return [base, *parts[: MAX_DEPTH - 1]]
+    return [top[0], *parts]
 
 
 _PHP_INT_MAX = 2**63 - 1
@@ -104,31 +123,68 @@ class _Builder:
         return {key: listify(value) for key, value in self.root.items()}
 
 
-def parse_str(query: str | bytes) -> dict[str, Any]:
-    """Parse like PHP's parse_str; arrays with keys 0..n-1 in order become lists."""
+def split_pairs(query: str | bytes) -> list[tuple[str, str]]:
+    """The decoded name/value pairs of a query string, up to MAX_VARS of them: linear work, no nesting."""
     if isinstance(query, str):
         query = query.encode("utf-8", "surrogateescape")
-    builder = _Builder()
+    if b"%" not in query and b"+" not in query:
+        # Nothing to unescape: decode once and split in C (an unauthenticated body is split like this
+        # before its credentials are known, so its cost matters). Bad bytes take the exact path below.
+        try:
+            text = query.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            named = [pair.partition("=") for pair in text.split("&") if pair][:MAX_VARS]
+            # top_key(name) is None exactly for these: "" and "[..." once leading spaces are gone.
+            return [(name, value) for name, _, value in named if name.lstrip(" ")[:1] not in ("", "[")]
+    pairs: list[tuple[str, str]] = []
     for count, pair in enumerate(p for p in query.split(b"&") if p):
         if count >= MAX_VARS:
             break
-        name, _, value = pair.partition(b"=")
-        parts = _split_key(_decode(name))
-        if parts is not None:
-            builder.assign(parts, _decode(value))
-    return builder.result()
+        raw_name, _, value = pair.partition(b"=")
+        name = _decode(raw_name)
+        # A name PHP ignores ("", "[x]") leaves its value undecoded, as parse_str does.
+        if top_key(name) is not None:
+            pairs.append((name, _decode(value)))
+    return pairs
+
+
+def parse_str(query: str | bytes) -> dict[str, Any]:
+    """Parse like PHP's parse_str; arrays with keys 0..n-1 in order become lists."""
+    return parse_pairs(split_pairs(query))
 
 
 def parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """The same for pairs that are already decoded (multipart form fields)."""
+    """Build the parameters from decoded pairs (a query string's or multipart form fields)."""
     builder = _Builder()
+    segments = 0
     for count, (name, value) in enumerate(pairs):
         if count >= MAX_VARS:
             break
         parts = _split_key(name)
-        if parts is not None:
-            builder.assign(parts, value)
+        if parts is None:
+            continue
+        segments += len(parts)
+        if segments > MAX_SEGMENTS:
+            break
+        builder.assign(parts, value)
     return builder.result()
+
+
+def scalar_params(pairs: Iterable[tuple[str, str]], names: Iterable[str]) -> dict[str, str | None]:
+    """What parse_pairs would give the top-level `names` among `pairs`: the last assignment wins; an
+    array is None. Cheap: no name is split past its first bracket."""
+    wanted = set(names)
+    # Mangling changes only '.' and ' ', so a wanted name's first four letters are in the pair's name:
+    # a cheap test that skips top_key for nearly every pair.
+    search = re.compile("|".join(re.escape(want[:4]) for want in wanted)).search
+    found: dict[str, str | None] = {}
+    for name, value in [pair for pair in islice(pairs, MAX_VARS) if search(pair[0])]:
+        top = top_key(name)
+        if top is not None and top[0] in wanted:
+            found[top[0]] = None if top[1] else value
+    return found
 
 
 def listify(value: Any) -> Any:

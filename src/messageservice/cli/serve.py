@@ -37,11 +37,14 @@ def worker(
     import asyncio
     import signal
 
-    from messageservice.app import background_loops
+    from messageservice.app import background_loops, with_handler_rule
     from messageservice.heap import settle_after_startup
 
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # A worker listens nowhere: loopback HANDLERs unless the operator lists networks (set them on the
+    # workers of an exposed server as on the server).
+    settings = with_handler_rule(settings, ())
 
     async def work(core: Core) -> None:
         loops = background_loops(core)
@@ -80,7 +83,7 @@ def serve(
     import uvicorn
 
     from messageservice.app import create_app
-    from messageservice.core.portal import get_portal
+    from messageservice.core.portal import get_portal, set_public_url
     from messageservice.tls import ensure_certificate, trust_instructions
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -88,16 +91,22 @@ def serve(
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
 
-    async def check(core: Core) -> tuple[Portal, str | None]:
-        return await get_portal(core), await recorded_url(core)
-
-    portal, recorded = runner.run(check, settings)
     scheme = "https" if tls else "http"
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url_host = f"[{url_host}]" if ":" in url_host else url_host
     listening = f"{scheme}://{url_host}:{port}"
-    # Where apps are told to call (see public_url.py): a URL chosen at init or in the console is kept.
-    public_url, record = for_serve(settings.public_url, recorded, listening)
+
+    async def check(core: Core) -> tuple[Portal, str]:
+        found, recorded = await get_portal(core), await recorded_url(core)
+        # Where apps are told to call (see public_url.py): a URL chosen at init or in the console is kept.
+        public_url, record = for_serve(settings.public_url, recorded, listening)
+        # A real write before anything starts (the URL to record, or the recorded one rewritten as it is):
+        # storage that is full or read-only stops `serve` here with one line and a non-zero exit, not with
+        # a traceback from the application's start-up.
+        await set_public_url(core, record if record is not None else recorded)
+        return found, public_url
+
+    portal, public_url = runner.run(check, settings)
     ssl_options: dict[str, Any] = {}
     if tls:
         cert, key = ensure_certificate(settings.data_dir / "tls", [portal.domain])
@@ -105,7 +114,8 @@ def serve(
         console.print(trust_instructions(cert))
     print_lines(getting_started(public_url, listening))
     uvicorn.run(
-        create_app(settings, public_url=record),
+        # The public URL is recorded already (check); the app's start-up writes nothing that could fail.
+        create_app(settings, listening=[host]),
         host=host,
         port=port,
         log_level=log_level,

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
@@ -25,6 +25,10 @@ NOT_FOUND = ("ERROR_MESSAGE_NOT_FOUND", "Message not found!")
 MAX_BODY = 65_535
 MAX_TO = 255
 PAGE_SIZE = 50
+# A message keeps its first status report and its last KEPT_REPORTS (a provider reporting in a loop must
+# not grow it without end), and message.get shows its first attempt and its last KEPT_ATTEMPTS.
+KEPT_REPORTS = 50
+KEPT_ATTEMPTS = 50
 
 
 @dataclass(frozen=True)
@@ -168,12 +172,14 @@ async def _by_idempotency(core: Core, actor: Actor, key: str) -> dict[str, Any] 
 
 
 def _visible(actor: Actor) -> Any:
-    """Apps see their own senders' messages; a webhook's user sees what they sent, an admin everything."""
+    """Apps see their own senders' messages; within them (and through a webhook) a user sees what they
+    authored and an admin everything: a non-admin's token must not read other users' texts and recipients."""
+    mine = messages.c.author_id == actor.user_id
     if actor.app_id is not None:
-        return messages.c.app_id == actor.app_id
+        return and_(messages.c.app_id == actor.app_id, messages.c.id.is_not(None) if actor.is_admin else mine)
     if actor.is_admin:
         return messages.c.id.is_not(None)
-    return messages.c.author_id == actor.user_id
+    return mine
 
 
 MAX_ID = 2**31 - 1  # ids are 32-bit on both engines; a larger one names no message (and PostgreSQL would refuse it)
@@ -242,6 +248,35 @@ async def report_status(core: Core, actor: Actor, params: dict[str, Any]) -> Non
                 reported_at=now,
             )
         )
+        await _trim_history(conn, row.id)
+
+
+async def _trim_history(conn: Any, message_id: int) -> None:
+    """Drop the reports between the first and the last KEPT_REPORTS (at most one per new report)."""
+    of_message = status_reports.c.message_id == message_id
+    cutoff = (
+        await conn.execute(
+            select(status_reports.c.id)
+            .where(of_message)
+            .order_by(status_reports.c.id.desc())
+            .offset(KEPT_REPORTS)
+            .limit(1)
+        )
+    ).first()
+    if cutoff is None:
+        return
+    first = (await conn.execute(select(func.min(status_reports.c.id)).where(of_message))).scalar_one()
+    await conn.execute(
+        delete(status_reports).where(of_message, status_reports.c.id > first, status_reports.c.id <= cutoff.id)
+    )
+
+
+async def _first_and_last(conn: Any, table: Any, message_id: int, kept: int) -> list[Any]:
+    """A message's first row of `table` and its last `kept`, in order: what one answer shows."""
+    of_message = table.c.message_id == message_id
+    first = (await conn.execute(select(table).where(of_message).order_by(table.c.id).limit(1))).all()
+    last = (await conn.execute(select(table).where(of_message).order_by(table.c.id.desc()).limit(kept))).all()
+    return first + [row for row in reversed(last) if not first or row.id != first[0].id]
 
 
 def _message_view(row: Any) -> dict[str, Any]:
@@ -289,14 +324,8 @@ async def get_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict[
         row = (await conn.execute(select(messages).where(where, _visible(actor)))).first()
         if row is None:
             raise CoreError(*NOT_FOUND)
-        tried = (
-            await conn.execute(select(attempts).where(attempts.c.message_id == row.id).order_by(attempts.c.id))
-        ).all()
-        history = (
-            await conn.execute(
-                select(status_reports).where(status_reports.c.message_id == row.id).order_by(status_reports.c.id)
-            )
-        ).all()
+        tried = await _first_and_last(conn, attempts, row.id, KEPT_ATTEMPTS)
+        history = await _first_and_last(conn, status_reports, row.id, KEPT_REPORTS)
     view = _message_view(row)
     view["DELIVERY"] = (
         {

@@ -83,7 +83,7 @@ async def get_portal(core: Core) -> Portal:
     return portal_from_row(row, core.settings.public_url)
 
 
-async def set_public_url(core: Core, url: str) -> None:
+async def set_public_url(core: Core, url: str | None) -> None:
     async with core.store.transaction() as conn:
         await conn.execute(update(portal).where(portal.c.id == 1).values(public_url=url))
 

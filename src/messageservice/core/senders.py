@@ -13,6 +13,7 @@ from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.orphans import fail_queued
 from messageservice.core.schedules import parse_schedule
+from messageservice.delivery.ssrf import handler_url_refusal, listening_nowhere
 from messageservice.php import php_empty, php_string
 from messageservice.store.connection import StoreConnection
 from messageservice.store.errors import StoreConflict
@@ -57,6 +58,13 @@ def check_handler_url(url: Any) -> str:
     if scheme is None or scheme.group(1) not in ("http", "https"):
         raise CoreError("ERROR_UNSUPPORTED_PROTOCOL", "Unsupported handler protocol")
     return text
+
+
+def check_deliverable(core: Core, url: str) -> None:
+    """Refuse at registration what delivery would surely refuse (delivery/ssrf.py handler_url_refusal),
+    with the wrong-handler error Bitrix gives for a URL it cannot call."""
+    if handler_url_refusal(url, listening_nowhere(core.settings.allowed_handler_networks)) is not None:
+        raise CoreError("ERROR_WRONG_HANDLER_URL", "Wrong handler URL")
 
 
 def check_code(code: Any) -> str:
@@ -107,6 +115,7 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
         raise CoreError(VALIDATION, "Empty data!")
     code = check_code(params.get("CODE"))
     handler = check_handler_url(params.get("HANDLER"))
+    check_deliverable(core, handler)
     if php_empty(params.get("NAME")):
         raise CoreError(VALIDATION, "Empty sender NAME!")
     sender_type = params.get("TYPE")
@@ -161,6 +170,8 @@ async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
     if all(key not in params for key in ("HANDLER", "NAME", "DESCRIPTION", "RETRY_SCHEDULE")):
         raise CoreError("ERROR_SENDER_OTHER_PARAMS_REQUIRED", "At least one other parameter is required!")
     handler = check_handler_url(params["HANDLER"]) if "HANDLER" in params else None
+    if handler is not None:
+        check_deliverable(core, handler)
     schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
     code_text = php_string(code)
     async with core.store.transaction() as conn:

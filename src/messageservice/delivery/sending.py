@@ -16,7 +16,7 @@ import standardwebhooks
 from messageservice.config import Settings
 from messageservice.delivery.jobs import Job
 from messageservice.delivery.retry import Outcome, Verdict, judge
-from messageservice.delivery.ssrf import guarded_connector, parse_networks, refused_reason
+from messageservice.delivery.ssrf import guarded_connector, listening_nowhere, parse_networks, refused_reason
 
 log = logging.getLogger("messageservice.dispatcher")
 
@@ -53,7 +53,9 @@ class Poster:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Poster:
-        connector = guarded_connector(parse_networks(self._settings.allowed_handler_networks), limit=self._limit)
+        connector = guarded_connector(
+            parse_networks(listening_nowhere(self._settings.allowed_handler_networks)), limit=self._limit
+        )
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout))
         return self
 

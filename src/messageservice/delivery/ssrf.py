@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -171,6 +173,79 @@ def check_literal_host(host: str, allowed: Allowed) -> None:
     bare = host.strip("[]")
     if _parse_address(bare) is not None or ":" in bare or bare.replace(".", "").isdigit():
         check_address(bare, allowed, host)
+
+
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}", re.IGNORECASE | re.ASCII)
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+", re.IGNORECASE | re.ASCII)
+
+
+def handler_url_refusal(url: str, allowed: Allowed) -> str | None:
+    """Why delivery would surely refuse `url`, checked when a HANDLER is registered; None if it may work.
+
+    Refused: what aiohttp's URL parser (yarl) cannot read or IDNA-encode, a malformed host name (an
+    empty label as in `a..b`, a label or name too long, characters no resolver takes), an IP literal
+    outside the allowed networks, and numeric forms such as `0x7f.1` that resolvers read as addresses.
+    Names are left to the resolver: what they resolve to is checked on every connect.
+    """
+    try:
+        parsed = yarl.URL(url)
+        host = parsed.raw_host or ""
+        parsed.host  # noqa: B018 - decoding a bad punycode label raises here
+    except (ValueError, UnicodeError) as exc:
+        return f"not a URL aiohttp can call ({exc})"
+    bare = host.strip("[]")
+    try:
+        check_literal_host(bare, allowed)
+    except HandlerAddressRefused as exc:
+        return str(exc)
+    if _parse_address(bare) is not None:
+        return None
+    labels = bare.removesuffix(".").split(".")
+    if len(bare) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"{host!r} is not a valid host name"
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        return str(HandlerAddressRefused(None, host))
+    return None
+
+
+# Loopback: what local development needs, and only while the server cannot be reached from elsewhere.
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+def listening_nowhere(configured: str | None) -> str:
+    """The networks for a process that serves no HTTP (the CLI) and so resolved no rule: the operator's
+    list, else loopback (no listening address reaches beyond it)."""
+    return LOOPBACK_NETWORKS if configured is None else configured
+
+
+def is_loopback_host(host: str) -> bool:
+    """A listening address that only this machine reaches ("" and 0.0.0.0 and :: listen everywhere)."""
+    if host.lower() == "localhost":
+        return True
+    address = _parse_address(host)
+    return address is not None and address.is_loopback
+
+
+def handler_networks(configured: str | None, listening: Sequence[str] | None) -> tuple[str, str]:
+    """The networks HANDLERs may reach beside public addresses, and one line saying which rule is in force.
+
+    The operator's list wins. Unset, it follows where the server listens: loopback while every listening
+    address is loopback (or nothing listens: a worker, a test), nothing private otherwise; an exposed
+    server must not let apps read this host's loopback services through the answers they get back.
+    `listening` None means not known, and is treated as exposed.
+    """
+    if configured is not None:
+        shown = configured.strip() or "none"
+        return configured, f"HANDLERs may reach public addresses and {shown} ({SETTING} is set)"
+    if listening is not None and all(is_loopback_host(host) for host in listening):
+        return LOOPBACK_NETWORKS, (
+            f"HANDLERs may reach public addresses and loopback ({LOOPBACK_NETWORKS}): this server listens on "
+            f"loopback only; set {SETTING} to change"
+        )
+    return "", (
+        f"HANDLERs may reach public addresses only: this server listens beyond loopback; {SETTING} lists "
+        "private networks to allow"
+    )
 
 
 class GuardedResolver(AbstractResolver):

@@ -80,7 +80,8 @@ class MessageserviceServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         self.base_url = f"http://{self._host}:{sock.getsockname()[1]}"
-        app = create_app(self.settings, public_url=self.base_url)
+        # Where it listens decides whether loopback HANDLERs are allowed (delivery/ssrf.py).
+        app = create_app(self.settings, public_url=self.base_url, listening=[self._host])
         config = uvicorn.Config(
             self._wrap(app) if self._wrap is not None else app,
             log_level="warning",

@@ -58,6 +58,10 @@ def body_too_large(limit: int) -> CoreError:
     return CoreError("ERROR_REQUEST_TOO_LARGE", f"Request body is larger than {limit} bytes", 413)
 
 
+def body_timeout() -> CoreError:
+    return CoreError("REQUEST_TIMEOUT", "Request body not received in time", 408)
+
+
 def internal_error() -> CoreError:
     return CoreError("ERROR_CORE", "Internal server error", 500)
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from messageservice.core.errors import CoreError
-from messageservice.phpquery import EncodingError, parse_pairs, parse_str
+from messageservice.phpquery import EncodingError, parse_pairs, scalar_params, split_pairs
 from messageservice.rest import errors
+
+T = TypeVar("T")
 
 # Removed before a method sees its parameters; `start` is consumed as the list offset.
 AUTH_KEYS = ("auth", "access_token")
@@ -22,11 +29,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise errors.body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise errors.body_too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone, or cut off by the body deadline (rest/deadline.py), which has answered already.
+        raise errors.body_timeout() from None
     return b"".join(chunks)
 
 
@@ -41,6 +52,18 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if isinstance(value, list):
         return {str(i): item for i, item in enumerate(value)}
     return {}
+
+
+def _plain_json(raw: bytes) -> bool:
+    return b"\\u" not in raw and raw.count(b"[") + raw.count(b"{") <= 64 and _strict_utf8(raw)
+
+
+def _strict_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_text(value: Any, depth: int = 0) -> None:
@@ -68,25 +91,115 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def request_params(request: Request, body: bytes) -> dict[str, Any]:
-    """Query string, then the body on top of it (array_replace: the body wins key by key)."""
+@dataclass
+class RawParams:
+    """A request's parameters split into decoded pairs (or a JSON object): linear work. Building the
+    nested parameters from them costs more, so it waits until the caller is known (`build`)."""
+
+    query: list[tuple[str, str]]
+    body_pairs: list[tuple[str, str]] | None = None
+    body_json: dict[str, Any] | None = None
+    # A form body known to be valid text without credentials in it, split only by `build`.
+    body_form: bytes | None = None
+    # Strict UTF-8 without escapes and too few brackets to nest past the limit: nothing check_text would
+    # refuse, so the walk over a big document is skipped.
+    _plain_json: bool = False
+
+    def credential(self) -> str | None:
+        """The `auth`/`access_token` param the built parameters will hold (the body wins key by key)."""
+        found: dict[str, Any] = dict(scalar_params(self.query, AUTH_KEYS))
+        if self.body_json is not None:
+            found.update({key: self.body_json[key] for key in AUTH_KEYS if key in self.body_json})
+        elif self.body_pairs is not None:
+            found.update(scalar_params(self.body_pairs, AUTH_KEYS))
+        for key in AUTH_KEYS:
+            value = found.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def check(self) -> None:
+        """Unstorable text is refused before credentials are looked at (a linear pass, in C for pairs)."""
+        for pairs in (self.query, self.body_pairs or []):
+            text = "".join(chain.from_iterable(pairs))
+            if "\x00" in text:
+                raise errors.wrong_encoding()
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise errors.wrong_encoding() from None
+        if self.body_json is not None and not self._plain_json:
+            check_text(self.body_json)
+
+    def build(self) -> dict[str, Any]:
+        """Query string, then the body on top of it (array_replace: the body wins key by key)."""
+        params = parse_pairs(self.query)
+        if self.body_json is not None:
+            params.update(self.body_json)
+        elif self.body_pairs is not None:
+            params.update(parse_pairs(self.body_pairs))
+        elif self.body_form is not None:
+            params.update(parse_pairs(split_pairs(self.body_form)))
+        return params
+
+
+def _form_without_credentials(body: bytes) -> bool:
+    """True when passes in C show that a form body is valid text and names no `auth`/`access_token`
+    (PHP's mangling keeps their first letters; without '%' no escape can spell them): the common case,
+    and an unauthenticated flood's, whose body then is never split."""
+    if b"%" in body or b"auth" in body or b"acce" in body or b"\x00" in body:
+        return False
+    return _strict_utf8(body)
+
+
+def split_params(request: Request, body: bytes) -> RawParams:
+    """The pairs of the query string and of a form or raw body (not multipart: see `read_params`)."""
     try:
-        params = parse_str(request.scope.get("query_string", b""))
+        raw = RawParams(split_pairs(request.scope.get("query_string", b"")))
         if request.method == "POST" and body:
-            kind = _content_type(request)
-            if kind == "application/json":
-                params.update(_json_object(body))
-            elif kind == "multipart/form-data":
-                params.update(await _multipart(request, body))
+            if _content_type(request) == "application/json":
+                raw.body_json = _json_object(body)
+                raw._plain_json = _plain_json(body)
+            elif _form_without_credentials(body):
+                raw.body_form = body
             else:
-                params.update(parse_str(body))
+                raw.body_pairs = split_pairs(body)
     except EncodingError:
         raise errors.wrong_encoding() from None
-    check_text(params)
-    return params
+    raw.check()
+    return raw
 
 
-async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
+async def read_params(request: Request, body: bytes) -> RawParams:
+    """`split_params`, with big bodies split off the event loop, and multipart forms read as pairs."""
+    if request.method == "POST" and body and _content_type(request) == "multipart/form-data":
+        raw = split_params(request, b"")
+        raw.body_pairs = await _multipart(request, body)
+        raw.check()
+        return raw
+    return await off_loop(len(body), split_params, request, body)
+
+
+async def request_params(request: Request, body: bytes) -> dict[str, Any]:
+    """All parameters at once, for callers that need no credentials first."""
+    raw = await read_params(request, body)
+    return await off_loop(len(body), raw.build)
+
+
+# Bodies above this are split and built in a thread of their own, so that one big request does not hold
+# the event loop (and with it every other request and delivery). One thread: several parses at once
+# would only take turns at the GIL, and the event loop gets its turns more often against one.
+OFF_LOOP_BYTES = 65_536
+_parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="params")
+
+
+async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
+    if size <= OFF_LOOP_BYTES:
+        return work(*args)
+    return await asyncio.get_running_loop().run_in_executor(_parser, work, *args)
+
+
+async def _multipart(request: Request, body: bytes) -> list[tuple[str, str]]:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -98,16 +211,20 @@ async def _multipart(request: Request, body: bytes) -> dict[str, Any]:
         raise CoreError("ERROR_ARGUMENT", "Malformed multipart body") from exc
     fields = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
     await form.close()
-    return parse_pairs(fields)
+    return fields
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
 
 
 def split_auth(params: dict[str, Any], authorization: str | None) -> tuple[str | None, dict[str, Any], Any]:
     """Take the access token out of the header or the params; strip reserved keys; return the offset."""
-    token: str | None = None
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            token = value.strip()
+    token = bearer_token(authorization)
     if token is None:
         for key in AUTH_KEYS:
             value = params.get(key)
