@@ -1,4 +1,5 @@
-"""Hourly clean-up: expired tokens and codes, app events finished long ago, messages past retention."""
+"""Hourly clean-up: expired tokens and codes, app events finished long ago, messages past retention,
+breakers closed for a day."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from sqlalchemy import delete, select
 from messageservice.background import BackgroundLoop
 from messageservice.core.context import Core
 from messageservice.core.tokens import purge_expired
+from messageservice.store.queues import forget_closed_breakers
 from messageservice.store.tables import app_events, deliveries, messages
 
 log = logging.getLogger("messageservice.housekeeping")
 
 INTERVAL_SECONDS = 3600.0
 EVENT_RETENTION_SECONDS = 30 * 86400.0
+CLOSED_BREAKER_SECONDS = 86400.0
 
 
 async def purge_once(core: Core) -> None:
@@ -27,6 +30,7 @@ async def purge_once(core: Core) -> None:
                 app_events.c.state != "pending", app_events.c.finished_at < now - EVENT_RETENTION_SECONDS
             )
         )
+        await conn.run_sync(lambda sync: forget_closed_breakers(sync, now - CLOSED_BREAKER_SECONDS))
         days = core.settings.retention_days
         if days > 0:
             # A message still being delivered is kept whatever its age; its attempts and history go with it.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, Table, delete, func, literal_column, select
+from sqlalchemy import Connection, Row, Select, Table, delete, func, literal_column, or_, select
 
 from messageservice.store.features import features_of
 from messageservice.store.store import Store
@@ -61,6 +61,19 @@ def write_breakers(conn: Connection, rows: list[dict[str, Any]], now: float) -> 
 
 
 _BREAKERS = select(delivery_breakers)
+
+
+def forget_closed_breakers(conn: Connection, before: float) -> None:
+    """Rows of breakers closed since before `before`, and of apps that are gone: no row is a closed
+    breaker, so nothing changes for the dispatchers, and the table stays as small as what is failing."""
+    conn.execute(
+        delete(delivery_breakers).where(
+            or_(
+                (delivery_breakers.c.failures == 0) & (delivery_breakers.c.updated_at < before),
+                delivery_breakers.c.app_id.not_in(select(apps.c.id)),
+            )
+        )
+    )
 
 
 def read_breakers(conn: Connection) -> Sequence[Row[Any]]:
