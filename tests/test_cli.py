@@ -34,6 +34,8 @@ from tests.receiver import Receiver
 COMMAND = [sys.executable, "-m", "messageservice.cli"]
 SCRIPT = Path(sys.executable).parent / "messageservice"
 HANDLER = "http://127.0.0.1:9000/handler"
+# The terminal width commands see: wide enough that no table column of a test is squeezed into two lines.
+WIDTH = "400"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def portal_env(portal: LivePortal) -> dict[str, str]:
         "MESSAGESERVICE_DATABASE_URL": portal.settings.database_url,
         "MESSAGESERVICE_DATA_DIR": str(portal.settings.data_dir),
         "MESSAGESERVICE_SECRET_KEY": portal.settings.secret_key or "",
-        "COLUMNS": "200",
+        "COLUMNS": WIDTH,
     }
 
 
@@ -349,7 +351,7 @@ def test_unreachable_postgres_is_one_line_from_every_command(tmp_path: Path) -> 
     env = {
         "MESSAGESERVICE_DATABASE_URL": f"postgresql://nobody:s3cret@127.0.0.1:{port}/none",
         "MESSAGESERVICE_DATA_DIR": str(tmp_path),
-        "COLUMNS": "200",
+        "COLUMNS": WIDTH,
     }
     expected = f"error: cannot reach the database at postgresql://nobody@127.0.0.1:{port}/none (connection refused)"
     for args in _each_command(tmp_path):
@@ -367,7 +369,7 @@ def test_a_bad_setting_is_one_line_and_exit_2_from_every_command(tmp_path: Path)
         "MESSAGESERVICE_DATABASE_URL": f"sqlite:///{tmp_path}/never.db",
         "MESSAGESERVICE_DATA_DIR": str(tmp_path),
         "MESSAGESERVICE_DB_MAX_CONNECTIONS": "abc",
-        "COLUMNS": "200",
+        "COLUMNS": WIDTH,
     }
     for args in _each_command(tmp_path):
         result = invoke(env, *args)
