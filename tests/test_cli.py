@@ -62,10 +62,17 @@ def _command_tree() -> Any:
 
 def invoke(env: dict[str, str], *args: str, stdin: bytes | None = None, cwd: Path | None = None) -> Ran:
     """One command in this process; a traceback (an unmapped exception) fails the test where it happens."""
+    from messageservice.cli import output
+
+    # Rich sizes its consoles from COLUMNS when they are made (at import, whatever the environment was then):
+    # every invocation gets the width it asks for, or WIDTH.
+    width = int(env.get("COLUMNS", WIDTH))
     with (
         contextlib.chdir(cwd or Path(env.get("MESSAGESERVICE_DATA_DIR", "."))),
         # Typer builds the command tree (every option's validator) on each invoke: once is enough here.
         mock.patch("typer.testing._get_command", lambda _app: _command_tree()),
+        mock.patch.object(output.console, "_width", width),
+        mock.patch.object(output.err_console, "_width", width),
     ):
         result = CliRunner().invoke(cli, list(args), env=env, input=stdin, catch_exceptions=False)
     return Ran(result.exit_code, result.stdout, result.stderr)
