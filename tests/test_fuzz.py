@@ -1137,6 +1137,7 @@ def test_bug_xml_tags_from_input(portal: LivePortal, callers: Callers, key: str)
     check_answer(exchange(portal, "GET", f"/rest/batch.xml?{query}"), xml=True)
 
 
+@pytest.mark.alone  # a time bound: `make test` runs it after the parallel tests, with the machine to itself
 def test_bug_quadratic_bracket_append(portal: LivePortal) -> None:
     body = "&".join(["a[]=1"] * 5000).encode()
     timings = []
