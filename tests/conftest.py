@@ -11,6 +11,10 @@ The tiers (see the README's "Tests"):
 - `-m e2e`: real `serve`/`worker` processes, SIGKILL, SDKs, the browser, scale-out.
 
 Every database is a copy of one migrated template (tests/databases.py).
+
+`make test` runs the suite in pytest-xdist workers (`-n 3 --dist loadgroup`), then the tests marked `alone`
+(latency bounds) by themselves. Each worker is a session of its own: its own PostgreSQL, templates and portals;
+tests take ports from the OS and files under tmp_path, and their ids must not vary between workers.
 """
 
 from __future__ import annotations
