@@ -34,7 +34,7 @@ serve: $(VENV)/.installed
 TEST_WORKERS ?= 3
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not alone"
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not alone"
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m alone
 
 lint: $(VENV)/.installed

@@ -12,7 +12,7 @@ The tiers (see the README's "Tests"):
 
 Every database is a copy of one migrated template (tests/databases.py).
 
-`make test` runs the suite in pytest-xdist workers (`-n 3 --dist loadgroup`), then the tests marked `alone`
+`make test` runs the suite in pytest-xdist workers (`-n 3`), then the tests marked `alone`
 (latency bounds) by themselves. Each worker is a session of its own: its own PostgreSQL, templates and portals;
 tests take ports from the OS and files under tmp_path, and their ids must not vary between workers.
 """
@@ -45,19 +45,10 @@ E2E_MODULES = {
 }
 
 
-# Modules whose module-scoped fixtures are costly (a browser, server processes): under pytest-xdist
-# (`--dist loadgroup`) each engine's share of such a module runs on one worker, so they start once per engine.
-GROUPED_MODULES = {"test_console_browser", "test_limits_across_processes"}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)
-        if item.path.stem in GROUPED_MODULES:
-            params = getattr(item, "callspec", None)
-            engine = params.params.get("backend", "") if params is not None else ""
-            item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}-{engine}"))
 
 
 @pytest.fixture(scope="session")
