@@ -11,6 +11,10 @@ The tiers (see the README's "Tests"):
 - `-m e2e`: real `serve`/`worker` processes, SIGKILL, SDKs, the browser, scale-out.
 
 Every database is a copy of one migrated template (tests/databases.py).
+
+`make test` runs the suite in pytest-xdist workers (`-n 3`), then the tests marked `alone`
+(latency bounds) by themselves. Each worker is a session of its own: its own PostgreSQL, templates and portals;
+tests take ports from the OS and files under tmp_path, and their ids must not vary between workers.
 """
 
 from __future__ import annotations
@@ -66,19 +70,55 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _session_portal(
-    request: pytest.FixtureRequest, factory: pytest.TempPathFactory, backend: str, **options: Any
-) -> Iterator[LivePortal]:
-    folder = factory.mktemp(f"portal-{backend}")
-    settings = make_settings(new_database_url(request, backend, folder), folder)
-    if options.get("tls"):
-        options = {**options, "tls_dir": folder / "tls"}
-    options.pop("tls", None)
-    live = start_portal(settings, backend, migrated=True, **options)
-    try:
-        yield live
-    finally:
-        live.stop()
+class SessionPortals:
+    """The session-wide portals of one engine, started on first use and kept until the session ends.
+
+    Kept here rather than in the engine-parametrized fixtures themselves: pytest tears a parametrized session
+    fixture down whenever the next test wants the other engine, and under pytest-xdist a worker's tests
+    alternate between engines, so each switch would start every portal again."""
+
+    def __init__(self, factory: pytest.TempPathFactory, backend: str) -> None:
+        self.factory = factory
+        self.backend = backend
+        self.started: dict[str, LivePortal] = {}
+
+    def get(
+        self, request: pytest.FixtureRequest, kind: str, *, tls: bool = False, in_process: bool = False
+    ) -> LivePortal:
+        if kind not in self.started:
+            folder = self.factory.mktemp(f"{kind}-{self.backend}")
+            settings = make_settings(new_database_url(request, self.backend, folder), folder)
+            tls_dir = folder / "tls" if tls else None
+            self.started[kind] = start_portal(
+                settings, self.backend, migrated=True, tls_dir=tls_dir, in_process=in_process
+            )
+        return self.started[kind]
+
+    def stop(self) -> None:
+        for live in self.started.values():
+            live.stop()
+
+
+@pytest.fixture(scope="session")
+def _portals_sqlite(tmp_path_factory: pytest.TempPathFactory, databases: DatabaseFactory) -> Iterator[SessionPortals]:
+    portals = SessionPortals(tmp_path_factory, "sqlite")
+    yield portals
+    portals.stop()
+
+
+@pytest.fixture(scope="session")
+def _portals_postgres(
+    tmp_path_factory: pytest.TempPathFactory, databases: DatabaseFactory, postgres: TempPostgres
+) -> Iterator[SessionPortals]:
+    # Depends on `postgres`, so that its portals stop before the server does.
+    portals = SessionPortals(tmp_path_factory, "postgres")
+    yield portals
+    portals.stop()
+
+
+def _session_portal(request: pytest.FixtureRequest, backend: str, kind: str, **options: Any) -> LivePortal:
+    portals: SessionPortals = request.getfixturevalue(f"_portals_{backend}")
+    return portals.get(request, kind, **options)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +126,7 @@ def portal(
     request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LivePortal]:
     """One running server per engine for the whole session; tests make their own apps and users."""
-    yield from _session_portal(request, tmp_path_factory, backend)
+    yield _session_portal(request, backend, "portal")
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +134,7 @@ def https_portal(
     request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LivePortal]:
     """The same kind of portal, served over https with the server's own self-signed certificate."""
-    yield from _session_portal(request, tmp_path_factory, backend, tls=True)
+    yield _session_portal(request, backend, "https", tls=True)
 
 
 @pytest.fixture(scope="session")
@@ -102,13 +142,13 @@ def local_portal(
     request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LivePortal]:
     """One in-process portal per engine for the whole session (no socket; `portal.session` reaches it)."""
-    yield from _session_portal(request, tmp_path_factory, backend, in_process=True)
+    yield _session_portal(request, backend, "local", in_process=True)
 
 
 @pytest.fixture(scope="session")
 def any_portal(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePortal]:
     """An in-process portal on one engine only: for checks of input that is refused before the engine."""
-    yield from _session_portal(request, tmp_path_factory, BACKENDS[0], in_process=True)
+    yield _session_portal(request, BACKENDS[0], "any", in_process=True)
 
 
 @pytest.fixture

@@ -55,8 +55,26 @@ class TempPostgres:
         subprocess.run([*self.run_as, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> TempPostgres:
-        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self.resume()
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        for attempt in range(3):
+            try:
+                self.resume()
+                return self
+            except subprocess.CalledProcessError:
+                # Another process (a parallel test worker) may have bound the free port first: take another.
+                if attempt == 2:
+                    raise
+                self.port = free_port()
         return self
 
     def resume(self) -> None:

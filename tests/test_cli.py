@@ -34,6 +34,8 @@ from tests.receiver import Receiver
 COMMAND = [sys.executable, "-m", "messageservice.cli"]
 SCRIPT = Path(sys.executable).parent / "messageservice"
 HANDLER = "http://127.0.0.1:9000/handler"
+# The terminal width commands see: wide enough that no table column of a test is squeezed into two lines.
+WIDTH = "400"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def portal_env(portal: LivePortal) -> dict[str, str]:
         "MESSAGESERVICE_DATABASE_URL": portal.settings.database_url,
         "MESSAGESERVICE_DATA_DIR": str(portal.settings.data_dir),
         "MESSAGESERVICE_SECRET_KEY": portal.settings.secret_key or "",
-        "COLUMNS": "200",
+        "COLUMNS": WIDTH,
     }
 
 
@@ -60,10 +62,17 @@ def _command_tree() -> Any:
 
 def invoke(env: dict[str, str], *args: str, stdin: bytes | None = None, cwd: Path | None = None) -> Ran:
     """One command in this process; a traceback (an unmapped exception) fails the test where it happens."""
+    from messageservice.cli import output
+
+    # Rich sizes its consoles from COLUMNS when they are made (at import, whatever the environment was then):
+    # every invocation gets the width it asks for, or WIDTH.
+    width = int(env.get("COLUMNS", WIDTH))
     with (
         contextlib.chdir(cwd or Path(env.get("MESSAGESERVICE_DATA_DIR", "."))),
         # Typer builds the command tree (every option's validator) on each invoke: once is enough here.
         mock.patch("typer.testing._get_command", lambda _app: _command_tree()),
+        mock.patch.object(output.console, "_width", width),
+        mock.patch.object(output.err_console, "_width", width),
     ):
         result = CliRunner().invoke(cli, list(args), env=env, input=stdin, catch_exceptions=False)
     return Ran(result.exit_code, result.stdout, result.stderr)
@@ -349,7 +358,7 @@ def test_unreachable_postgres_is_one_line_from_every_command(tmp_path: Path) -> 
     env = {
         "MESSAGESERVICE_DATABASE_URL": f"postgresql://nobody:s3cret@127.0.0.1:{port}/none",
         "MESSAGESERVICE_DATA_DIR": str(tmp_path),
-        "COLUMNS": "200",
+        "COLUMNS": WIDTH,
     }
     expected = f"error: cannot reach the database at postgresql://nobody@127.0.0.1:{port}/none (connection refused)"
     for args in _each_command(tmp_path):
@@ -367,7 +376,7 @@ def test_a_bad_setting_is_one_line_and_exit_2_from_every_command(tmp_path: Path)
         "MESSAGESERVICE_DATABASE_URL": f"sqlite:///{tmp_path}/never.db",
         "MESSAGESERVICE_DATA_DIR": str(tmp_path),
         "MESSAGESERVICE_DB_MAX_CONNECTIONS": "abc",
-        "COLUMNS": "200",
+        "COLUMNS": WIDTH,
     }
     for args in _each_command(tmp_path):
         result = invoke(env, *args)

@@ -31,10 +31,10 @@ from messageservice.delivery.app_events import deliver_due
 from messageservice.phpquery import http_build_query
 from tests.portal import LivePortal
 from tests.postgres import free_port
+from tests.test_cli import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-MESSAGESERVICE = Path(sys.executable).with_name("messageservice")
 WAIT = 30.0
 
 
@@ -267,7 +267,9 @@ def test_make_run_delivers_a_first_message_and_is_idempotent(tmp_path: Path) -> 
         MESSAGESERVICE_DATA_DIR=str(tmp_path),
     )
     env.pop("MESSAGESERVICE_PUBLIC_URL", None)
-    subprocess.run([str(MESSAGESERVICE), "init", "--domain", "demo.local"], env=env, check=True, capture_output=True)
+    # `make run` runs `messageservice init` first; here in this process (the launcher is what runs for real).
+    settings = {k: v for k, v in env.items() if k.startswith("MESSAGESERVICE_")}
+    assert invoke(settings, "init", "--domain", "demo.local", cwd=tmp_path).returncode == 0
     server_port, provider_port = free_port(), free_port()
     launch = [sys.executable, "-m", "demo_provider.launch", "--port", str(server_port)]
     launch += ["--provider-port", str(provider_port), "--delays", "0.1,0.1,0.1"]
@@ -290,9 +292,8 @@ def test_make_run_delivers_a_first_message_and_is_idempotent(tmp_path: Path) -> 
         assert "Traceback" not in process.output
         assert "the server exited" not in process.output  # Ctrl-C ended the run, not a dying server
 
-    listed = subprocess.run(
-        [str(MESSAGESERVICE), "app", "list", "--json"], env=env, check=True, capture_output=True, text=True
-    )
+    listed = invoke(settings, "app", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
     apps = json.loads(listed.stdout)
     assert [(a["name"], a["url"], a["installed"]) for a in apps] == [
         ("Demo SMS provider", f"http://127.0.0.1:{provider_port}/", True)

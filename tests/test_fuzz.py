@@ -1137,13 +1137,19 @@ def test_bug_xml_tags_from_input(portal: LivePortal, callers: Callers, key: str)
     check_answer(exchange(portal, "GET", f"/rest/batch.xml?{query}"), xml=True)
 
 
+@pytest.mark.alone  # a time bound: `make test` runs it after the parallel tests, with the machine to itself
 def test_bug_quadratic_bracket_append(portal: LivePortal) -> None:
     body = "&".join(["a[]=1"] * 5000).encode()
-    started = time.monotonic()
-    answer = exchange(portal, "POST", "/rest/scope", body=body)
-    elapsed = time.monotonic() - started
-    assert check_answer(answer, "POST")["error"] == "NO_AUTH_FOUND", answer
-    assert elapsed < 1.0, f"5000 'a[]=' pairs took {elapsed:.2f} s"
+    timings = []
+    # The best of three: a quadratic parser is slow every time, a busy machine only now and then.
+    for _ in range(3):
+        started = time.monotonic()
+        answer = exchange(portal, "POST", "/rest/scope", body=body)
+        timings.append(time.monotonic() - started)
+        assert check_answer(answer, "POST")["error"] == "NO_AUTH_FOUND", answer
+        if timings[-1] < 1.0:
+            break
+    assert min(timings) < 1.0, f"5000 'a[]=' pairs took {min(timings):.2f} s at best"
 
 
 @pytest.mark.parametrize(

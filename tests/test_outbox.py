@@ -176,6 +176,7 @@ def _app_id(portal: LivePortal, app: AppCredentials) -> int:
 HANGING_SENDERS, PER_SENDER, HEALTHY_MESSAGES = 32, 16, 200
 
 
+@pytest.mark.alone  # a latency bound: `make test` runs it after the parallel tests, with the machine to itself
 @pytest.mark.parametrize(
     "fresh_portal", [{"handler_timeout_seconds": 60.0, "retry_schedule": "60", "breaker_failures": 1000}], indirect=True
 )

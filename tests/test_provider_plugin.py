@@ -17,6 +17,7 @@ import pytest
 
 PROVIDER_TESTS = '''
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -84,6 +85,12 @@ def test_a_message_reaches_delivered(messageservice_server, provider):
     assert provider.application_token == app.application_token
     sent = messageservice_server.send(f"{app.client_id}|tiny", "+1 555 000 1234", "Hello")
     message = messageservice_server.wait_for_status(sent["ID"], "delivered")
+    # The report may arrive before the server has written the call's attempt (it answers the call first).
+    for _ in range(300):
+        if message["ATTEMPTS"]:
+            break
+        time.sleep(0.05)
+        message = messageservice_server.get_message(sent["ID"])
     assert message["MESSAGE_TO"] == "+15550001234" and message["ATTEMPTS"][0]["HTTP_STATUS"] == 200
     assert [h["STATUS"] for h in message["HISTORY"]][-1] == "delivered"
     assert messageservice_server.get_message(sent["MESSAGE_ID"])["ID"] == sent["ID"]
@@ -136,6 +143,11 @@ def test_the_plugin_serves_a_providers_own_tests(request: pytest.FixtureRequest,
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout
 
+
+def test_the_plugins_fixture_is_listed(tmp_path: Path) -> None:
+    """`pytest --fixtures` in a provider's folder shows the fixture and where it comes from (once: no engine)."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESSAGESERVICE_", "PYTEST_"))}
     fixtures = subprocess.run(
         [sys.executable, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider"],
         cwd=tmp_path,

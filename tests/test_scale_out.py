@@ -33,6 +33,7 @@ from tests.console_helpers import Admin, ConsoleClient
 from tests.delivery_helpers import PathServer, serve_in_background
 from tests.postgres import free_port
 from tests.receiver import Receiver
+from tests.test_cli import invoke
 from tests.test_messages import wait_for
 from tests.test_serve import _wait
 
@@ -58,7 +59,9 @@ class Topology:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def cli(self, *args: str) -> Any:
-        done = subprocess.run([*COMMAND, *args, "--json"], env=self.env, capture_output=True, text=True, timeout=60)
+        """Setting up runs the commands in this process (their own tests run them as processes)."""
+        ours = {k: v for k, v in self.env.items() if k.startswith("MESSAGESERVICE_")}
+        done = invoke(ours, *args, "--json", cwd=Path(self.env["MESSAGESERVICE_DATA_DIR"]).parent)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 

@@ -38,7 +38,7 @@ def _cli(folder: Path, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def _wait(url: str, verify: str | bool = True, timeout: float = 30.0) -> requests.Response:
+def _wait(url: str, verify: str | bool = True, timeout: float = 90.0) -> requests.Response:
     deadline = time.time() + timeout
     while True:
         try:

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 
 from messageservice.config import DeliveryProfile, Settings, SettingsError, get_settings
 from messageservice.core.schedules import parse_schedule
@@ -125,7 +124,8 @@ GOOD_VALUES = [
     ("MESSAGESERVICE_DATABASE_URL", "postgres://app:pw@db:5432/ms"),
     ("MESSAGESERVICE_DATABASE_URL", "postgresql+asyncpg://app@db/ms"),
     ("MESSAGESERVICE_DATABASE_URL", "sqlite:///var/x.db"),
-    ("MESSAGESERVICE_SECRET_KEY", Fernet.generate_key().decode()),
+    # A Fernet key, fixed: test ids must be the same in every xdist worker.
+    ("MESSAGESERVICE_SECRET_KEY", "QIOlVW_8OiIHARFtTMI2uLKeidRaXqzC3nLPrAJrNa8="),
     ("MESSAGESERVICE_SECRET_KEY", ""),  # empty: unset, the key file is used
     ("MESSAGESERVICE_RETENTION_DAYS", "0"),
     ("MESSAGESERVICE_OPERATING_LIMIT_SECONDS", "0"),
