@@ -196,7 +196,7 @@ def test_send_params_from_a_draft() -> None:
     params = send_params(process)
     assert params["MODULE_ID"] == "bizproc" and params["DOCUMENT_ID"] == ["crm", "CCrmDocumentLead", "LEAD_1"]
     assert params["IDEMPOTENCY_KEY"] == "k" and "BINDINGS" not in params
-    for bad in ("abc", "+1 555", "1" * 16, "+7 999 ０００ 00 00", "555-0000-x"):
+    for bad in ("abc", "+1 555", "+7 999 ０００ 00 00", "555-0000-x"):
         with pytest.raises(InputError, match="not a phone number"):
             send_params(Draft(sender="a|b", to=bad, text="x"))
 
@@ -245,7 +245,7 @@ def test_bulk_send_of_1000_rows_skips_the_malformed_ones(
         102: (b"+15550000100,missing a field", "2 fields where the header has 3"),
         302: (
             b"not-a-phone,bulk 300,",
-            "not a phone number: 'not-a-phone' (7 to 15 digits, with + ( ) - . and spaces allowed)",
+            "not a phone number: 'not-a-phone' (at least 10 digits, e.g. +1 555 010 2030 or 8 (999) 000-00-00)",
         ),
         502: (b"+15550000500,caf\xe9 broken,", "column 'text' is not UTF-8 text (byte 0xe9)"),
         702: (b"+15550000700," + b"y" * 70_000 + b",", "the text is 70,000 characters long; at most 65,535 fit"),
@@ -299,7 +299,7 @@ def test_bulk_send_groups_many_skips(portal: LivePortal, sender: str, tmp_path: 
     rows = [b"to,text"] + [b"+155500,short number"] * 30 + [b"+15550004444,fine"]
     out = ms(portal, "send-bulk", str(write_rows(tmp_path / "g.csv", rows)), "--from", sender).stdout
     assert "sent 1 of 31 rows" in out and "skipped 30" in out
-    assert "not a phone number: '+155500'" in out and "and 20 more" in out and "--json lists every" in out
+    assert "not a phone number: '+155500'" in out and "2-31" in out and "--json lists every" in out
 
 
 def test_bulk_send_again_with_an_idempotency_prefix(
@@ -450,7 +450,7 @@ def test_messages_show_attempts_and_timeline(
     ]
 
     text = ms(portal, "messages", "show", str(sent["ID"])).stdout
-    for expected in ("Attempts", "Status timeline", "dispatcher", "delivered", "no (late or repeated)", "crm 2:5"):
+    for expected in ("Attempts", "Status timeline", "dispatcher", "delivered", "no (late or repeated)", "crm, bound to deal:5"):
         assert expected in text, expected
     assert f"app {view['HISTORY'][2]['APP_ID']} (user 1)" in text
     # Someone's text cannot drive the operator's terminal: escapes and direction overrides are shown, not obeyed.
