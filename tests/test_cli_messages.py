@@ -450,7 +450,14 @@ def test_messages_show_attempts_and_timeline(
     ]
 
     text = ms(portal, "messages", "show", str(sent["ID"])).stdout
-    for expected in ("Attempts", "Status timeline", "dispatcher", "delivered", "no (late or repeated)", "crm, bound to deal:5"):
+    for expected in (
+        "Attempts",
+        "Status timeline",
+        "dispatcher",
+        "delivered",
+        "no (late or repeated)",
+        "crm, bound to deal:5",
+    ):
         assert expected in text, expected
     assert f"app {view['HISTORY'][2]['APP_ID']} (user 1)" in text
     # Someone's text cannot drive the operator's terminal: escapes and direction overrides are shown, not obeyed.
