@@ -98,6 +98,7 @@ def _timed(call: Any) -> float:
     return elapsed
 
 
+@pytest.mark.alone  # a latency bound: run by itself, not beside the parallel workers
 def test_heavy_unauthenticated_bodies_do_not_stall_the_server(
     portal: LivePortal, handler: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
