@@ -109,8 +109,8 @@ def serve_main(argv: Sequence[str]) -> None:
     original = app_module.create_app
     patched: list[Starlette] = []
 
-    def create_app_with_bare(settings: Settings | None = None, *, public_url: str | None = None) -> Starlette:
-        app: Starlette = original(settings, public_url=public_url)
+    def create_app_with_bare(settings: Settings | None = None, **options: Any) -> Starlette:
+        app: Starlette = original(settings, **options)
         app.router.routes.append(Route(BARE_PATH, bare, methods=["GET", "POST"]))
         patched.append(app)
         return app
