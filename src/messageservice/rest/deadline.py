@@ -9,7 +9,6 @@ connections and the handlers waiting on them for as long as the clients like.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,45 +26,74 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+class _Request:
+    """One request's progress: its body complete, the deadline passed, a wait for body bytes under way."""
+
+    __slots__ = ("complete", "expired", "started", "timed_out", "waiting")
+
+    def __init__(self) -> None:
+        self.complete = self.expired = self.started = self.timed_out = self.waiting = False
+
+
 class BodyDeadline:
-    """ASGI middleware: the whole request body must arrive within `seconds` of the request's start."""
+    """ASGI middleware: the whole request body must arrive within `seconds` of the request's start.
+
+    One timer per request with a body, cancelled once the body is in. When it fires during a wait for
+    body bytes, it cancels that wait (and only that: the app's own awaits are never interrupted); when
+    it fires elsewhere, the next wait ends at once. `asyncio.timeout` around every receive cost about
+    ten times as much, on every request."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.seconds
-        state: dict[str, Any] = {"complete": not _has_body(scope), "started": False, "timed_out": False}
+        task = asyncio.current_task()
+        request = _Request()
+
+        def expire() -> None:
+            request.expired = True
+            if request.waiting and task is not None:
+                task.cancel()
+
+        timer = loop.call_at(loop.time() + self.seconds, expire)
 
         async def timed_receive() -> Message:
-            if state["complete"] or state["timed_out"]:
-                # The body is in (what follows is a wait for the disconnect), or it never will be.
-                return await receive() if not state["timed_out"] else {"type": "http.disconnect"}
-            try:
-                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
+            if request.complete:
+                return await receive()  # the body is in: what follows is a wait for the disconnect
+            if not request.expired:
+                request.waiting = True
+                try:
                     message = await receive()
-            except TimeoutError:
-                state["timed_out"] = True
-                if not state["started"]:
-                    state["started"] = True
+                except asyncio.CancelledError:
+                    # Ours only if the deadline passed and nobody else cancelled this task too.
+                    if not request.expired or task is None or task.uncancel() > 0:
+                        raise
+                else:
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        request.complete = True
+                        timer.cancel()
+                    return message
+                finally:
+                    request.waiting = False
+            if not request.timed_out:
+                request.timed_out = True
+                if not request.started:
+                    request.started = True
                     await _send_timeout(send)
-                # The app stops reading as if the client had gone; whatever it answers is dropped.
-                return {"type": "http.disconnect"}
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                state["complete"] = True
-            return message
+            # The app stops reading as if the client had gone; whatever it answers is dropped.
+            return {"type": "http.disconnect"}
 
         async def guarded_send(message: Message) -> None:
-            if state["timed_out"]:
+            if request.timed_out:
                 return
             if message["type"] == "http.response.start":
-                state["started"] = True
-                if not state["complete"]:
+                request.started = True
+                if not request.complete:
                     # Answered before the body was read: close, rather than wait for the rest of it.
                     message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
@@ -73,9 +101,11 @@ class BodyDeadline:
         try:
             await self.app(scope, timed_receive, guarded_send)
         except Exception:
-            if not state["timed_out"]:
+            if not request.timed_out:
                 raise
             # The app's own reaction to the disconnect it was handed; the client already has its 408.
+        finally:
+            timer.cancel()
 
 
 async def _send_timeout(send: Send) -> None:
