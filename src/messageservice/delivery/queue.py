@@ -111,7 +111,9 @@ async def claim_due(
     portal_read = memory.portal is None or now - memory.portal_read_at > PORTAL_REREAD_SECONDS
 
     if core.store.features.outbox_statements:
-        # One statement claims and returns the jobs' rows; the rare token and portal work follows.
+        # One statement claims and returns the jobs' rows; the rare token and portal work follows in a
+        # transaction of its own. Should that fail, the claimed jobs wait for their lease to run out, as
+        # after a crash (their attempt is counted, none is recorded): at least once, never lost.
         records = await core.store.fetch(claims.JOINED[variant], params)
         if not records:
             return []
