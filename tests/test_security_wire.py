@@ -34,7 +34,9 @@ from messageservice.store.tables import status_reports
 from tests.databases import new_database_url, run_sync
 from tests.delivery_helpers import percentile
 from tests.portal import AppCredentials, InProcessServer, LivePortal, make_settings
+from tests.postgres import free_port
 from tests.receiver import Receiver, Reply
+from tests.test_serve import _wait
 
 
 @pytest.fixture
@@ -87,7 +89,8 @@ for thread in threads:
     thread.join()
 print(len(statuses), sorted(set(statuses)), flush=True)
 """
-HAMMER_SECONDS = 5.0
+# Long enough for about a hundred timed sends: the p99 of 45 would be their maximum, one outlier.
+HAMMER_SECONDS = 12.0
 
 
 def _timed(call: Any) -> float:
@@ -98,39 +101,61 @@ def _timed(call: Any) -> float:
     return elapsed
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.mark.alone  # a latency bound: run by itself, not beside the parallel workers
 def test_heavy_unauthenticated_bodies_do_not_stall_the_server(
-    portal: LivePortal, handler: Receiver, capsys: pytest.CaptureFixture[str]
+    portal: LivePortal, handler: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert portal.server.port is not None  # a real server on a loopback port
+    """Against a `serve` process of its own on the portal's database: in the test's own process the
+    server would share the GIL with the clients that measure it, which production never does."""
     app = portal.add_app()
     code = "hammered"
     assert add_sender(portal, app, f"http://127.0.0.1:{handler.port}/h", code).status_code == 200
     params = {"MESSAGE_FROM": f"{app.client_id}|{code}", "MESSAGE_TO": "+79990000000", "MESSAGE_BODY": "hi"}
-    sender = portal.new_session()
-    checker = portal.new_session()
-    url = portal.rest_url + "messageservice.message.send"
-
-    hammers = subprocess.Popen(
-        [sys.executable, "-c", HAMMER_SCRIPT, str(portal.server.port), str(HAMMER_SECONDS), str(HAMMERS)],
-        stdout=subprocess.PIPE,
-        text=True,
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "messageservice.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        # The portal's public URL stays what it is (the setting wins over where this server listens).
+        env={**portal.env, "MESSAGESERVICE_PUBLIC_URL": portal.base_url},
+        stdout=(tmp_path / "serve.log").open("w"),
+        stderr=subprocess.STDOUT,
     )
+    sender, checker = requests.Session(), requests.Session()
+    url = base + "/rest/messageservice.message.send"
     sends: list[float] = []
     healths: list[float] = []
-    cpu = time.process_time()  # this process: the server, and the two measuring clients
     try:
-        assert hammers.stdout is not None and hammers.stdout.readline().strip() == "ready"
-        began = time.monotonic()
-        time.sleep(0.5)  # let the flood build up (pacing, not a proof of anything)
-        while time.monotonic() < began + HAMMER_SECONDS - 0.5:
-            sends.append(_timed(lambda: sender.post(url, data={**params, "auth": app.access_token}, timeout=60)))
-            healths.append(_timed(lambda: checker.get(portal.base_url + "/health", timeout=60)))
-        flood = hammers.communicate(timeout=120)[0].strip()
-        cpu = time.process_time() - cpu
+        _wait(base + "/health", timeout=90)
+        hammers = subprocess.Popen(
+            [sys.executable, "-c", HAMMER_SCRIPT, str(port), str(HAMMER_SECONDS), str(HAMMERS)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert hammers.stdout is not None and hammers.stdout.readline().strip() == "ready"
+            cpu = _cpu_seconds(server.pid)
+            began = time.monotonic()
+            time.sleep(0.5)  # let the flood build up (pacing, not a proof of anything)
+            while time.monotonic() < began + HAMMER_SECONDS - 0.5:
+                sends.append(_timed(lambda: sender.post(url, data={**params, "auth": app.access_token}, timeout=60)))
+                healths.append(_timed(lambda: checker.get(base + "/health", timeout=60)))
+            flood = hammers.communicate(timeout=120)[0].strip()
+            cpu = _cpu_seconds(server.pid) - cpu
+        finally:
+            hammers.kill()
+            hammers.wait()
     finally:
-        hammers.kill()
-        hammers.wait()
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
     send_p99, health_p99 = percentile(sends, 0.99), percentile(healths, 0.99)
     with capsys.disabled():
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ from messageservice.rest.auth import token_caller, webhook_caller
 from messageservice.rest.dispatch import invoke
 from messageservice.rest.envelope import Timing, error_body, php_json, success_body
 from messageservice.rest.limiter import LimitSettler, OperatingMeter, SharedBucket
-from messageservice.rest.params import bearer_token, off_loop, read_body, read_params, split_auth
+from messageservice.rest.params import (
+    BIG_BODIES_AT_ONCE,
+    bearer_token,
+    big_body,
+    off_loop,
+    read_body,
+    read_params,
+    split_auth,
+)
 from messageservice.rest.registry import CallContext, Caller, Registry
 from messageservice.rest.xml import php_xml
 from messageservice.store.errors import StoreError, StoreUnavailable
@@ -76,6 +85,7 @@ class RestEndpoint:
         self.meter = OperatingMeter(settings.operating_limit_seconds, DatabaseLimitStore(core.store))
         # The app runs it with the other background loops: it settles this process's limits with the shared ones.
         self.settler = LimitSettler(core, self.bucket, self.meter)
+        self._big_bodies = asyncio.Semaphore(BIG_BODIES_AT_ONCE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.handle(Request(scope, receive))
@@ -130,10 +140,15 @@ class RestEndpoint:
         method = self.registry.get(route.method) if route else None
         if route is None or method is None:
             raise errors.method_not_found()
-        raw_body = await read_body(request, self.core.settings.max_body_bytes)
         # Credentials first, from the header, the URL or a cheap pass over the body's pairs: a caller
         # without valid ones (or over its limit) never gets the nested parameters built (issue 9.1).
-        raw = await read_params(request, raw_body)
+        if big_body(request):
+            async with self._big_bodies:  # a few at a time (rest/params.py BIG_BODIES_AT_ONCE)
+                raw_body = await read_body(request, self.core.settings.max_body_bytes)
+                raw = await read_params(request, raw_body)
+        else:
+            raw_body = await read_body(request, self.core.settings.max_body_bytes)
+            raw = await read_params(request, raw_body)
         token = bearer_token(request.headers.get("authorization")) or raw.credential()
         caller = await self._authenticate(request, route, token)
         if not await self.bucket.admit(caller.limiter_key):
