@@ -111,7 +111,8 @@ def serve_main(argv: Sequence[str]) -> None:
 
     def create_app_with_bare(settings: Settings | None = None, **options: Any) -> Starlette:
         app: Starlette = original(settings, **options)
-        app.router.routes.append(Route(BARE_PATH, bare, methods=["GET", "POST"]))
+        # First in the table: the REST route is first too, so neither pays for matching the others.
+        app.router.routes.insert(0, Route(BARE_PATH, bare, methods=["GET", "POST"]))
         patched.append(app)
         return app
 
