@@ -32,13 +32,24 @@ _SENT = literal_column(str(statuses.SENT.id))
 
 def condition(now: float, default_after: float) -> ColumnElement[bool]:
     """True for the stuck rows of `messages` at `now` (add it to any query over that table)."""
-    own = select(senders.c.stuck_after_seconds).where(senders.c.id == messages.c.sender_id).scalar_subquery()
+    # Aliases, correlated to `messages` only: the query this joins may join deliveries or senders itself.
+    sender, delivery = senders.alias("stuck_sender"), deliveries.alias("stuck_delivery")
+    own = (
+        select(sender.c.stuck_after_seconds)
+        .where(sender.c.id == messages.c.sender_id)
+        .correlate(messages)
+        .scalar_subquery()
+    )
     after = func.coalesce(own, default_after)
     cutoff = now - after
-    accepted = exists().where(
-        deliveries.c.message_id == messages.c.id,
-        deliveries.c.state == "done",
-        deliveries.c.next_attempt_at <= cutoff,
+    accepted = (
+        exists()
+        .where(
+            delivery.c.message_id == messages.c.id,
+            delivery.c.state == "done",
+            delivery.c.next_attempt_at <= cutoff,
+        )
+        .correlate(messages)
     )
     # `updated_at <= now` is implied by the cutoff; said with a constant bound, it lets the index be ranged.
     return and_(
