@@ -49,8 +49,8 @@ def register(portal: LivePortal, app: AppCredentials, url: str) -> tuple[str, st
     return f"{app.client_id}|{code}", code
 
 
-def report(portal: LivePortal, app: AppCredentials, params: dict[str, Any]) -> None:
-    portal.call("messageservice.message.status.update", params, token=app.access_token)
+def report(portal: LivePortal, app: AppCredentials, params: dict[str, Any]) -> Any:
+    return portal.call("messageservice.message.status.update", params, token=app.access_token).json()
 
 
 def date_back(portal: LivePortal, ids: list[int], seconds: float) -> None:
@@ -86,8 +86,10 @@ def accepted(local_portal: LivePortal, app: AppCredentials, handler: Receiver) -
     for sent in (silent, honest):
         assert settled(local_portal, app.access_token, sent["ID"])["DELIVERY"]["STATE"] == "done"
     # The silent provider's report omits CODE: refused, so its message stays "sent".
-    report(local_portal, app, {"MESSAGE_ID": silent["MESSAGE_ID"], "STATUS": "delivered"})
-    report(local_portal, app, {"CODE": honest_code, "MESSAGE_ID": honest["MESSAGE_ID"], "STATUS": "delivered"})
+    refused = report(local_portal, app, {"MESSAGE_ID": silent["MESSAGE_ID"], "STATUS": "delivered"})
+    assert refused["error"] == "ERROR_SENDER_VALIDATION_FAILURE"
+    answer = report(local_portal, app, {"CODE": honest_code, "MESSAGE_ID": honest["MESSAGE_ID"], "STATUS": "delivered"})
+    assert answer["result"] is True
     assert get(local_portal, app.access_token, silent["ID"])["STATUS"] == "sent"
     assert get(local_portal, app.access_token, honest["ID"])["STATUS"] == "delivered"
     return {
