@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from alembic import command
 from cryptography import x509
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -49,6 +50,7 @@ def environment(database_url: str, data_dir: Path, **more: str) -> dict[str, str
 
 
 def portal_environment(portal: LivePortal, data_dir: Path | None = None, **more: str) -> dict[str, str]:
+    more.setdefault("secret_key", portal.settings.secret_key or "")
     return environment(portal.settings.database_url, data_dir or portal.settings.data_dir, **more)
 
 
@@ -89,6 +91,7 @@ def test_a_good_installation(portal: LivePortal, tmp_path: Path) -> None:
         "database": OK,
         "schema": OK,
         "connections": SKIPPED if portal.backend == "sqlite" else OK,
+        "secret key": OK,
         "handler networks": OK,
         "tls": SKIPPED,
         "public url": OK,
@@ -199,6 +202,21 @@ def test_a_budget_postgresql_cannot_hold(request: pytest.FixtureRequest, tmp_pat
     assert "3 processes × MESSAGESERVICE_DB_MAX_CONNECTIONS=40 = 120" in found["connections"]["detail"]
     assert "MESSAGESERVICE_DB_MAX_CONNECTIONS to 32 or less" in found["connections"]["fix"]
     assert doctor(environment(url, tmp_path, db_max_connections="30"), "--processes", "3", code=0)
+
+
+def test_a_secret_key_that_does_not_open_the_database(any_portal: LivePortal, tmp_path: Path) -> None:
+    any_portal.add_app()  # an installed app: its application token is stored encrypted
+
+    def secret_key_finding(**more: str) -> dict[str, Any]:
+        result = invoke(portal_environment(any_portal, tmp_path, **more), "doctor", "--json")
+        return next(c for c in json.loads(result.stdout)["checks"] if c["check"] == "secret key")
+
+    assert secret_key_finding()["status"] == OK
+    wrong = secret_key_finding(secret_key=Fernet.generate_key().decode())
+    assert wrong["status"] == PROBLEM and "does not open" in wrong["detail"]
+    missing = secret_key_finding(secret_key="")
+    assert missing["status"] == PROBLEM and "MESSAGESERVICE_SECRET_KEY is unset" in missing["detail"]
+    assert not (tmp_path / "secret.key").exists()  # doctor made no key
 
 
 # --- the pure checks ------------------------------------------------------------------------------

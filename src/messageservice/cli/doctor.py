@@ -126,18 +126,20 @@ async def check_connections(settings: Settings, store: Store, processes: int) ->
             select(
                 func.current_setting("max_connections").label("max"),
                 func.current_setting("superuser_reserved_connections").label("reserved"),
+                # PostgreSQL 16's pg_use_reserved_connections share; NULL (missing_ok) before 16.
+                func.current_setting("reserved_connections", True).label("roles"),
             ),
             {},
         )
     except Exception as exc:
         return Finding("connections", SKIPPED, f"could not read max_connections: {exc}")
-    limit, reserved = int(rows[0][0]), int(rows[0][1])
+    limit, reserved = int(rows[0][0]), int(rows[0][1]) + int(rows[0][2] or 0)
     available = limit - reserved
     budget = settings.db_max_connections
     needed = budget * processes
     detail = (
         f"{processes} processes × MESSAGESERVICE_DB_MAX_CONNECTIONS={budget} = {needed} of PostgreSQL's "
-        f"max_connections={limit} ({reserved} reserved for superusers)"
+        f"max_connections={limit} ({reserved} reserved)"
     )
     if needed > available:
         fit = available // processes
@@ -148,6 +150,34 @@ async def check_connections(settings: Settings, store: Store, processes: int) ->
         ) + f", or raise max_connections in postgresql.conf to at least {needed + reserved} (restart PostgreSQL)"
         return problem("connections", detail, fix)
     return Finding("connections", OK, detail)
+
+
+async def check_secret_key(settings: Settings, store: Store) -> Finding:
+    """The key that opens the application tokens in the database: set, or in the data folder, and the right one."""
+    from cryptography.fernet import Fernet, InvalidToken
+    from sqlalchemy import select
+
+    from messageservice.store.tables import apps
+
+    rows = await store.fetch(select(apps.c.application_token_enc).where(apps.c.application_token_enc.is_not(None)), {})
+    sample = rows[0][0] if rows else None
+    key_file = settings.data_dir / "secret.key"
+    if settings.secret_key:
+        key, where = settings.secret_key.encode(), "MESSAGESERVICE_SECRET_KEY"
+    elif key_file.exists():
+        key, where = key_file.read_bytes().strip(), str(key_file)
+    elif sample is None:
+        return Finding("secret key", OK, f"nothing encrypted yet; {key_file} is made when first needed")
+    else:
+        fix = f"set MESSAGESERVICE_SECRET_KEY to the key this database was written with, or restore {key_file}"
+        return problem("secret key", f"no key: MESSAGESERVICE_SECRET_KEY is unset and there is no {key_file}", fix)
+    if sample is not None:
+        try:
+            Fernet(key).decrypt(sample.encode())
+        except (InvalidToken, ValueError):
+            fix = "use the key this database was written with (a new key cannot read what the old one wrote)"
+            return problem("secret key", f"the key from {where} does not open the application tokens", fix)
+    return Finding("secret key", OK, f"the key from {where} opens what the database keeps encrypted")
 
 
 # --- handler networks ----------------------------------------------------------------------
@@ -309,6 +339,8 @@ async def examine(settings: Settings, processes: int, cert: Path | None, cert_da
             found += [database, schema]
             if database.status == OK:
                 found.append(await check_connections(settings, store, processes))
+                if schema.status == OK:
+                    found.append(await check_secret_key(settings, store))
                 if public_url is None and schema.status == OK:
                     try:
                         rows = await store.fetch(select(portal.c.public_url).where(portal.c.id == 1), {})
@@ -344,7 +376,7 @@ def doctor(
     ] = DEFAULT_CERT_DAYS,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the installation: settings, database and schema, connection budget, handler networks, TLS, public URL."""
+    """Check this installation: settings, database and schema, connections, secret key, networks, TLS, public URL."""
     first, settings = check_settings()
     found = [first]
     if settings is not None:
