@@ -187,6 +187,7 @@ def test_stuck_messages_in_the_cli_the_console_and_the_providers_page(
     page = console.get("/messages", params={"stuck": "1", "sender": silent_from})
     assert page.status_code == 200
     assert f'/messages/{silent["ID"]}"' in page.text
+    assert re.search(r'<input type="checkbox" name="stuck" value="1"\s+checked>', page.text)  # the box stays ticked
     page = console.get("/messages", params={"stuck": "1", "sender": honest_from})
     assert f'/messages/{honest["ID"]}"' not in page.text and "No messages match." in page.text
     # Without the filter the delivered one is listed: the filter, not the sender, left it out.
