@@ -213,7 +213,7 @@ def stuck_cell(html: str, code: str) -> str:
     """The Stuck column of the Providers row of sender `code`: the count, linked when it is not 0."""
     row = re.search(rf"<tr>\s*<td>{code}</td>.*?</tr>", html, re.S)
     assert row is not None, code
-    cell = re.search(r'<td class="stuck">(?:<a href="[^"]*">)?(\d+)(?:</a>)?</td>', row.group(0))
+    cell = re.search(r'<td class="stuck" title="after 30 s">(?:<a href="[^"]*">)?(\d+)(?:</a>)?</td>', row.group(0))
     assert cell is not None, row.group(0)
     return cell.group(1)
 

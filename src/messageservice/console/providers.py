@@ -12,7 +12,7 @@ from messageservice.core.apps import list_apps
 from messageservice.core.logins import Operator
 from messageservice.core.senders import list_senders
 from messageservice.core.stats import collect
-from messageservice.core.stuck import stuck_per_sender_id
+from messageservice.core.stuck import own_times, stuck_per_sender_id
 
 HEALTH_WINDOW = 3600
 
@@ -24,7 +24,7 @@ def build_routes(console: Console) -> list[Route]:
         senders = await list_senders(core)
         health = {h.sender_id: h for h in (await collect(core, HEALTH_WINDOW)).handlers}
         states = await breaker_states(core)
-        stuck = await stuck_per_sender_id(core)
+        stuck, times = await stuck_per_sender_id(core), await own_times(core)
         groups = [
             {
                 "app": app,
@@ -34,6 +34,7 @@ def build_routes(console: Console) -> list[Route]:
                         "health": health.get(s.id),
                         "breaker": breaker_of(app.client_id, s.handler, states),
                         "stuck": stuck.get(s.id, 0),
+                        "stuck_after": times.get(s.id, core.settings.stuck_after_seconds),
                     }
                     for s in senders
                     if s.app_id == app.id

@@ -154,3 +154,11 @@ async def stuck_after_of(core: Core, client_id: str, code: str) -> tuple[float, 
     if row.stuck_after_seconds is None:
         return core.settings.stuck_after_seconds, False
     return float(row.stuck_after_seconds), True
+
+
+async def own_times(core: Core) -> dict[int, float]:
+    """The senders that have a time of their own (senders.id -> seconds); the others use the setting."""
+    query = select(senders.c.id, senders.c.stuck_after_seconds).where(senders.c.stuck_after_seconds.is_not(None))
+    async with core.store.connection() as conn:
+        rows = (await conn.execute(query)).all()
+    return {r.id: float(r.stuck_after_seconds) for r in rows}
