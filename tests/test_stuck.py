@@ -236,3 +236,91 @@ def test_the_setting_is_checked_at_start(bad: object) -> None:
 def test_the_setting_defaults_to_an_hour_and_zero_switches_it_off() -> None:
     assert Settings(_env_file=None).stuck_after_seconds == 3600  # type: ignore[call-arg]
     assert Settings(stuck_after_seconds=0, _env_file=None).stuck_after_seconds == 0  # type: ignore[call-arg]
+
+
+# --- the rule itself, without a server: every case on a bare SQLite database, at a chosen `now` ---------------
+
+
+def stuck_ids(rows: list[dict[str, Any]], now: float, default_after: float) -> set[int]:
+    """Which of these (message, delivery, sender time) rows the rule calls stuck at `now`."""
+    from sqlalchemy import create_engine, insert, select
+
+    from messageservice.core.stuck import condition
+    from messageservice.store.tables import apps, metadata
+
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        app = {"id": 1, "client_id": "c", "client_secret_hash": "h", "name": "a", "url": "u", "scopes": ""}
+        conn.execute(insert(apps), {**app, "created_at": 0})
+        for row in rows:
+            sender_id = None
+            if row.get("own", "none") != "deleted":
+                sender_id = conn.execute(
+                    insert(senders).returning(senders.c.id),
+                    {
+                        "app_id": 1,
+                        "code": f"s{row['id']}",
+                        "type": "SMS",
+                        "handler": "h",
+                        "stuck_after_seconds": row.get("own") if row.get("own") != "none" else None,
+                        "author_id": 1,
+                        "created_at": 0,
+                        "updated_at": 0,
+                    },
+                ).scalar_one()
+            conn.execute(
+                insert(messages),
+                {
+                    "id": row["id"],
+                    "message_id": f"{row['id']:032x}",
+                    "app_id": 1,
+                    "sender_id": sender_id,
+                    "sender_code": "s",
+                    "message_from": "c|s",
+                    "author_id": 1,
+                    "module_id": "crm",
+                    "headers": "{}",
+                    "message_to": "1",
+                    "message_body": "b",
+                    "status_id": row["status"],
+                    "created_at": 0,
+                    "updated_at": row["sent_at"],
+                },
+            )
+            conn.execute(
+                insert(deliveries),
+                {
+                    "message_id": row["id"],
+                    "state": row["delivery"],
+                    "attempts": 1,
+                    "next_attempt_at": row["accepted_at"],
+                    "created_at": 0,
+                },
+            )
+        found = set(conn.execute(select(messages.c.id).where(condition(now, default_after))).scalars())
+    engine.dispose()
+    return found
+
+
+def test_the_rule_case_by_case() -> None:
+    sent, delivered, undelivered, failed, error = 13, 14, 15, 16, 1
+    base = {"status": sent, "delivery": "done", "sent_at": 100.0, "accepted_at": 100.0}
+    rows = [
+        {"id": 1, **base},  # sent and accepted long ago: stuck (the setting's 50 s)
+        {"id": 2, **base, "status": delivered},
+        {"id": 3, **base, "status": undelivered},
+        {"id": 4, **base, "status": failed},
+        {"id": 5, **base, "status": error},  # the dispatcher gave up: dead, not stuck
+        {"id": 6, **base, "delivery": "pending"},  # "sent" by the provider, HANDLER not done yet
+        {"id": 7, **base, "delivery": "dead"},
+        {"id": 8, **base, "accepted_at": 190.0},  # the HANDLER accepted it 10 s ago
+        {"id": 9, **base, "sent_at": 190.0},  # became "sent" 10 s ago
+        {"id": 10, **base, "own": 200.0},  # its sender waits longer
+        {"id": 11, **base, "own": 5.0, "accepted_at": 190.0},  # its sender waits 5 s: stuck
+        {"id": 12, **base, "own": 0.0},  # its sender's messages are never stuck
+        {"id": 13, **base, "own": "deleted"},  # the sender is gone: the setting applies
+    ]
+    assert stuck_ids(rows, now=200.0, default_after=50.0) == {1, 11, 13}
+    assert stuck_ids(rows, now=149.0, default_after=50.0) == set()  # 49 s after: not yet
+    assert stuck_ids(rows, now=200.0, default_after=0.0) == {11}  # the setting off; a sender's own time still counts

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, exists, func, literal_column, select, update
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from messageservice.config import MAX_STUCK_AFTER_SECONDS
@@ -72,13 +73,18 @@ class StuckCount:
     count: int
 
 
-async def stuck_counts(core: Core, now: float | None = None) -> list[StuckCount]:
-    """How many messages are stuck now, per sender; senders with none are left out."""
-    query = (
+def count_query(now: float, default_after: float) -> Select[Any]:
+    """Stuck messages per sender: rows (sender_id, message_from, n), for a caller that reads in its own snapshot."""
+    return (
         select(messages.c.sender_id, messages.c.message_from, func.count().label("n"))
-        .where(core_condition(core, now))
+        .where(condition(now, default_after))
         .group_by(messages.c.sender_id, messages.c.message_from)
     )
+
+
+async def stuck_counts(core: Core, now: float | None = None) -> list[StuckCount]:
+    """How many messages are stuck now, per sender; senders with none are left out."""
+    query = count_query(core.clock() if now is None else now, core.settings.stuck_after_seconds)
     async with core.store.connection() as conn:
         rows = (await conn.execute(query)).all()
     return [StuckCount(r.sender_id, r.message_from, int(r.n)) for r in rows]
