@@ -24,6 +24,8 @@ SECRET_FIELDS = frozenset({"database_url", "secret_key"})
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+# The longest a provider may take to report a final status before its message counts as stuck.
+MAX_STUCK_AFTER_SECONDS = 366 * 86400.0
 
 
 def normalize_database_url(url: str) -> str:
@@ -182,6 +184,9 @@ class Settings(BaseSettings):
     # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated; empty:
     # none). Unset: loopback while the server listens on loopback only, none once it listens beyond it.
     allowed_handler_networks: str | None = None
+    # A message whose HANDLER accepted it but whose provider reported no final status (delivered, undelivered,
+    # failed) this many seconds later is stuck (core/stuck.py); a sender may set its own. 0: never stuck.
+    stuck_after_seconds: NonNegativeFloat = 3600.0
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -237,6 +242,13 @@ class Settings(BaseSettings):
     def _session_seconds(cls, value: int) -> int:
         if value > 366 * 86400:
             raise ValueError("must be at most a year (31622400 seconds)")
+        return value
+
+    @field_validator("stuck_after_seconds")
+    @classmethod
+    def _stuck_after(cls, value: float) -> float:
+        if value > MAX_STUCK_AFTER_SECONDS:
+            raise ValueError(f"must be at most {MAX_STUCK_AFTER_SECONDS:g} seconds (a year); 0 switches it off")
         return value
 
     @property

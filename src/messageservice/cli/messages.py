@@ -79,6 +79,12 @@ def messages_list(
     until: Annotated[str | None, typer.Option(help="Created before (same forms as --since).")] = None,
     delivery: Annotated[str | None, typer.Option(help="Only this delivery state: pending, done or dead.")] = None,
     dead: Annotated[bool, typer.Option("--dead", help="Only dead letters (same as --delivery dead).")] = False,
+    stuck: Annotated[
+        bool,
+        typer.Option(
+            "--stuck", help="Only stuck messages: the HANDLER accepted them, no final status came in the sender's time."
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 50,
     offset: Annotated[
         int, typer.Option(min=0, max=MAX_OFFSET, help="Skip this many (the next page starts at offset+limit).")
@@ -93,12 +99,14 @@ def messages_list(
 
     async def work(core: Core) -> tuple[list[dict[str, Any]], int]:
         from messageservice.core.messages import PAGE_SIZE, list_messages
+        from messageservice.core.stuck import list_stuck_messages
 
+        listing = list_stuck_messages if stuck else list_messages
         actor = await acting(core, user)
         rows: list[dict[str, Any]] = []
         total, start = 0, offset
         while len(rows) < limit:
-            page, total, _ = await list_messages(core, actor, {"FILTER": filters}, start)
+            page, total, _ = await listing(core, actor, {"FILTER": filters}, start)
             rows += page
             start += len(page)
             if len(page) < PAGE_SIZE:
@@ -112,7 +120,8 @@ def messages_list(
         print_json({"total": total, "offset": offset, "next": next_offset, "messages": rows})
         return
     if not rows:
-        console.print(f"no messages{' here' if offset else ''} ({total:,} match)", highlight=False)
+        kind = "stuck messages" if stuck else "messages"
+        console.print(f"no {kind}{' here' if offset else ''} ({total:,} match)", highlight=False)
         return
     console.print(views.message_table(rows))
     footer = f"{offset + 1:,}-{shown_to:,} of {total:,}"

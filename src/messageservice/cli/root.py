@@ -7,7 +7,19 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from messageservice.cli import apps, check_provider, messages, portal, send, senders, serve, users, webhooks
+from messageservice.cli import (
+    apps,
+    check_provider,
+    doctor,
+    messages,
+    portal,
+    send,
+    senders,
+    serve,
+    stuck,
+    users,
+    webhooks,
+)
 from messageservice.cli.errors import describe
 from messageservice.cli.metavars import plain_metavars
 from messageservice.cli.output import error
@@ -50,8 +62,10 @@ cli.command("send-bulk")(send.send_bulk)
 cli.command("replay")(messages.replay_command)
 cli.command("stats")(messages.stats_command)
 cli.command("check-provider")(check_provider.check_provider)
+cli.command("doctor")(doctor.doctor)
 cli.add_typer(users.users_cli, name="user")
 cli.add_typer(apps.apps_cli, name="app")
+senders.senders_cli.command("stuck-after")(stuck.stuck_after)
 cli.add_typer(senders.senders_cli, name="senders")
 cli.add_typer(webhooks.webhooks_cli, name="webhook")
 cli.add_typer(messages.messages_cli, name="messages")

@@ -56,6 +56,7 @@ def read_filter(query: dict[str, str]) -> queries.MessageFilter:
         text=form.text("text", "Text", required=False, max_length=1000),
         since=parse_moment(form.text("since", "From", required=False, max_length=32), "From"),
         until=parse_moment(form.text("until", "Until", required=False, max_length=32), "Until"),
+        stuck=query.get("stuck", "") not in ("", "0"),
     )
 
 

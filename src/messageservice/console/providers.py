@@ -1,4 +1,4 @@
-"""Providers: every app's senders with their names per language, HANDLER, and health."""
+"""Providers: every app's senders with their names per language, HANDLER, health and stuck messages."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from messageservice.core.apps import list_apps
 from messageservice.core.logins import Operator
 from messageservice.core.senders import list_senders
 from messageservice.core.stats import collect
+from messageservice.core.stuck import own_times, stuck_per_sender_id
 
 HEALTH_WINDOW = 3600
 
@@ -23,17 +24,29 @@ def build_routes(console: Console) -> list[Route]:
         senders = await list_senders(core)
         health = {h.sender_id: h for h in (await collect(core, HEALTH_WINDOW)).handlers}
         states = await breaker_states(core)
+        stuck, times = await stuck_per_sender_id(core), await own_times(core)
         groups = [
             {
                 "app": app,
                 "senders": [
-                    {"s": s, "health": health.get(s.id), "breaker": breaker_of(app.client_id, s.handler, states)}
+                    {
+                        "s": s,
+                        "health": health.get(s.id),
+                        "breaker": breaker_of(app.client_id, s.handler, states),
+                        "stuck": stuck.get(s.id, 0),
+                        "stuck_after": times.get(s.id, core.settings.stuck_after_seconds),
+                    }
                     for s in senders
                     if s.app_id == app.id
                 ],
             }
             for app in apps
         ]
-        return console.render(request, "providers.html", {"groups": groups, "window_minutes": HEALTH_WINDOW // 60})
+        context = {
+            "groups": groups,
+            "window_minutes": HEALTH_WINDOW // 60,
+            "stuck_after": core.settings.stuck_after_seconds,
+        }
+        return console.render(request, "providers.html", context)
 
     return [Route("/providers", guarded(console, page), methods=["GET"])]

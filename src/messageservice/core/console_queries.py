@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import and_, func, or_, select, true, update
 
-from messageservice.core import statuses
+from messageservice.core import statuses, stuck
 from messageservice.core.context import Core
 from messageservice.core.payload import auth_block, handler_body, stored_message
 from messageservice.core.phones import normalize_phone
@@ -33,6 +33,7 @@ class MessageFilter:
     text: str = ""  # part of the body
     since: float | None = None
     until: float | None = None
+    stuck: bool = False  # only stuck messages (core/stuck.py)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _where(chosen: MessageFilter) -> list[Any]:
 async def search_messages(core: Core, chosen: MessageFilter, page: int = 1) -> MessagePage:
     """Messages matching every given filter, newest first, a page at a time (pages count from 1)."""
     joined = messages.outerjoin(deliveries, deliveries.c.message_id == messages.c.id)
-    where = and_(true(), *_where(chosen))
+    where = and_(true(), *_where(chosen), *([stuck.core_condition(core)] if chosen.stuck else []))
     async with core.store.connection() as conn:
         total = int((await conn.execute(select(func.count()).select_from(joined).where(where))).scalar_one())
         pages = max(1, -(-total // PAGE_SIZE))

@@ -131,6 +131,8 @@ senders = Table(
     Column("handler", String(1000), nullable=False),
     # The provider's own retry delays (RETRY_SCHEDULE, our extension); NULL: MESSAGESERVICE_RETRY_SCHEDULE.
     Column("retry_schedule", String(200)),
+    # Seconds after which an accepted message without a final status is stuck (core/stuck.py); NULL: the setting.
+    Column("stuck_after_seconds", Float),
     Column("author_id", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
@@ -192,6 +194,14 @@ messages = Table(
     Column("created_at", Float, nullable=False, index=True),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_messages_idempotency"),
+)
+
+# Messages still "sent" (13, statuses.SENT), by when they got there: what counting stuck messages reads.
+Index(
+    "ix_messages_sent",
+    messages.c.updated_at,
+    sqlite_where=messages.c.status_id == 13,
+    postgresql_where=messages.c.status_id == 13,
 )
 
 deliveries = Table(
