@@ -7,8 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +20,11 @@ from messageservice.config import LogFormat
 from messageservice.observability.context import MESSAGE_ID, REQUEST_ID, note_message
 from messageservice.observability.jsonlog import JsonFormatter, configure_logging, uvicorn_log_config
 from tests.portal import LivePortal
+from tests.postgres import free_port
 from tests.receiver import Receiver
 from tests.test_messages import wait_for
 from tests.test_metrics import add_sender, send
+from tests.test_serve import COMMAND, _env, _wait
 
 
 class Captured:
@@ -156,3 +161,43 @@ def test_configure_logging_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
     configure_logging(LogFormat.JSON, logging.INFO, access_level="warning")
     assert isinstance(root.handlers[0].formatter, JsonFormatter)
     assert access.level == logging.WARNING
+
+
+@pytest.mark.e2e
+def test_serve_and_worker_log_json_and_serve_metrics(tmp_path: Path) -> None:
+    """Real processes: every line `serve` logs is JSON (uvicorn's own too); `worker --metrics-port` answers."""
+    env = {**_env(tmp_path), "MESSAGESERVICE_LOG_FORMAT": "json"}
+    subprocess.run([*COMMAND, "init", "--domain", "json.local"], cwd=tmp_path, env=env, check=True, timeout=60)
+    port, metrics_port = free_port(), free_port()
+    serve = subprocess.Popen(
+        [*COMMAND, "serve", "--port", str(port), "--log-level", "info"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = subprocess.Popen(
+        [*COMMAND, "worker", "--metrics-port", str(metrics_port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _wait(f"http://127.0.0.1:{port}/health").status_code == 200
+        page = _wait(f"http://127.0.0.1:{port}/metrics")
+        assert page.status_code == 200 and "messageservice_queue_depth" in page.text
+        from_worker = _wait(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert from_worker.status_code == 200 and "messageservice_dead_letters" in from_worker.text
+    finally:
+        for process in (serve, worker):
+            process.send_signal(signal.SIGINT)
+        logged = {name: p.communicate(timeout=30)[1] for name, p in (("serve", serve), ("worker", worker))}
+    lines = [json.loads(line) for line in logged["serve"].splitlines() if line.strip()]
+    assert any(line["logger"].startswith("uvicorn") for line in lines), lines
+    access = [line for line in lines if line["logger"] == "messageservice.access" and line["path"] == "/metrics"]
+    assert access and access[0]["status"] == 200 and access[0]["request_id"]
+    worker_lines = [json.loads(line) for line in logged["worker"].splitlines() if line.strip()]
+    assert any("metrics on http://127.0.0.1:" in line["message"] for line in worker_lines), worker_lines
