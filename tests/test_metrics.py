@@ -6,8 +6,10 @@ and gauge equals what the database says; parsed with prometheus_client's own par
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -374,3 +376,16 @@ def test_worker_takes_a_metrics_port() -> None:
     result = CliRunner().invoke(cli, ["worker", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "--metrics-port" in result.output and "--metrics-host" in result.output
+
+
+def test_docs_list_every_metric_on_the_page(any_portal: LivePortal) -> None:
+    documented = set(
+        re.findall(
+            r"^\| `(messageservice_[a-z_]+)`", (Path(__file__).parent.parent / "docs" / "metrics.md").read_text(), re.M
+        )
+    )
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(scrape(any_portal).text)
+    }
+    assert documented == exposed
