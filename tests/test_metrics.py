@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Connection, func, select
 from typer.testing import CliRunner
@@ -22,8 +23,12 @@ from messageservice.cli import cli
 from messageservice.config import Settings, SettingsError
 from messageservice.core import statuses
 from messageservice.core.context import Core
+from messageservice.delivery.decision import Dead, Defer, Done, Retry
+from messageservice.delivery.jobs import Job, Result
 from messageservice.delivery.origin import origin
+from messageservice.delivery.retry import Outcome, Verdict
 from messageservice.observability.exposition import MetricsListener, is_loopback
+from messageservice.observability.metrics import ProcessMetrics, attempt_outcome
 from messageservice.store.tables import app_events, attempts, deliveries, messages, senders
 from tests.portal import AppCredentials, LivePortal
 from tests.receiver import Receiver, Reply
@@ -389,3 +394,39 @@ def test_docs_list_every_metric_on_the_page(any_portal: LivePortal) -> None:
         for family in text_string_to_metric_families(scrape(any_portal).text)
     }
     assert documented == exposed
+
+
+def test_each_decision_is_one_outcome() -> None:
+    job = Job(1, 1, 1, 0.0, "http://h.example/x", "", label="ONAPPINSTALL")
+    ok, failed = Outcome(Verdict.DELIVERED, 200, None, ""), Outcome(Verdict.RETRY, 500, "HTTP 500", "")
+    refused = Outcome(Verdict.FAIL, None, "address not allowed", None)
+    assert attempt_outcome(Result(job, ok, 0, 1), Done()) == "delivered_to_handler"
+    assert attempt_outcome(Result(job, failed, 0, 1), Done("HTTP 500")) == "failed_ignored"
+    assert attempt_outcome(Result(job, failed, 0, 1), Retry(1.0, "HTTP 500")) == "retry"
+    assert attempt_outcome(Result(job, failed, 0, 1), Dead("gave up")) == "dead"
+    assert attempt_outcome(Result(job, Outcome(Verdict.FAIL, 404, "HTTP 404", ""), 0, 1), Dead("x")) == "dead"
+    assert attempt_outcome(Result(job, refused, 0, 1), Dead("refused")) == "refused"
+    assert attempt_outcome(Result(job, failed, 0, 1), Defer(1.0, "busy")) is None
+    gone = Job(2, 1, 1, 0.0, None, "")
+    assert attempt_outcome(Result(gone, Outcome(Verdict.FAIL, None, None, None), 0, 1), Dead("app gone")) is None
+
+    metrics = ProcessMetrics()
+    metrics.recorded("event", [Result(job, ok, 0, 1)], {1: Done()})
+    metrics.recorded("handler", [Result(job, ok, 0, 250)], {1: Done()})
+    samples = parse(prometheus_client_text(metrics))
+    assert value(samples, "messageservice_app_events_total", event="ONAPPINSTALL", outcome="delivered") == 1
+    assert value(samples, "messageservice_delivery_attempts_total", outcome="delivered_to_handler") == 1
+    assert (
+        value(
+            samples, "messageservice_delivery_attempt_duration_seconds_bucket", origin="http://h.example:80", le="0.25"
+        )
+        == 1
+    )
+    silent = ProcessMetrics(enabled=False)
+    silent.rest_call("batch", 200, 0.1)
+    silent.accepted("a|b")
+    assert "messageservice_rest_requests_total{" not in prometheus_client_text(silent)
+
+
+def prometheus_client_text(metrics: Any) -> str:
+    return generate_latest(metrics.registry).decode()

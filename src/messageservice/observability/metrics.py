@@ -103,7 +103,7 @@ class ProcessMetrics:
             registry=r,
         )
         self._accepted: dict[str, Any] = {}
-        self._rest: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._rest: dict[str, dict[int, tuple[Any, Any]]] = {}
         self._attempts: dict[str, Any] = {}
         self._origins: dict[str, Any] = {}  # handler URL -> its origin's histogram child
         self._events: dict[tuple[str, str], Any] = {}
@@ -119,9 +119,13 @@ class ProcessMetrics:
     def rest_call(self, method: str, status: int, seconds: float) -> None:
         if not self.enabled:
             return
-        children = self._rest.get((method, status))
+        # Nested by method, then status: no key tuple is built per call.
+        by_status = self._rest.get(method)
+        if by_status is None:
+            by_status = self._rest[method] = {}
+        children = by_status.get(status)
         if children is None:
-            children = self._rest[(method, status)] = (
+            children = by_status[status] = (
                 self.rest_total.labels(method, str(status)),
                 self.rest_seconds.labels(method),
             )
