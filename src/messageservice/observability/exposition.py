@@ -4,6 +4,7 @@ on the small listener `worker --metrics-port` opens."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -62,9 +63,11 @@ def refusal(settings: Settings, client_host: str | None, authorization: str | No
     if settings.metrics == MetricsAccess.LOOPBACK:
         return None if is_loopback(client_host) else NOT_LOCAL
     scheme, _, presented = (authorization or "").partition(" ")
-    expected = (settings.metrics_token or "").encode()
-    # compare_digest on the whole header value's token: the time taken says nothing about the token.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+    # Digests of equal length compared in constant time: the time taken says nothing of the token, not even
+    # its length.
+    given = hashlib.sha256(presented.strip().encode()).digest()
+    expected = hashlib.sha256((settings.metrics_token or "").encode()).digest()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
         return NO_TOKEN
     return None
 
