@@ -9,6 +9,7 @@ import hmac
 import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -92,7 +93,7 @@ async def answer(core: Core, client_host: str | None, authorization: str | None)
     return refused.status, refused.body(), headers
 
 
-def starlette_endpoint(core: Core):  # type: ignore[no-untyped-def]
+def starlette_endpoint(core: Core) -> Callable[[Request], Awaitable[Response]]:
     """`GET /metrics` on serve."""
 
     async def metrics(request: Request) -> Response:

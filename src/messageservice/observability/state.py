@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, Select, case, func, select
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
@@ -33,7 +34,7 @@ _DEAD = select(func.count()).where(deliveries.c.state == "dead")
 _BREAKERS = select(delivery_breakers.c.origin, delivery_breakers.c.failures, delivery_breakers.c.open_until)
 
 
-def _due(now: float) -> object:
+def _due(now: float) -> Select[Any]:
     # The (state, next_attempt_at) index only. A claimed job's time is its lease's end: in flight is not due.
     due = deliveries.c.next_attempt_at <= now
     return select(
@@ -47,7 +48,7 @@ def _read(conn: Connection, now: float, breaker_failures: int) -> State:
     for sender, status_id, count in conn.execute(_BY_SENDER_AND_STATUS):
         name = (statuses.by_id(status_id) or statuses.UNKNOWN).name
         counts[(sender, name)] = counts.get((sender, name), 0) + int(count)
-    due, oldest = conn.execute(_due(now)).one()  # type: ignore[call-overload]
+    due, oldest = conn.execute(_due(now)).one()
     breakers: dict[str, int] = {}
     for origin, failures, open_until in conn.execute(_BREAKERS):
         tripped = breaker_state(failures, open_until, breaker_failures, now) != "closed"
