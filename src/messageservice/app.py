@@ -27,6 +27,8 @@ from messageservice.housekeeping import Housekeeper
 from messageservice.logs import install_access_log_redaction
 from messageservice.methods import build_registry
 from messageservice.oauth.routes import build_routes as oauth_routes
+from messageservice.observability.access import AccessLog
+from messageservice.observability.exposition import starlette_endpoint as metrics_endpoint
 from messageservice.readiness import readiness
 from messageservice.rest.deadline import BodyDeadline
 from messageservice.rest.endpoint import RestEndpoint
@@ -69,8 +71,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # uvicorn has configured its loggers by now; its access log would print secrets.
+        # uvicorn has configured its loggers by now; its access log would print secrets. Ours (AccessLog,
+        # with the request id) replaces it: one line per request.
         install_access_log_redaction()
+        logging.getLogger("uvicorn.access").disabled = True
         if public_url and not settings.public_url:
             await set_public_url(core, public_url)
         for loop in loops:
@@ -114,12 +118,14 @@ def create_app(
         *oauth_routes(core),
         Route("/health", health),
         Route("/ready", ready),
+        Route("/metrics", metrics_endpoint(core)),
         Route("/console", lambda request: RedirectResponse("/console/", status_code=308)),
         Mount("/console", app=create_console(core, loops)),
         Route("/", index),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
+    app.add_middleware(AccessLog)  # outermost: its line times and names the whole request
     app.state.core = core
     app.state.registry = registry
     app.state.loops = loops

@@ -19,7 +19,9 @@ ENV_PREFIX = "MESSAGESERVICE_"
 # The async drivers we ship, after normalize_database_url.
 KNOWN_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 # Never echoed in an error line.
-SECRET_FIELDS = frozenset({"database_url", "secret_key"})
+SECRET_FIELDS = frozenset({"database_url", "secret_key", "metrics_token"})
+# A bearer token for /metrics shorter than this is refused at start: it would be guessable.
+METRICS_TOKEN_MIN_LENGTH = 16
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -46,6 +48,17 @@ class SettingsError(ValueError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+class MetricsAccess(StrEnum):
+    OFF = "off"  # no /metrics (404), nothing counted
+    LOOPBACK = "loopback"  # open to clients on this machine only
+    TOKEN = "token"  # from anywhere, with `Authorization: Bearer <MESSAGESERVICE_METRICS_TOKEN>`
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"  # for people at a terminal
+    JSON = "json"  # one object per line, for a log shipper
 
 
 class DeliveryProfile(StrEnum):
@@ -188,11 +201,23 @@ class Settings(BaseSettings):
     # failed) this many seconds later is stuck (core/stuck.py); a sender may set its own. 0: never stuck.
     stuck_after_seconds: NonNegativeFloat = 3600.0
 
+    # Prometheus metrics at /metrics (serve) and on `worker --metrics-port`: off, loopback clients only, or
+    # anyone presenting the bearer token below.
+    metrics: MetricsAccess = MetricsAccess.LOOPBACK
+    metrics_token: str | None = None
+    # Log lines as plain text or as JSON objects (one per line, with request and message ids).
+    log_format: LogFormat = LogFormat.TEXT
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise settings_error(exc) from None
+        if self.metrics == MetricsAccess.TOKEN and len(self.metrics_token or "") < METRICS_TOKEN_MIN_LENGTH:
+            raise SettingsError(
+                ENV_PREFIX + "METRICS_TOKEN",
+                f"MESSAGESERVICE_METRICS=token needs a token of at least {METRICS_TOKEN_MIN_LENGTH} characters",
+            )
 
     @field_validator("database_url")
     @classmethod
@@ -200,7 +225,7 @@ class Settings(BaseSettings):
         check_database_url(value)
         return value
 
-    @field_validator("public_url", "secret_key", mode="before")
+    @field_validator("public_url", "secret_key", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -31,6 +31,10 @@ def api_doc() -> None:
 
 def worker(
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (see MESSAGESERVICE_METRICS).")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics listener.")] = "127.0.0.1",
 ) -> None:
     """Deliver messages without serving HTTP: more dispatchers sharing one PostgreSQL queue."""
     settings = runner.load_settings()  # first: a bad setting stops the worker before anything is loaded
@@ -39,15 +43,17 @@ def worker(
 
     from messageservice.app import background_loops, with_handler_rule
     from messageservice.heap import settle_after_startup
+    from messageservice.observability.exposition import metrics_loops
+    from messageservice.observability.jsonlog import configure_logging
 
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    configure_logging(settings.log_format, log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # A worker listens nowhere: loopback HANDLERs unless the operator lists networks (set them on the
     # workers of an exposed server as on the server).
     settings = with_handler_rule(settings, ())
 
     async def work(core: Core) -> None:
-        loops = background_loops(core)
+        loops = [*background_loops(core), *metrics_loops(core, metrics_host, metrics_port)]
         stopping = asyncio.Event()
         for number in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(number, stopping.set)
@@ -84,9 +90,10 @@ def serve(
 
     from messageservice.app import create_app
     from messageservice.core.portal import get_portal, set_public_url
+    from messageservice.observability.jsonlog import configure_logging, uvicorn_log_config
     from messageservice.tls import ensure_certificate, trust_instructions
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging(settings.log_format, logging.INFO, access_level=log_level)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." on every start
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
@@ -119,6 +126,7 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=uvicorn_log_config(settings.log_format),
         # A client's idle TLS keep-alive would otherwise hold a shutdown for the 30 s SSL close timeout.
         timeout_graceful_shutdown=10,
         # X-Forwarded-For/-Proto only from the proxies the operator names (uvicorn's default trusts 127.0.0.1).

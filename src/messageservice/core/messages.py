@@ -15,6 +15,8 @@ from messageservice.core.errors import AccessDenied, CoreError
 from messageservice.core.phones import normalize_phone, recipient
 from messageservice.core.queueing import Draft, queue
 from messageservice.core.senders import check_code
+from messageservice.observability.context import note_message
+from messageservice.observability.metrics import metrics_for
 from messageservice.php import php_empty, php_string
 from messageservice.store.errors import StoreConflict
 from messageservice.store.sends import wake_workers
@@ -157,6 +159,9 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
         if existing is None:
             raise
         return existing
+    if queued.message_id == draft.values["message_id"]:  # stored now, not an earlier send's IDEMPOTENCY_KEY
+        metrics_for(core).accepted(message_from)
+    note_message(queued.message_id, message_from)
     return {"ID": queued.id, "MESSAGE_ID": queued.message_id, "STATUS": statuses.BY_ID[queued.status_id].name}
 
 
@@ -218,6 +223,7 @@ async def report_status(core: Core, actor: Actor, params: dict[str, Any]) -> Non
     if status is None:
         raise CoreError("ERROR_MESSAGE_STATUS_INCORRECT", "Message status incorrect!")
     external_text = _text(external_id)
+    note_message(external_text)
     now = core.clock()
     async with core.store.transaction() as conn:
         # Only the calling app's messages: Bitrix's newer code ignores CODE here, and we refuse other apps'.

@@ -33,6 +33,7 @@ from messageservice.delivery.queue import HandlerOutbox
 from messageservice.delivery.retry import Outcome, Verdict
 from messageservice.delivery.sending import RESPONSE_HEAD_BYTES, USER_AGENT, Poster, failure, signature_headers
 from messageservice.delivery.shared import SYNC_SECONDS, SharedState
+from messageservice.observability.attempts import recorded as observed
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.statistics import YoungTables
 
@@ -107,6 +108,7 @@ async def deliver_once(core: Core, outbox: Outbox, limit: int = 20) -> list[tupl
         results = list(await asyncio.gather(*(attempt(job) for job in jobs)))
     decisions = decide_all(outbox, settings, results, core.clock())
     await outbox.record(core, results, decisions)
+    observed(core, outbox.kind, results, decisions)
     return [(r, decisions[r.job.key]) for r in results]
 
 
@@ -309,6 +311,8 @@ class Dispatcher(BackgroundLoop):
         except Exception:
             # Not written: the leases run out and the jobs are sent again (at least once).
             log.exception("recording %d %s results failed", len(batch), self.outbox.kind)
+        else:
+            observed(self._core, self.outbox.kind, batch, decisions)
         finally:
             self._wakeup.set()
 

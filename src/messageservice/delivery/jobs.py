@@ -20,6 +20,7 @@ class Job:
     signing_secret: str | None = None
     retry_delays: list[float] | None = None  # the sender's own schedule; None: the queue's
     label: str = ""  # for the logs: "ONAPPINSTALL", "message 1234"
+    sender: str = ""  # for the logs: the message's "client_id|CODE"
     error: str | None = None  # the call could not be built: this attempt fails with it, unsent
 
 

@@ -259,6 +259,7 @@ def _job(
         signing_secret=secret,
         retry_delays=delays,
         label=f"message {row.id}",
+        sender=row.message_from,
     )
 
 

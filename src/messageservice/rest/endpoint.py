@@ -16,6 +16,8 @@ from starlette.types import Receive, Scope, Send
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.logs import redact
+from messageservice.observability.context import note_app
+from messageservice.observability.metrics import OTHER, REST_METHOD, metrics_for
 from messageservice.rest import errors
 from messageservice.rest.auth import token_caller, webhook_caller
 from messageservice.rest.dispatch import invoke
@@ -86,16 +88,23 @@ class RestEndpoint:
         # The app runs it with the other background loops: it settles this process's limits with the shared ones.
         self.settler = LimitSettler(core, self.bucket, self.meter)
         self._big_bodies = asyncio.Semaphore(BIG_BODIES_AT_ONCE)
+        self.metrics = metrics_for(core)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         response = await self.handle(Request(scope, receive))
         await response(scope, receive, send)
+        self.metrics.rest_call(scope.get(REST_METHOD, OTHER), response.status_code, time.perf_counter() - started)
 
     async def handle(self, request: Request) -> Response:
+        route = parse_route(request.path_params.get("path", ""))
+        # The metrics' and the access line's label: a method of ours, or "other" (a bounded set).
+        request.scope[REST_METHOD] = (
+            route.method if route is not None and route.method in self.registry.methods else OTHER
+        )
         if request.method == "OPTIONS":
             return Response(b"", 200, headers=COMMON_HEADERS)
         started = time.time()
-        route = parse_route(request.path_params.get("path", ""))
         transport = route.transport if route else "json"
         headers = COMMON_HEADERS
         try:
@@ -151,6 +160,7 @@ class RestEndpoint:
             raw = await read_params(request, raw_body)
         token = bearer_token(request.headers.get("authorization")) or raw.credential()
         caller = await self._authenticate(request, route, token)
+        note_app(caller.client_id or f"webhook:{caller.webhook_id}")
         if not await self.bucket.admit(caller.limiter_key):
             raise errors.query_limit_exceeded()
         _, params, start = split_auth(await off_loop(len(raw_body), raw.build), None)

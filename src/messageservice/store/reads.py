@@ -65,6 +65,9 @@ class PostgresReads:
         pool = await self._connections()
         return await pool.fetch(sql, *args)
 
+    def in_use(self) -> int:
+        return 0 if self._pool is None else self._pool.get_size() - self._pool.get_idle_size()
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -106,6 +109,9 @@ class SqliteReads:
 
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
         return self._connection().execute(self._compiled(statement), dict(params)).fetchall()
+
+    def in_use(self) -> int:
+        return 0  # one connection in the event loop's thread, never held across an await
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -128,6 +128,10 @@ class Store:
         with store_errors():
             await self._fast.fetch_sql(writebacks.WRITE_BACK_SQL, *arguments)
 
+    def connections_in_use(self) -> int:
+        """Connections checked out of this process's pools now (for the metrics)."""
+        return self._engine.pool.checkedout() + self._fast.in_use()
+
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()

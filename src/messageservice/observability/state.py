@@ -1,0 +1,106 @@
+"""The installation's state, read from the database when /metrics is scraped: the same numbers from every
+process, and nothing lost by a restart. One read snapshot per scrape, a few aggregate statements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Connection, Select, case, func, select
+
+from messageservice.core import statuses
+from messageservice.core.context import Core
+from messageservice.delivery.breaker import breaker_state
+from messageservice.store.tables import deliveries, delivery_breakers, messages
+
+
+@dataclass(frozen=True)
+class State:
+    messages: dict[tuple[str, str], int] = field(default_factory=dict)  # (sender, status) -> count
+    due: int = 0
+    oldest_due_age: float = 0.0
+    dead: int = 0
+    breakers: dict[str, int] = field(default_factory=dict)  # origin -> 1 open or half-open, 0 closed
+    pool_in_use: int = 0
+
+
+_BY_SENDER_AND_STATUS = select(messages.c.message_from, messages.c.status_id, func.count()).group_by(
+    messages.c.message_from, messages.c.status_id
+)
+_DEAD = select(func.count()).where(deliveries.c.state == "dead")
+_BREAKERS = select(delivery_breakers.c.origin, delivery_breakers.c.failures, delivery_breakers.c.open_until)
+
+
+def _due(now: float) -> Select[Any]:
+    # The (state, next_attempt_at) index only. A claimed job's time is its lease's end: in flight is not due.
+    due = deliveries.c.next_attempt_at <= now
+    return select(
+        func.coalesce(func.sum(case((due, 1), else_=0)), 0),
+        func.min(case((due, deliveries.c.next_attempt_at), else_=None)),
+    ).where(deliveries.c.state == "pending")
+
+
+def _read(conn: Connection, now: float, breaker_failures: int) -> State:
+    counts: dict[tuple[str, str], int] = {}
+    for sender, status_id, count in conn.execute(_BY_SENDER_AND_STATUS):
+        name = (statuses.by_id(status_id) or statuses.UNKNOWN).name
+        counts[(sender, name)] = counts.get((sender, name), 0) + int(count)
+    due, oldest = conn.execute(_due(now)).one()
+    breakers: dict[str, int] = {}
+    for origin, failures, open_until in conn.execute(_BREAKERS):
+        tripped = breaker_state(failures, open_until, breaker_failures, now) != "closed"
+        breakers[origin] = max(breakers.get(origin, 0), int(tripped))  # open for any app: open
+    return State(
+        messages=counts,
+        due=int(due),
+        oldest_due_age=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
+        dead=int(conn.execute(_DEAD).scalar_one()),
+        breakers=breakers,
+    )
+
+
+async def read_state(core: Core) -> State:
+    now = core.clock()
+    state = await core.store.read(lambda conn: _read(conn, now, core.settings.breaker_failures))
+    return State(
+        state.messages, state.due, state.oldest_due_age, state.dead, state.breakers, core.store.connections_in_use()
+    )
+
+
+class StateCollector(Collector):
+    """Yields one scrape's state (read before, asynchronously) as gauges."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        s = self.state
+        by_status = GaugeMetricFamily(
+            "messageservice_messages",
+            "Messages in the store, by sender and current status.",
+            labels=["sender", "status"],
+        )
+        for (sender, status), count in sorted(s.messages.items()):
+            by_status.add_metric([sender, status], count)
+        yield by_status
+        yield GaugeMetricFamily("messageservice_queue_depth", "Messages due for delivery now (not in flight).", s.due)
+        yield GaugeMetricFamily(
+            "messageservice_queue_oldest_due_age_seconds",
+            "How long the longest-waiting due message has been due; 0 when none is.",
+            s.oldest_due_age,
+        )
+        yield GaugeMetricFamily("messageservice_dead_letters", "Dead letters in the store (given up).", s.dead)
+        breakers = GaugeMetricFamily(
+            "messageservice_breaker_open", "1 while a handler origin's breaker is open or half-open.", labels=["origin"]
+        )
+        for origin, value in sorted(s.breakers.items()):
+            breakers.add_metric([origin], value)
+        yield breakers
+        yield GaugeMetricFamily(
+            "messageservice_db_pool_connections_in_use",
+            "Database connections this process has checked out.",
+            s.pool_in_use,
+        )
