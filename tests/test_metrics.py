@@ -249,6 +249,7 @@ def test_the_page_is_prometheus_text(any_portal: LivePortal) -> None:
         "messageservice_queue_oldest_due_age_seconds",
         "messageservice_dead_letters",
         "messageservice_breaker_open",
+        "messageservice_stuck_messages",
         "messageservice_db_pool_connections_in_use",
     ):
         assert name in names, name

@@ -25,6 +25,7 @@ from tests.portal import AppCredentials, LivePortal
 from tests.receiver import Receiver
 from tests.test_cli import invoke, portal_env
 from tests.test_messages import get, handler_url, send, settled
+from tests.test_metrics import of, parse, scrape
 
 SHORT = 30.0  # the sender's own time in these tests, in seconds
 
@@ -182,6 +183,8 @@ def test_stuck_messages_in_the_cli_the_console_and_the_providers_page(
     # The metrics' function, per sender key.
     found = local_portal.run(stuck_per_sender)
     assert found.get(silent_from) == 1 and honest_from not in found
+    gauge = of(parse(scrape(local_portal).text), "messageservice_stuck_messages")
+    assert gauge == {frozenset({("sender", silent_from)}): 1.0}
 
     console = ConsoleClient(local_portal).login(add_admin(local_portal))
     page = console.get("/messages", params={"stuck": "1", "sender": silent_from})

@@ -3,6 +3,7 @@ process, and nothing lost by a restart. One read snapshot per scrape, a few aggr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import Connection, Select, case, func, select
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
+from messageservice.core.stuck import count_query as stuck_query
 from messageservice.delivery.breaker import breaker_state
 from messageservice.store.tables import deliveries, delivery_breakers, messages
 
@@ -24,6 +26,7 @@ class State:
     oldest_due_age: float = 0.0
     dead: int = 0
     breakers: dict[str, int] = field(default_factory=dict)  # origin -> 1 open or half-open, 0 closed
+    stuck: dict[str, int] = field(default_factory=dict)  # sender -> stuck messages (core/stuck.py)
     pool_in_use: int = 0
 
 
@@ -43,7 +46,7 @@ def _due(now: float) -> Select[Any]:
     ).where(deliveries.c.state == "pending")
 
 
-def _read(conn: Connection, now: float, breaker_failures: int) -> State:
+def _read(conn: Connection, now: float, breaker_failures: int, stuck_after: float) -> State:
     counts: dict[tuple[str, str], int] = {}
     for sender, status_id, count in conn.execute(_BY_SENDER_AND_STATUS):
         name = (statuses.by_id(status_id) or statuses.UNKNOWN).name
@@ -53,21 +56,24 @@ def _read(conn: Connection, now: float, breaker_failures: int) -> State:
     for origin, failures, open_until in conn.execute(_BREAKERS):
         tripped = breaker_state(failures, open_until, breaker_failures, now) != "closed"
         breakers[origin] = max(breakers.get(origin, 0), int(tripped))  # open for any app: open
+    stuck: dict[str, int] = {}
+    for _sender_id, sender, count in conn.execute(stuck_query(now, stuck_after)):
+        stuck[sender] = stuck.get(sender, 0) + int(count)
     return State(
         messages=counts,
         due=int(due),
         oldest_due_age=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
         dead=int(conn.execute(_DEAD).scalar_one()),
         breakers=breakers,
+        stuck=stuck,
     )
 
 
 async def read_state(core: Core) -> State:
     now = core.clock()
-    state = await core.store.read(lambda conn: _read(conn, now, core.settings.breaker_failures))
-    return State(
-        state.messages, state.due, state.oldest_due_age, state.dead, state.breakers, core.store.connections_in_use()
-    )
+    failures, stuck_after = core.settings.breaker_failures, core.settings.stuck_after_seconds
+    state = await core.store.read(lambda conn: _read(conn, now, failures, stuck_after))
+    return dataclasses.replace(state, pool_in_use=core.store.connections_in_use())
 
 
 class StateCollector(Collector):
@@ -99,6 +105,14 @@ class StateCollector(Collector):
         for origin, value in sorted(s.breakers.items()):
             breakers.add_metric([origin], value)
         yield breakers
+        stuck = GaugeMetricFamily(
+            "messageservice_stuck_messages",
+            "Messages the HANDLER accepted whose provider has not reported a final status within the sender's time.",
+            labels=["sender"],
+        )
+        for sender, count in sorted(s.stuck.items()):
+            stuck.add_metric([sender], count)
+        yield stuck
         yield GaugeMetricFamily(
             "messageservice_db_pool_connections_in_use",
             "Database connections this process has checked out.",
