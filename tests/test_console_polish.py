@@ -119,9 +119,9 @@ def test_retry_now_only_after_a_failed_attempt_that_waits() -> None:
     # Due already, or over.
     assert not retry_possible({**waiting, "NEXT_ATTEMPT_AT": now}, one, now)
     assert not retry_possible({**waiting, "STATE": "done", "NEXT_ATTEMPT_AT": None}, one, now)
-    # After a replay, the attempts of the current round count.
+    # After a replay the retry itself would refuse (it counts every recorded attempt): not offered.
     replayed_round = attempt_rounds([attempt(1, 10), attempt(2, 11), attempt(1, 20)], [replayed(15)])
-    assert retry_possible({**waiting, "ATTEMPTS": 1}, replayed_round, now)
+    assert not retry_possible({**waiting, "ATTEMPTS": 1}, replayed_round, now)
 
 
 # --- held by an open breaker -------------------------------------------------------------------

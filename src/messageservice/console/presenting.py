@@ -130,7 +130,10 @@ def retry_possible(delivery: dict[str, Any] | None, rounds: list[Round], now: fl
         return False
     tried = len(rounds[-1].attempts) if rounds else 0
     due = delivery.get("NEXT_ATTEMPT_AT")
-    return tried > 0 and tried == delivery.get("ATTEMPTS") and due is not None and due > now
+    # The retry itself (core.console_queries.retry_now) compares the delivery's count with every recorded
+    # attempt, replayed rounds included: offer it only where it can work.
+    recorded = sum(len(r.attempts) for r in rounds)
+    return tried > 0 and recorded == delivery.get("ATTEMPTS") and due is not None and due > now
 
 
 def handler_failing(health: Any) -> bool:
