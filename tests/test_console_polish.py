@@ -219,7 +219,7 @@ def test_the_send_form_reports_every_wrong_field_at_once() -> None:
     assert caught.value.message == "Please correct the marked fields: Sender, Recipient, Text, Bound to."
     with pytest.raises(FieldErrors) as half:
         read_send(form(mode="crm", sender=SENDER, recipient="+15550100000", text="hi", owner_type="2"), [SENDER])
-    assert half.value.fields == {"owner_id": "Entity id is required for a binding (or bind to nothing)."}
+    assert half.value.fields == {"owner_id": "Entity id is required. Or bind to nothing."}
     with pytest.raises(FieldErrors) as automation:
         read_send(form(mode="bizproc", sender=SENDER, recipient="+15550100000", text="hi"), [SENDER])
     assert len(automation.value.fields) == 7  # the workflow id and the six document parts

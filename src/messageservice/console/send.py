@@ -52,7 +52,7 @@ def _required(check: Checker, form: Form, name: str, label: str) -> str | None:
 def read_send(form: Form, choices: list[str]) -> dict[str, Any]:
     """The send form as message.send's parameters; every wrong field at once raises FieldErrors."""
     check = Checker()
-    mode = check.field("mode", "Send as", lambda: form.choice("mode", "Send as", MODES))
+    mode = form.choice("mode", "Send as", MODES)  # a hidden field: wrong only when the form was tampered with
     params: dict[str, Any] = {
         "MESSAGE_FROM": check.field("sender", "Sender", lambda: _sender(form, choices)),
         "MESSAGE_TO": check.field("recipient", "Recipient", lambda: _recipient(form)),
@@ -68,7 +68,7 @@ def read_send(form: Form, choices: list[str]) -> dict[str, Any]:
         if owner_type and owner_type not in OWNER_TYPES:
             check.fail("owner_type", "Bound to: choose one of the offered values.")
         elif owner_type and owner_id is None and "owner_id" not in check.errors:
-            check.fail("owner_id", "Entity id is required for a binding (or bind to nothing).")
+            check.fail("owner_id", "Entity id is required. Or bind to nothing.")
         elif owner_id is not None and not owner_type:
             check.fail("owner_type", "Bound to: choose what the entity is (or clear its id).")
         elif owner_type and owner_id is not None:
