@@ -338,6 +338,7 @@ def test_dead_letter_replay_button(
         ["First delivery", re.compile(r"^Replay 1, replayed at ")]
     )
     expect(page.locator("#delivery-state")).to_contain_text("done after 1 attempt in replay 1 (2 in all)")
+    screenshot(page, portal.backend, "message-replayed")
 
 
 def test_retry_now_button(

@@ -113,12 +113,12 @@ function renderDashboard(root, stats) {
       sub.textContent = h.sender_detail;
       who.append(sub);
       tr.append(who);
-      for (const value of [h.handler, h.attempts, h.success_rate, h.p95_ms, h.breaker, h.last_error]) {
+      [h.handler, h.attempts, h.success_rate, h.p95_ms, h.breaker, h.last_error].forEach((value, i) => {
         const td = document.createElement("td");
         td.textContent = value === null || value === undefined ? "—" : String(value);
-        if (value === h.handler) td.className = "text";
+        if (i === 0) td.className = "text";
         tr.append(td);
-      }
+      });
       if (h.breaker !== "closed") tr.className = "breaker-" + h.breaker;
       table.append(tr);
     }
