@@ -234,12 +234,16 @@ def test_send_form_bad_input_is_explained_and_sends_nothing(
     page.fill("textarea[name=text]", "<script>window.__xss = 1</script>")
     page.fill("input[name=owner_id]", "forty-two")
     page.click("#send-form button[type=submit]")
-    expect(page.locator("#form-error")).to_have_text("Recipient is required.")
+    # Every wrong field at once, each beside its field.
+    expect(page.locator("#error-recipient")).to_have_text("Recipient is required.")
+    expect(page.locator("#error-owner_id")).to_have_text("Entity id must be a whole number.")
+    expect(page.locator("#form-error")).to_have_text("Please correct the marked fields: Recipient, Entity id.")
     # What was typed comes back as text in the form, not as markup.
     expect(page.locator("textarea[name=text]")).to_have_value("<script>window.__xss = 1</script>")
     page.fill("input[name=recipient]", "+15550102032")
     page.click("#send-form button[type=submit]")
-    expect(page.locator("#form-error")).to_have_text("Entity id must be a whole number.")
+    expect(page.locator("#error-owner_id")).to_have_text("Entity id must be a whole number.")
+    expect(page.locator("#error-recipient")).to_have_count(0)
     assert page.evaluate("window.__xss") is None
     no_trace(page)
     assert len(provider.calls) == before
@@ -283,7 +287,7 @@ def test_messages_search_filters_and_pages(
     expect(page.locator("#total")).to_contain_text("27 messages, page 1 of 2")
     expect(page.locator("#message-table tbody tr")).to_have_count(25)
     screenshot(page, portal.backend, "messages")
-    page.click("a[rel=next]")
+    page.click("#pager-bottom a[rel=next]")
     expect(page.locator("#message-table tbody tr")).to_have_count(2)
     expect(page.locator("#message-table")).to_contain_text(f"bulk {marker} 0")
     page.fill("input[name=recipient]", "+15550990013")
@@ -329,7 +333,12 @@ def test_dead_letter_replay_button(
     expect(page.locator("#timeline")).to_contain_text("replayed")
     expect(page.locator("#delivery-state")).to_contain_text("done", timeout=WAIT_MS)
     assert len(failing_handler.wait_for(2)) >= 2
-    expect(page.locator("#attempts tbody tr")).to_have_count(2)
+    expect(page.locator("#attempts tr.attempt")).to_have_count(2)
+    expect(page.locator("#attempts tr.round-title")).to_have_text(
+        ["First delivery", re.compile(r"^Replay 1, replayed at ")]
+    )
+    expect(page.locator("#delivery-state")).to_contain_text("done after 1 attempt in replay 1 (2 in all)")
+    screenshot(page, portal.backend, "message-replayed")
 
 
 def test_retry_now_button(
@@ -368,7 +377,8 @@ def test_dashboard_draws_and_refreshes(
     first = page.locator("#refreshed").inner_text()
     expect(dashboard).to_have_attribute("data-refreshes", re.compile(r"^([2-9]|\d\d+)"), timeout=WAIT_MS)
     assert page.locator("#refreshed").inner_text() != first
-    expect(page.locator("#handler-rows")).to_contain_text(sender)
+    expect(page.locator("#handler-rows")).to_contain_text("Test SMS")  # the sender's name
+    expect(page.locator(f"#handler-rows td[title='{sender}']")).to_have_count(1)
     expect(page.locator("#handler-rows")).to_contain_text("closed")
     screenshot(page, portal.backend, "dashboard")
 

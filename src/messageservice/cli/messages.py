@@ -164,11 +164,15 @@ def messages_show(
     _message_ref(message)
 
     async def work(core: Core) -> dict[str, Any]:
+        from messageservice.console.breakers import held_message
         from messageservice.core.console_queries import handler_call
 
         view = await _find(core, await acting(core, user), message)
+        call = await handler_call(core, view["ID"])
+        held = await held_message(core, view, call[0] if call else None)
+        if held is not None:
+            view["HELD_BY_BREAKER"] = {"ORIGIN": held.origin, "UNTIL": held.until}
         if body:
-            call = await handler_call(core, view["ID"])
             view["HANDLER_URL"] = (call[0] or None) if call is not None else None
             view["HANDLER_FIELDS"] = [list(pair) for pair in call[1]] if call is not None else None
         return view

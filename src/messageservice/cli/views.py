@@ -138,6 +138,10 @@ def message_detail(view: dict[str, Any]) -> RenderableType:
             line.append(f", next at {when(delivery['NEXT_ATTEMPT_AT'])}")
         if delivery.get("LAST_ERROR"):
             line.append(f", last error: {safe(delivery['LAST_ERROR'], one_line=True)}")
+        held = view.get("HELD_BY_BREAKER")
+        if held:
+            until = datetime.fromtimestamp(held["UNTIL"]).astimezone().strftime("%H:%M:%S")
+            line.append(f", held: breaker open for {safe(held['ORIGIN'], one_line=True)} until {until}", style="red")
         fields.add_row("delivery", line)
     fields.add_row("created", when(view["DATE_CREATE"]))
     fields.add_row("updated", when(view["DATE_UPDATE"]))

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messageservice.console.forms import Form, FormError
+from messageservice.console.presenting import name_lines
 from messageservice.console.web import Console, describe, flash, guarded, posted, redirect
 from messageservice.core import apps as app_service
 from messageservice.core import console_queries as queries
@@ -75,6 +76,7 @@ def build_routes(console: Console) -> list[Route]:
             "error": error,
             "v": values or {"name": app.name, "url": app.url, "scopes": ",".join(app.scopes)},
             "revealed": revealed,
+            "name_lines": name_lines,
         }
         return console.render(request, "app.html", context, status=400 if error else 200)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -9,6 +10,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from messageservice.console.breakers import BreakerStates, breaker_of, breaker_states
+from messageservice.console.labels import sender_labels
+from messageservice.console.presenting import SenderLabel, handler_failing, sender_label
 from messageservice.console.web import Console, guarded
 from messageservice.core.logins import Operator
 from messageservice.core.stats import Stats, collect
@@ -25,10 +28,12 @@ def _ms(value: float | None) -> str | None:
     return None if value is None else f"{value:.0f} ms"
 
 
-def stats_json(stats: Stats, states: BreakerStates) -> dict[str, Any]:
+def stats_json(stats: Stats, states: BreakerStates, labels: dict[str, SenderLabel]) -> dict[str, Any]:
     handlers = [
         {
             "sender": f"{h.app_client_id}|{h.sender_code}",
+            "sender_name": sender_label(f"{h.app_client_id}|{h.sender_code}", labels).name,
+            "sender_detail": sender_label(f"{h.app_client_id}|{h.sender_code}", labels).detail,
             "handler": h.handler,
             "attempts": h.attempts,
             "success_rate": _percent(h.success_rate),
@@ -39,7 +44,7 @@ def stats_json(stats: Stats, states: BreakerStates) -> dict[str, Any]:
         }
         for h in stats.handlers
     ]
-    failing = [h for h in stats.handlers if h.failed and (h.success_rate or 0) < 1]
+    failing = [h for h in stats.handlers if handler_failing(h)]
     oldest = None if stats.oldest_due_at is None else max(0.0, stats.generated_at - stats.oldest_due_at)
     return {
         "generated_at": stats.generated_at,
@@ -51,6 +56,7 @@ def stats_json(stats: Stats, states: BreakerStates) -> dict[str, Any]:
         "by_status": stats.by_status,
         "by_delivery_state": stats.by_delivery_state,
         "created": sum(m.created for m in stats.per_minute),
+        "delivered": sum(m.delivered for m in stats.per_minute),
         "queue_depth": stats.queue_depth,
         "due_now": stats.due_now,
         "oldest_due": None if oldest is None else f"{oldest:.0f} s",
@@ -61,6 +67,23 @@ def stats_json(stats: Stats, states: BreakerStates) -> dict[str, Any]:
     }
 
 
+def tile_links(window_start: float) -> dict[str, str]:
+    """Where each dashboard card leads: the list it counts, filtered (paths under the console's prefix)."""
+    # The messages filter takes a datetime-local value read as UTC; rounded down so the list holds them all.
+    since = datetime.datetime.fromtimestamp(window_start, datetime.UTC).strftime("%Y-%m-%dT%H:%M")
+    pending = "/messages?delivery=pending"
+    return {
+        "created": f"/messages?since={since}",
+        "delivered": f"/messages?status=delivered&since={since}",
+        "queue_depth": pending,
+        "due_now": pending,
+        "oldest_due": pending,
+        "dead": "/messages?delivery=dead",
+        "failing_handlers": "/providers?show=failing",
+        "open_breakers": "/providers?show=open",
+    }
+
+
 def build_routes(console: Console) -> list[Route]:
     def window_of(request: Request) -> str:
         chosen = request.query_params.get("window", "3600")
@@ -68,13 +91,21 @@ def build_routes(console: Console) -> list[Route]:
 
     async def page(request: Request, operator: Operator) -> Response:
         window = window_of(request)
-        data = stats_json(await collect(console.core, int(window)), await breaker_states(console.core))
-        context = {"s": data, "window": window, "windows": WINDOWS, "refresh_ms": REFRESH_MS}
+        stats = await collect(console.core, int(window))
+        data = stats_json(stats, await breaker_states(console.core), await sender_labels(console.core))
+        context = {
+            "s": data,
+            "window": window,
+            "windows": WINDOWS,
+            "refresh_ms": REFRESH_MS,
+            "links": tile_links(stats.generated_at - int(window)),
+        }
         return console.render(request, "dashboard.html", context)
 
     async def numbers(request: Request, operator: Operator) -> Response:
         stats = await collect(console.core, int(window_of(request)))
-        return JSONResponse(stats_json(stats, await breaker_states(console.core)))
+        labels = await sender_labels(console.core)
+        return JSONResponse(stats_json(stats, await breaker_states(console.core), labels))
 
     return [
         Route("/", guarded(console, page), methods=["GET"]),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -13,6 +15,7 @@ MAX_FIELDS = 200
 # Names, logins, URLs and the like never need markup; a tag there is a mistake or an attack.
 TAG = re.compile(r"<\s*/?\s*[A-Za-z!?]")
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+T = TypeVar("T")
 
 
 class FormError(Exception):
@@ -105,3 +108,35 @@ class Form:
 
     def checked(self, name: str) -> bool:
         return self.raw(name) in ("on", "1", "true", "yes")
+
+
+class FieldErrors(FormError):
+    """Several fields wrong at once: each message is shown beside its field, the summary above the form."""
+
+    def __init__(self, fields: dict[str, str], labels: dict[str, str]) -> None:
+        names = ", ".join(labels.get(name, name) for name in fields)
+        super().__init__(f"Please correct the marked field{'s' if len(fields) > 1 else ''}: {names}.")
+        self.fields = fields
+
+
+class Checker:
+    """Reads fields one after another and keeps every failure, so that a form shows all its errors at once."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+
+    def field(self, name: str, label: str, read: Callable[[], T]) -> T | None:
+        self.labels[name] = label
+        try:
+            return read()
+        except FormError as exc:
+            self.fail(name, exc.message)
+            return None
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, message)
+
+    def done(self) -> None:
+        if self.errors:
+            raise FieldErrors(dict(self.errors), self.labels)

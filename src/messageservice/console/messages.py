@@ -9,7 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from messageservice.console.breakers import held_message, utc_clock
 from messageservice.console.forms import Form, FormError
+from messageservice.console.labels import sender_labels
+from messageservice.console.presenting import attempt_rounds, delivery_summary, retry_possible, sender_label
 from messageservice.console.web import Console, flash, guarded, redirect
 from messageservice.core import console_queries as queries
 from messageservice.core import statuses
@@ -88,6 +91,8 @@ def build_routes(console: Console) -> list[Route]:
             "statuses": STATUS_NAMES,
             "deliveries": DELIVERY_STATES,
             "senders": await queries.sender_choices(core),
+            "labels": await sender_labels(core),
+            "sender_label": sender_label,
         }
         return console.render(request, "messages.html", context, status=400 if error else 200)
 
@@ -101,13 +106,20 @@ def build_routes(console: Console) -> list[Route]:
             return console.error_page(request, 404, "There is no such message.")
         call = await queries.handler_call(core, view["ID"])
         delivery = view["DELIVERY"] or {}
+        rounds = attempt_rounds(view["ATTEMPTS"], view["HISTORY"])
+        held = await held_message(core, view, call[0] if call else None)
         context = {
             "m": view,
             "app_names": {a.id: a.name for a in await list_apps(core)},
             "user_names": {u.id: u.name for u in await list_users(core)},
-            "call": call,
+            "sender": sender_label(view["MESSAGE_FROM"], await sender_labels(core)),
+            # What the HANDLER got is shown once it got something.
+            "call": call if view["ATTEMPTS"] else None,
+            "rounds": rounds,
+            "summary": delivery_summary(view["DELIVERY"], rounds),
+            "held": held.text(utc_clock) if held else None,
             "can_replay": delivery.get("STATE") == "dead",
-            "can_retry": delivery.get("STATE") == "pending" and len(view["ATTEMPTS"]) == delivery.get("ATTEMPTS"),
+            "can_retry": retry_possible(view["DELIVERY"], rounds, core.clock()) and held is None,
             "final": is_final(view),
             "fingerprint": fingerprint(view),
         }

@@ -35,10 +35,18 @@ function watchMessage(live) {
   setTimeout(tick, 1000);
 }
 
-// Messages per minute: three lines (created, delivered, failed) over the window.
+// Charts are drawn at the size they are shown (one SVG unit a CSS pixel), so that their text stays
+// readable on a phone instead of shrinking with the picture.
+function drawnWidth(svg, fallback) {
+  const width = Math.round(svg.getBoundingClientRect().width);
+  return width > 0 ? Math.max(240, width) : fallback;
+}
+
+// Messages per minute: created, delivered and failed over the window. `created` is a light area with a
+// dashed line drawn last, so that it still shows where `delivered` runs on top of it.
 function drawPerMinute(svg, points) {
   svg.replaceChildren();
-  const width = 640, height = 220, left = 36, bottom = 22, top = 10;
+  const width = drawnWidth(svg, 640), height = width < 480 ? 180 : 220, left = 36, bottom = 22, top = 10;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const max = Math.max(1, ...points.flatMap((p) => [p.created, p.delivered, p.failed]));
   const x = (i) => left + (points.length <= 1 ? 0 : (i * (width - left - 8)) / (points.length - 1));
@@ -51,20 +59,24 @@ function drawPerMinute(svg, points) {
   if (points.length) {
     const label = (p) => new Date(p.minute * 1000).toISOString().slice(11, 16);
     svg.append(svgElement("text", { x: left, y: height - 4 }, label(points[0])));
-    svg.append(svgElement("text", { x: width - 44, y: height - 4 }, label(points[points.length - 1])));
+    svg.append(svgElement("text", { x: width - 8, y: height - 4, "text-anchor": "end" }, label(points[points.length - 1])));
   }
-  const colours = { created: "#2f6fed", delivered: "#1f9d55", failed: "#d64545" };
-  for (const [series, colour] of Object.entries(colours)) {
-    const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p[series]).toFixed(1)}`).join(" ");
-    if (path) svg.append(svgElement("path", { d: path, fill: "none", stroke: colour, "stroke-width": 2, "data-series": series }));
-  }
+  const line = (series) => points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p[series]).toFixed(1)}`).join(" ");
+  if (!points.length) return;
+  const base = y(0).toFixed(1);
+  svg.append(svgElement("path", { d: `${line("created")} L${x(points.length - 1).toFixed(1)},${base} L${x(0).toFixed(1)},${base} Z`,
+    fill: "#2f6fed", "fill-opacity": 0.12, stroke: "none", "data-area": "created" }));
+  svg.append(svgElement("path", { d: line("failed"), fill: "none", stroke: "#d64545", "stroke-width": 2, "data-series": "failed" }));
+  svg.append(svgElement("path", { d: line("delivered"), fill: "none", stroke: "#1f9d55", "stroke-width": 2, "data-series": "delivered" }));
+  svg.append(svgElement("path", { d: line("created"), fill: "none", stroke: "#2f6fed", "stroke-width": 2,
+    "stroke-dasharray": "6 4", "data-series": "created" }));
 }
 
 // Horizontal bars: one per key of counts.
 function drawBars(svg, counts, colourOf) {
   svg.replaceChildren();
   const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
-  const row = 24, width = 320, label = 110;
+  const row = 24, width = drawnWidth(svg, 320), label = 110;
   const height = Math.max(row, entries.length * row);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const max = Math.max(1, ...entries.map((e) => e[1]));
@@ -94,12 +106,20 @@ function renderDashboard(root, stats) {
     table.replaceChildren();
     for (const h of stats.handlers) {
       const tr = document.createElement("tr");
-      for (const value of [h.sender, h.handler, h.attempts, h.success_rate, h.p95_ms, h.breaker, h.last_error]) {
+      const who = document.createElement("td"), sub = document.createElement("div");
+      who.title = h.sender;
+      who.textContent = h.sender_name;
+      sub.className = "sub";
+      sub.textContent = h.sender_detail;
+      who.append(sub);
+      tr.append(who);
+      [h.handler, h.attempts, h.success_rate, h.p95_ms, h.breaker, h.last_error].forEach((value, i) => {
         const td = document.createElement("td");
         td.textContent = value === null || value === undefined ? "—" : String(value);
+        if (i === 0) td.className = "text";
         tr.append(td);
-      }
-      if (h.breaker === "open" || h.breaker === "half-open") tr.className = "breaker-" + h.breaker;
+      });
+      if (h.breaker !== "closed") tr.className = "breaker-" + h.breaker;
       table.append(tr);
     }
     if (!stats.handlers.length) {
@@ -111,10 +131,20 @@ function renderDashboard(root, stats) {
 }
 
 function watchDashboard(root) {
+  let last = null;
+  let resized = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resized);
+    resized = setTimeout(() => { if (last) renderDashboard(root, last); }, 150);
+  });
   const tick = async () => {
     try {
       const stats = await fetchJson(root.dataset.statsUrl);
-      if (stats) { renderDashboard(root, stats); root.dataset.refreshes = String(Number(root.dataset.refreshes || 0) + 1); }
+      if (stats) {
+        last = stats;
+        renderDashboard(root, stats);
+        root.dataset.refreshes = String(Number(root.dataset.refreshes || 0) + 1);
+      }
     } catch (error) { /* try again on the next tick */ }
     setTimeout(tick, Number(root.dataset.intervalMs || 5000));
   };
