@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -26,7 +28,7 @@ from messageservice.background import BackgroundLoop, stop_loops
 from messageservice.config import Settings, SettingsError
 from messageservice.store.tables import attempts, deliveries, dispatchers
 from messageservice.supervisor import Backoff, LoopHealth, supervise
-from tests.conftest import new_database_url
+from tests.conftest import BACKENDS, new_database_url
 from tests.delivery_helpers import serve_in_background
 from tests.postgres import free_port
 from tests.test_messages import wait_for
@@ -290,3 +292,62 @@ def test_the_grace_setting_is_checked() -> None:
         with pytest.raises(SettingsError) as raised:
             Settings(shutdown_grace_seconds=bad, _env_file=None)  # type: ignore[call-arg]
         assert str(raised.value).startswith("MESSAGESERVICE_SHUTDOWN_GRACE_SECONDS")
+
+
+@pytest.mark.e2e
+def test_sigterm_lets_serve_finish_the_request_it_is_answering(setup: Topology, backend: str) -> None:
+    if backend != BACKENDS[0]:
+        pytest.skip("uvicorn's part: the same on every engine")
+    setup.serve_api_only()
+    process = setup.processes[-1]
+    sender = {"CODE": "late", "TYPE": "SMS", "HANDLER": "http://127.0.0.1:9/h", "NAME": "Late"}
+    assert setup.call("messageservice.sender.add", **sender)["result"] is True
+    body = json.dumps(
+        {
+            "auth": setup.token,
+            "MESSAGE_FROM": f"{setup.client_id}|late",
+            "MESSAGE_TO": "+79990000001",
+            "MESSAGE_BODY": "x",
+        }
+    ).encode()
+    with socket.create_connection(("127.0.0.1", setup.port), timeout=60) as conn:
+        # A request under way: its headers and half its body sent.
+        conn.sendall(
+            b"POST /rest/messageservice.message.send.json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
+        )
+        # The server has read them (nothing left in its receive queue): the request is under way there.
+        wait_for(lambda: _read_by_server(setup.port, conn.getsockname()[1]), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        # The shutdown has begun once the port takes no new connection.
+        wait_for(lambda: not _connects(setup.port), timeout=60)
+        conn.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["result"]["MESSAGE_ID"]
+    assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    (row,) = setup.query(select(deliveries.c.state))
+    assert row.state == "pending"  # stored, to be delivered by the next process
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _read_by_server(server_port: int, client_port: int) -> bool:
+    """The server's end of our connection is established and has nothing unread (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return state == "01" and int(queues.split(":")[1], 16) == 0
+    return False
