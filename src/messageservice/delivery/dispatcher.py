@@ -31,7 +31,7 @@ from sqlalchemy import Table
 from messageservice.background import BackgroundLoop
 from messageservice.config import Settings
 from messageservice.core.context import Core
-from messageservice.delivery.breaker import Gates, HandlerGate
+from messageservice.delivery.breaker import Gates
 from messageservice.delivery.decision import Decision, Defer, Retry, RetryPolicy, decide
 from messageservice.delivery.fairness import apps_at_share, claim_room
 from messageservice.delivery.jobs import Job, Result
@@ -165,6 +165,7 @@ class Dispatcher(BackgroundLoop):
 
     def begin_stop(self) -> bool:
         self._draining.set()
+        self.gates.wake_all()  # the jobs waiting for a slot see the stop and are handed back
         self._wakeup.set()
         return True
 
@@ -308,7 +309,7 @@ class Dispatcher(BackgroundLoop):
         now = time.time()
         later = gate.admit(now)
         while later is not None and gate.may_wait(time.time()):
-            await self._slot_or_stop(gate)
+            await gate.wait_for_slot()
             if self._draining.is_set():
                 return HAND_BACK
             later = gate.admit(time.time())
@@ -322,16 +323,6 @@ class Dispatcher(BackgroundLoop):
             return outcome
         finally:
             gate.release(time.time(), handler_failed=failed)
-
-    async def _slot_or_stop(self, gate: HandlerGate) -> None:
-        """Wait for a slot of the handler, or for a graceful stop (then the job is handed back)."""
-        slot = asyncio.ensure_future(gate.wait_for_slot())
-        stop = asyncio.ensure_future(self._draining.wait())
-        try:
-            await asyncio.wait({slot, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            slot.cancel()
-            stop.cancel()
 
     @property
     def _writing(self) -> bool:
