@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 
 from messageservice import __version__
-from messageservice.background import BackgroundLoop
+from messageservice.background import BackgroundLoop, stop_loops
 from messageservice.config import Settings, get_settings
 from messageservice.console.app import create_console
 from messageservice.core.context import Core
@@ -83,8 +83,7 @@ def create_app(
         try:
             yield
         finally:
-            for loop in reversed(loops):
-                await loop.stop()
+            await stop_loops(loops, settings.shutdown_grace_seconds)  # delivery in flight finishes, see background.py
             await core.close()
 
     async def health(request: Request) -> Response:

@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     # While calls are in flight the dispatcher claims and writes back at most once per tick, so that
     # a steady trickle shares transactions instead of paying one claim and one write per message.
     dispatch_tick_seconds: NonNegativeFloat = 0.005
+    # On SIGTERM (a restart): how long `serve` and `worker` let the REST requests and HANDLER calls under
+    # way finish before they stop. What was claimed but not started is handed back at once; a call still
+    # running after this is cut off and retried when its lease runs out (at least once). 0: stop at once.
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 15.0
     # Finished messages older than this are purged (Bitrix24: 14 days); 0 keeps them forever.
     retention_days: NonNegativeFloat = 14.0
     # HANDLERs may resolve to these networks although they are not public (CIDRs, comma-separated; empty:

@@ -91,8 +91,12 @@ async def supervise(
     *,
     backoff: Backoff = DEFAULT_BACKOFF,
     sleep: Sleep = asyncio.sleep,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run `run()` until cancelled, restarting it after every crash (or return, which a loop never should)."""
+    """Run `run()` until cancelled, restarting it after every crash (or return, which a loop never should).
+
+    Once `stopping()` is true (a graceful stop asked the loop to finish its work), the loop's return
+    ends supervision, and so does a crash (logged): a process on its way out starts nothing again."""
     try:
         while True:
             health.state = "running"
@@ -102,10 +106,15 @@ async def supervise(
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if stopping():
+                    log.error("background loop %s crashed while stopping", health.name, exc_info=exc)
+                    return
                 health.last_error = describe(exc)
                 failure = "crashed"
                 exc_info: BaseException | None = exc
             else:
+                if stopping():
+                    return
                 health.last_error = "the loop returned"
                 failure, exc_info = "returned", None
             now = health.clock()

@@ -42,6 +42,7 @@ def worker(
     import signal
 
     from messageservice.app import background_loops, with_handler_rule
+    from messageservice.background import stop_loops
     from messageservice.heap import settle_after_startup
     from messageservice.observability.exposition import metrics_loops
     from messageservice.observability.jsonlog import configure_logging
@@ -55,8 +56,9 @@ def worker(
     async def work(core: Core) -> None:
         loops = [*background_loops(core), *metrics_loops(core, metrics_host, metrics_port)]
         stopping = asyncio.Event()
+        events = asyncio.get_running_loop()
         for number in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(number, stopping.set)
+            events.add_signal_handler(number, stopping.set)
         for loop in loops:
             loop.start()
         settle_after_startup()
@@ -64,8 +66,15 @@ def worker(
         try:
             await stopping.wait()
         finally:
-            for loop in reversed(loops):
-                await loop.stop()
+            grace = core.settings.shutdown_grace_seconds
+            # A second signal: stop now (calls under way are cut off and sent again after their lease).
+            for number in (signal.SIGINT, signal.SIGTERM):
+                events.add_signal_handler(number, lambda: [loop.cancel() for loop in loops])
+            console.print(
+                f"worker stopping: unstarted work handed back, calls under way get {grace:g} s to finish",
+                highlight=False,
+            )
+            await stop_loops(loops, grace)
 
     # uvloop, as `serve` gets from uvicorn: the dispatcher's HTTP client runs markedly cheaper on it.
     runner.run(work, settings, uvloop=True)
@@ -83,9 +92,16 @@ def serve(
             help="Also deliver messages here (default); --no-dispatch leaves delivery to `messageservice worker`s.",
         ),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(help="API processes sharing the port (PostgreSQL only): one per core to use."),
+    ] = 1,
 ) -> None:
     """Run the server."""
     settings = runner.load_settings()  # first: a bad setting stops the server before anything is loaded
+    from messageservice.cli.serve_processes import check_workers, run_processes
+
+    check_workers(settings, workers)
     import uvicorn
 
     from messageservice.app import create_app
@@ -120,19 +136,21 @@ def serve(
         ssl_options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         console.print(trust_instructions(cert))
     print_lines(getting_started(public_url, listening))
-    uvicorn.run(
-        # The public URL is recorded already (check); the app's start-up writes nothing that could fail.
-        create_app(settings, listening=[host]),
-        host=host,
-        port=port,
+    options: dict[str, Any] = dict(
         log_level=log_level,
         log_config=uvicorn_log_config(settings.log_format),
-        # A client's idle TLS keep-alive would otherwise hold a shutdown for the 30 s SSL close timeout.
-        timeout_graceful_shutdown=10,
+        # On SIGTERM the requests under way get this long to finish (then the delivery under way gets the
+        # same, app.py); a client's idle TLS keep-alive would otherwise hold a shutdown for 30 s (SSL close).
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         # X-Forwarded-For/-Proto only from the proxies the operator names (uvicorn's default trusts 127.0.0.1).
         forwarded_allow_ips=settings.trusted_proxies,
         **ssl_options,
     )
+    if workers > 1:
+        run_processes(settings, host, port, workers, **options)
+        return
+    # The public URL is recorded already (check); the app's start-up writes nothing that could fail.
+    uvicorn.run(create_app(settings, listening=[host]), host=host, port=port, **options)
 
 
 def print_lines(lines: list[str]) -> None:

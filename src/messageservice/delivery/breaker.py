@@ -149,6 +149,12 @@ class Gates:
             self._members.setdefault(key, set()).add(member)
         return self.gate(key)
 
+    def wake_all(self) -> None:
+        """Wake every job waiting for a slot (a graceful stop hands them back)."""
+        for gate in self._gates.values():
+            gate.freed.set()
+            gate.freed.clear()
+
     def blocked_members(self, now: float) -> list[int]:
         """Skip keys whose handler cannot take a call now: the claim skips their jobs, so that a dead
         or saturated provider's backlog is neither claimed nor cycled through."""

@@ -9,6 +9,12 @@ It wakes when a send commits (in this process) and when the next retry falls due
 looks for work from other processes every sweep. Up to `dispatch_concurrency` calls run at once;
 finished calls are written back in batches, one transaction per batch. Once a second it shares its
 breakers and its heartbeat with the other processes' dispatchers (`delivery/shared.py`).
+
+A graceful stop (SIGTERM, `background.stop_loops`) claims nothing more, hands back at once the jobs it
+claimed but did not start (still waiting for a slot of their handler: recorded as not tried, due now,
+so the next process takes them without waiting for a lease), lets the calls under way finish within
+the grace, writes their results and returns. Nothing already POSTed is handed back: a restart sends
+nothing twice. A call cut off by the end of the grace keeps its lease (at least once, as after a crash).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from messageservice.store.queues import seconds_until_due
 from messageservice.store.statistics import YoungTables
 
 log = logging.getLogger("messageservice.dispatcher")
+
+HANDED_BACK = "handed back at shutdown, not tried"
 
 # What the benchmark (bench/send_bench.py) and older imports take from here.
 __all__ = [
@@ -70,6 +78,10 @@ class Outbox(Protocol):
     ) -> list[Job]: ...
 
     async def record(self, core: Core, results: list[Result], decisions: dict[int, Decision]) -> None: ...
+
+
+# Not tried, due now: a Defer, so the claim is not counted and no attempt is recorded.
+HAND_BACK = Outcome(Verdict.DEFER, None, HANDED_BACK, None, 0.0)
 
 
 def lease_seconds(timeout: float) -> float:
@@ -139,6 +151,7 @@ class Dispatcher(BackgroundLoop):
         self._sweeping = True
         self._sweep_at: float | None = None  # when the idle loop looks for work queued elsewhere
         self._young_tables = YoungTables()
+        self._draining = asyncio.Event()  # a graceful stop: no claims, unstarted jobs handed back
         self._statistics_checked = 0.0
         settings = core.settings
         self.slots = settings.dispatch_concurrency
@@ -152,6 +165,16 @@ class Dispatcher(BackgroundLoop):
         self._work = True
         self._wakeup.set()
 
+    def begin_stop(self) -> bool:
+        self._draining.set()
+        self.gates.wake_all()  # the jobs waiting for a slot see the stop and are handed back
+        self._wakeup.set()
+        return True
+
+    @property
+    def _drained(self) -> bool:
+        return not self._inflight and not self._finished and not self._writing
+
     async def run(self) -> None:
         settings = self._core.settings
         loop = asyncio.get_running_loop()
@@ -163,7 +186,10 @@ class Dispatcher(BackgroundLoop):
                     self._wakeup.clear()
                     await self._share_state()
                     await self._write_finished()
-                    if self._work or self._backlog:
+                    if self._draining.is_set():
+                        if self._drained:
+                            return
+                    elif self._work or self._backlog:
                         self._work = False
                         await self._claim_more(poster)
                     await self._idle()
@@ -171,6 +197,12 @@ class Dispatcher(BackgroundLoop):
                         # Busy: let a tick's worth of finished calls and new jobs gather.
                         await asyncio.sleep(max(0.0, settings.dispatch_tick_seconds - (loop.time() - started)))
             finally:
+                if self._inflight:
+                    log.warning(
+                        "%d %s calls cut off at shutdown: sent again when their lease runs out",
+                        len(self._inflight),
+                        self.outbox.kind,
+                    )
                 for task in self._inflight:
                     task.cancel()
                 await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -271,6 +303,8 @@ class Dispatcher(BackgroundLoop):
         self._wakeup.set()
 
     async def _attempt(self, poster: Poster, job: Job) -> Outcome:
+        if self._draining.is_set():
+            return HAND_BACK
         if job.url is None or job.error is not None:
             return await _send(poster, job)
         gate = self.gates.for_job(job.app_id, job.url, job.member)
@@ -278,6 +312,8 @@ class Dispatcher(BackgroundLoop):
         later = gate.admit(now)
         while later is not None and gate.may_wait(time.time()):
             await gate.wait_for_slot()
+            if self._draining.is_set():
+                return HAND_BACK
             later = gate.admit(time.time())
         if later is not None:
             now = time.time()
