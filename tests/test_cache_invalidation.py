@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from messageservice.cache.changes import CHANNEL, changing
-from messageservice.cache.freshness import cached, current_generation
+from messageservice.cache.freshness import RequestScope, cached, current_generation
 from messageservice.cache.memory import RestCache
 from messageservice.core import apps as app_service
 from messageservice.core import console_queries
@@ -103,49 +103,73 @@ def test_the_oldest_entry_goes_when_full() -> None:
 
 
 class FakeSqliteStore:
-    """`fetch` of PRAGMA data_version and the counter row, as the read connection answers them."""
+    """`fetch` of the counter row, as the read connection answers it."""
 
     features = SQLITE
 
     def __init__(self) -> None:
-        self.data_version = 1
         self.counter = 0
         self.counter_reads = 0
-        self.rows: dict[str, Any] = {}
 
     async def fetch(self, statement: Any, params: Any) -> Sequence[Any]:
-        sql = str(statement)
-        if sql == "PRAGMA data_version":
-            return [(self.data_version,)]
-        if "cache_generations" in sql:
-            self.counter_reads += 1
-            return [(self.counter,)]
-        raise AssertionError(sql)
+        assert "cache_generations" in str(statement), statement
+        self.counter_reads += 1
+        return [(self.counter,)]
 
 
 def fake_core(store: Any, clock: Callable[[], float] = time.time) -> Any:
     return SimpleNamespace(store=store, cache=RestCache(), clock=clock)
 
 
-async def sqlite_counter_is_read_only_when_data_version_moves() -> None:
+async def sqlite_counter_is_read_once_per_request() -> None:
     store = FakeSqliteStore()
     core = fake_core(store)
-    first = await current_generation(core)
-    core.cache.put("a", 1, first)
+    with RequestScope():
+        first = await current_generation(core)
+        core.cache.put("a", 1, first)
+        assert await current_generation(core) == first and core.cache.get("a") == 1
+    assert store.counter_reads == 1  # one read for the whole request
+    with RequestScope():
+        assert await current_generation(core) == first and core.cache.get("a") == 1
+    assert store.counter_reads == 2  # every request reads it again
+    store.counter += 1  # another process changed something cached
+    with RequestScope():
+        moved = await current_generation(core)
+        assert moved is not None and moved != first and core.cache.get("a") is None
+        core.cache.hold()  # this process changes something within the request: look again
+        core.cache.release()
+        assert await current_generation(core) not in (None, moved)
+    assert store.counter_reads == 4
+    # Outside a request (the CLI, a background loop) every use reads the counter.
+    await current_generation(core)
+    await current_generation(core)
+    assert store.counter_reads == 6
+
+
+def test_sqlite_counter_is_read_once_per_request() -> None:
+    asyncio.run(sqlite_counter_is_read_once_per_request())
+
+
+async def a_task_started_by_a_request_checks_again_after_it() -> None:
+    store = FakeSqliteStore()
+    core = fake_core(store)
+    with RequestScope():
+        await current_generation(core)
+        later = asyncio.Event()
+
+        async def child() -> None:
+            await later.wait()
+            await current_generation(core)
+
+        task = asyncio.create_task(child())
     assert store.counter_reads == 1
-    assert await current_generation(core) == first and core.cache.get("a") == 1
-    assert store.counter_reads == 1  # nothing committed anywhere: one PRAGMA, no counter read
-    store.data_version += 1  # another connection committed something unrelated (a send)
-    assert await current_generation(core) == first and core.cache.get("a") == 1
+    later.set()
+    await task
     assert store.counter_reads == 2
-    store.data_version += 1  # a change to cached objects committed
-    store.counter += 1
-    moved = await current_generation(core)
-    assert moved is not None and moved != first and core.cache.get("a") is None
 
 
-def test_sqlite_counter_is_read_only_when_data_version_moves() -> None:
-    asyncio.run(sqlite_counter_is_read_only_when_data_version_moves())
+def test_a_task_started_by_a_request_checks_again_after_it() -> None:
+    asyncio.run(a_task_started_by_a_request_checks_again_after_it())
 
 
 async def only_what_was_found_is_kept() -> None:

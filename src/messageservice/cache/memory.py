@@ -9,7 +9,7 @@ When it may be used (`generation()` is not None):
   read during one may see the state before it, and must not be kept;
 - on PostgreSQL, only while the LISTEN connection is up (`listening`): without it, other processes'
   changes would go unseen, so every read goes to the database;
-- on SQLite, whenever: freshness.py compares the database's change counter before each use.
+- on SQLite, whenever: freshness.py compares the database's change counter first (once per request).
 
 A value read from the database is kept only under the generation taken before the read (`put`): a
 change that lands between the two moves the generation and the value is dropped, not kept stale.
@@ -36,7 +36,6 @@ class RestCache:
         self._listening = False
         # SQLite: the last change counter read from the database (freshness.py).
         self.counter: int | None = None
-        self.data_version: int | None = None
 
     def generation(self, *, needs_listener: bool = False) -> int | None:
         """The generation a read may be kept under; None: bypass the cache (read, do not keep).
