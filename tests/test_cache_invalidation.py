@@ -12,11 +12,13 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 
 from messageservice.cache.changes import CHANNEL, changing
@@ -30,10 +32,14 @@ from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.secrets import hash_secret
 from messageservice.core.tokens import OAuthError, TokenAuth, refresh
+from messageservice.delivery.wakeups import QueueListener
 from messageservice.rest.auth import token_caller
 from messageservice.store.features import POSTGRESQL, SQLITE
 from messageservice.store.tables import webhooks
+from messageservice.supervisor import Backoff
+from tests.conftest import BACKENDS
 from tests.portal import InProcessServer, LivePortal
+from tests.postgres import TempPostgres
 
 HANDLER = "http://127.0.0.1:9000/handler"
 
@@ -260,6 +266,45 @@ def test_a_change_announces_itself_in_its_transaction() -> None:
     assert asyncio.run(a_change_announces_itself(POSTGRESQL)) == [f"NOTIFY {CHANNEL}"] * 2
     bumps = asyncio.run(a_change_announces_itself(SQLITE))
     assert len(bumps) == 2 and all("cache_generations" in sql and "generation + 1" in sql for sql in bumps)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def listener_scenario(url: str) -> None:
+    cache = RestCache()
+    core: Any = SimpleNamespace(settings=SimpleNamespace(database_url=url), cache=cache)
+    listener = QueueListener(core, lambda: None, backoff=Backoff(first=0.05, cap=0.2), wakeups=False)
+    admin = await asyncpg.connect(url)
+    listener.start()
+    try:
+        await until(lambda: cache.generation(needs_listener=True) is not None)
+        cache.put("a", 1, cache.generation(needs_listener=True))
+        await admin.execute(f"NOTIFY {CHANNEL}")  # what `changing()` sends on commit
+        await until(lambda: "a" not in cache)
+        cache.put("a", 1, cache.generation(needs_listener=True))
+        [pid] = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()", f"LISTEN%{CHANNEL}%"
+        )
+        await admin.execute("SELECT pg_terminate_backend($1)", pid["pid"])
+        # Lost: bypassed at once (the connection's end is reported, not found at the next ping) ...
+        await until(lambda: cache.generation(needs_listener=True) is None)
+        assert "a" not in cache
+        # ... and used again once it listens again.
+        await until(lambda: cache.generation(needs_listener=True) is not None)
+        assert listener.health.restarts == 1
+    finally:
+        await listener.stop()
+        await admin.close()
+    assert cache.generation(needs_listener=True) is None  # stopped: nothing listens, nothing is cached
+
+
+@pytest.mark.skipif("postgres" not in BACKENDS, reason="PostgreSQL not in MESSAGESERVICE_TEST_BACKENDS")
+def test_postgres_cache_follows_its_listener(postgres: TempPostgres) -> None:
+    asyncio.run(listener_scenario(postgres.create_database("ms_cache_" + uuid.uuid4().hex[:8])))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def background_loops(core: Core, *, dispatch: bool = True) -> list[BackgroundLoo
     if QueueListener.wanted(core.settings.database_url):
         # NOTIFY from other processes wakes this dispatcher (through core.notify_queued) and keeps the REST
         # cache right (cache/): every process listens, an API-only one too.
-        loops.append(QueueListener(core))
+        loops.append(QueueListener(core, wakeups=dispatch))
     return loops
 
 

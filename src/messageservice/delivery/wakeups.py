@@ -51,7 +51,8 @@ class QueueListener(BackgroundLoop):
     It pings its connection every `quiet_seconds`, since a connection that died without a word would
     otherwise go unnoticed; a lost connection ends `run()` with an error, and the supervisor connects
     again with backoff. After every (re)connect `on_queued` is called once: what was queued while
-    nobody listened is found by that sweep.
+    nobody listened is found by that sweep. `wakeups=False` (a process that does not dispatch): the cache's
+    channel only, so that sends elsewhere do not wake it.
     """
 
     name = "listener"
@@ -64,8 +65,10 @@ class QueueListener(BackgroundLoop):
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Sleep = asyncio.sleep,
+        wakeups: bool = True,
     ) -> None:
         super().__init__(core, backoff=backoff, sleep=sleep)
+        self._wakeups = wakeups
         url = make_url(normalize_database_url(core.settings.database_url))
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._on_queued = on_queued or core.notify_queued
@@ -80,10 +83,12 @@ class QueueListener(BackgroundLoop):
         conn.add_termination_listener(lambda _conn: self._lost(lost))
         try:
             await conn.add_listener(changes.CHANNEL, self._cache_changed)
-            await conn.add_listener(CHANNEL, self._notified)
+            if self._wakeups:
+                await conn.add_listener(CHANNEL, self._notified)
             # From here on no change can go unseen: the REST cache may be used (it starts empty).
             self._core.cache.listening(True)
-            self._on_queued()
+            if self._wakeups:
+                self._on_queued()
             while True:
                 self.mark_active()
                 with contextlib.suppress(TimeoutError):
