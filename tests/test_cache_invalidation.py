@@ -34,6 +34,7 @@ from messageservice.core.secrets import hash_secret
 from messageservice.core.tokens import OAuthError, TokenAuth, refresh
 from messageservice.delivery.wakeups import QueueListener
 from messageservice.rest.auth import token_caller
+from messageservice.store.errors import StoreError
 from messageservice.store.features import POSTGRESQL, SQLITE
 from messageservice.store.tables import webhooks
 from messageservice.supervisor import Backoff
@@ -154,6 +155,31 @@ async def sqlite_counter_is_read_once_per_request() -> None:
 
 def test_sqlite_counter_is_read_once_per_request() -> None:
     asyncio.run(sqlite_counter_is_read_once_per_request())
+
+
+class NoCounterStore(FakeSqliteStore):
+    """A database from before migration 0011."""
+
+    async def fetch(self, statement: Any, params: Any) -> Sequence[Any]:
+        raise StoreError("no such table: cache_generations")
+
+
+async def without_the_counter_nothing_is_kept() -> None:
+    core = fake_core(NoCounterStore())
+    reads: list[int] = []
+
+    async def read() -> str:
+        reads.append(1)
+        return "value"
+
+    with RequestScope():
+        assert await cached(core, "k", read) == "value"
+        assert await cached(core, "k", read) == "value"
+    assert len(reads) == 2 and len(core.cache) == 0
+
+
+def test_without_the_counter_table_the_cache_is_bypassed() -> None:
+    asyncio.run(without_the_counter_nothing_is_kept())
 
 
 async def a_task_started_by_a_request_checks_again_after_it() -> None:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import text
 
+from messageservice.store.errors import StoreError
+
 if TYPE_CHECKING:
     from messageservice.core.context import Core
 
@@ -64,7 +66,10 @@ async def current_generation(core: Core) -> int | None:
     checked = _REQUEST.get()
     if checked is not None and checked.open and checked.epoch == cache.epoch:
         return cache.generation()  # looked once in this request, and this process changed nothing since
-    rows = await store.fetch(_COUNTER, {})
+    try:
+        rows = await store.fetch(_COUNTER, {})
+    except StoreError:
+        return None  # a schema before migration 0011 (/ready says so): read everything, keep nothing
     if not rows:
         return None  # no counter row: a change could go unseen
     counter = rows[0][0]
