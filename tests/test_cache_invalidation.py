@@ -496,7 +496,9 @@ def test_a_webhook_deleted_or_switched_off_elsewhere_stops_at_the_next_request(
     assert answer["error"] == "INVALID_CREDENTIALS", answer
 
 
-def test_a_sender_added_on_another_server_is_listed_at_once(local_portal: LivePortal) -> None:
+def test_a_sender_added_on_another_server_is_listed_at_once(local_fresh_portal: LivePortal) -> None:
+    # A portal of its own: a second server records its own public URL in the shared database.
+    local_portal = local_fresh_portal
     app = local_portal.add_app()
     add_sender(local_portal, app.access_token, "cache.a")
     watch = Watch(local_portal, app.access_token)
