@@ -26,6 +26,7 @@ from requests.utils import get_encoding_from_headers
 from sqlalchemy import update
 
 from messageservice.app import create_app
+from messageservice.cache.changes import changing
 from messageservice.config import Settings
 from messageservice.core import apps as app_service
 from messageservice.core import portal as portal_service
@@ -399,7 +400,7 @@ class LivePortal:
 
     def expire_access_token(self, token: str) -> None:
         async def work(core: Core) -> None:
-            async with core.engine.begin() as conn:
+            async with changing(core) as conn:  # every server's REST cache drops the token
                 await conn.execute(
                     update(access_tokens)
                     .where(access_tokens.c.token_hash == hash_secret(token))

@@ -186,7 +186,7 @@ def check_metrics(api: str, admin: Topology) -> None:
     # so the restarted worker tells the same truth; its own attempt counters restarted with it.
     for instance in ("1", "2"):
         url = f"http://127.0.0.1:910{instance}/metrics"
-        wait_for(lambda: _get(url), timeout=120)  # the restarted worker may still be starting on a busy machine
+        wait_for(lambda url=url: _get(url), timeout=120)  # the restarted worker may still be starting (busy box)
         worker_metrics = samples(url)
         assert worker_metrics["messageservice_messages"] == BURST
         assert worker_metrics["messageservice_dead_letters"] == 0

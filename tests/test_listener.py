@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from messageservice.cache.memory import RestCache
 from messageservice.delivery.wakeups import CHANNEL, ListenerLost, QueueListener
 from messageservice.supervisor import Backoff
 from tests.conftest import BACKENDS
@@ -46,7 +47,7 @@ async def listener_backends(admin: asyncpg.Connection) -> list[int]:
 
 async def scenario(url: str, caplog: pytest.LogCaptureFixture) -> None:
     calls = Calls()
-    core: Any = SimpleNamespace(settings=SimpleNamespace(database_url=url))
+    core: Any = SimpleNamespace(settings=SimpleNamespace(database_url=url), cache=RestCache())
     listener = QueueListener(core, calls, backoff=Backoff(first=0.05, cap=0.2))
     admin = await asyncpg.connect(url.replace("postgresql://", "postgres://"))
     listener.start()

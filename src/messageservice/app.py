@@ -44,9 +44,10 @@ def background_loops(core: Core, *, dispatch: bool = True) -> list[BackgroundLoo
         # Idle, it sleeps at most a sweep between turns.
         dispatcher.health.quiet_seconds = max(dispatcher.health.quiet_seconds, core.settings.dispatch_sweep_seconds)
         loops.append(dispatcher)
-        if QueueListener.wanted(core.settings.database_url):
-            # NOTIFY from other processes wakes this dispatcher (through core.notify_queued).
-            loops.append(QueueListener(core))
+    if QueueListener.wanted(core.settings.database_url):
+        # NOTIFY from other processes wakes this dispatcher (through core.notify_queued) and keeps the REST
+        # cache right (cache/): every process listens, an API-only one too.
+        loops.append(QueueListener(core, wakeups=dispatch))
     return loops
 
 

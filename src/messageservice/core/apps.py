@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, insert, select, update
 
+from messageservice.cache.changes import changing
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.events import enqueue_event
@@ -134,7 +135,7 @@ async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
         raise CoreError("ERROR_ARGUMENT", f"user {user_id} is not an admin of this portal")
     portal = await get_portal(core)
     token = new_hex(16)
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         row = await _locked_app(conn, client_id)
         await conn.execute(
             update(apps)
@@ -179,7 +180,7 @@ async def update_app(
 ) -> App:
     """Change an app. A new version behaves as in Bitrix: senders deleted, new application_token, ONAPPUPDATE."""
     portal = await get_portal(core)
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         row = await _locked_app(conn, client_id)
         values: dict[str, Any] = {}
         if url is not None:
@@ -218,7 +219,7 @@ async def update_app(
 async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> None:
     """Uninstall: senders and tokens go, ONAPPUNINSTALL is queued with the minimal auth block."""
     portal = await get_portal(core)
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         row = await _locked_app(conn, client_id)
         if not row.installed:
             raise CoreError("ERROR_ARGUMENT", f"Application {client_id} is not installed")

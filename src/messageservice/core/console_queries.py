@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import and_, func, or_, select, true, update
 
+from messageservice.cache.changes import changing
 from messageservice.core import statuses, stuck
 from messageservice.core.context import Core
 from messageservice.core.payload import auth_block, handler_body, stored_message
@@ -242,7 +243,7 @@ async def list_webhooks(core: Core) -> list[WebhookRow]:
 async def set_webhook_active(core: Core, webhook_id: int, active: bool) -> bool:
     if not 0 < webhook_id <= MAX_ID:
         return False
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         result = await conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(active=active))
     return bool(result.rowcount)
 
@@ -250,7 +251,7 @@ async def set_webhook_active(core: Core, webhook_id: int, active: bool) -> bool:
 async def set_user_flags(core: Core, user_id: int, *, is_admin: bool, active: bool) -> bool:
     if not 0 < user_id <= MAX_ID:
         return False
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         result = await conn.execute(update(users).where(users.c.id == user_id).values(is_admin=is_admin, active=active))
     return bool(result.rowcount)
 

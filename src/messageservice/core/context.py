@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from messageservice.cache.memory import RestCache
 from messageservice.config import Settings
 from messageservice.core.secrets import SecretBox
 from messageservice.store.group_commit import GroupCommit
@@ -21,6 +22,8 @@ class Core:
     clock: Callable[[], float] = field(default=time.time)
     # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
     queued_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Tokens, webhooks and sender codes every REST call reads (cache/): dropped by any process's change.
+    cache: RestCache = field(default_factory=RestCache)
 
     # The older doors, kept as thin accessors over the store so that code written against them works:
     # `engine.begin()` is store.transaction(), `engine.connect()` store.connection(), `writes.run(fn)`

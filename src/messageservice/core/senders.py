@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from messageservice.cache.changes import changing
+from messageservice.cache.freshness import cached
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.orphans import fail_queued
@@ -124,7 +126,7 @@ async def add_sender(core: Core, app_id: int, author_id: int, params: dict[str, 
     if sender_type not in TYPES:
         raise CoreError(VALIDATION, "Unknown sender message TYPE!")
     schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         app_name = (await conn.execute(select(apps.c.name).where(apps.c.id == app_id))).scalar_one()
         if await _find(conn, app_id, code) is not None:
             raise CoreError("ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!")
@@ -174,7 +176,7 @@ async def update_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
         check_deliverable(core, handler)
     schedule = _retry_schedule(params) if "RETRY_SCHEDULE" in params else None
     code_text = php_string(code)
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         row = await _find(conn, app_id, code_text, lock=True) if code_text is not None else None
         if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
@@ -238,7 +240,7 @@ def _by_language(value: Any) -> dict[str, str] | None:
 
 async def delete_sender(core: Core, app_id: int, params: dict[str, Any]) -> None:
     code = check_code(params.get("CODE"))
-    async with core.store.transaction() as conn:
+    async with changing(core) as conn:
         row = await _find(conn, app_id, code, lock=True)
         if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
@@ -250,7 +252,13 @@ _CODES = select(senders.c.code).where(senders.c.app_id == bindparam("app_id")).o
 
 
 async def list_codes(core: Core, app_id: int) -> list[str]:
-    return [row["code"] for row in await core.store.fetch(_CODES, {"app_id": app_id})]
+    """sender.list: held in the REST cache (cache/) while nothing changes."""
+    codes = await cached(core, ("senders", app_id), lambda: _read_codes(core, app_id))
+    return list(codes or ())
+
+
+async def _read_codes(core: Core, app_id: int) -> tuple[str, ...]:
+    return tuple(row["code"] for row in await core.store.fetch(_CODES, {"app_id": app_id}))
 
 
 async def list_senders(core: Core, app_id: int | None = None) -> list[Sender]:

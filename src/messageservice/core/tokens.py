@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from messageservice.cache.changes import changing
+from messageservice.cache.freshness import cached
 from messageservice.core.context import Core
 from messageservice.core.portal import Portal, get_portal
 from messageservice.core.secrets import hash_secret, new_hex, secret_matches
@@ -186,7 +188,8 @@ async def refresh(core: Core, client_id: str, client_secret: str | None, token: 
     portal = await get_portal(core)
     token_hash = hash_secret(token)
     replayed = False
-    async with core.store.transaction() as conn:
+    # A replay revokes a family of tokens that every process may hold in its REST cache.
+    async with changing(core) as conn:
         app_row = await _client(conn, client_id, client_secret)
         now = core.clock()
         # Mark-then-check makes a refresh token single-use even when two refreshes race.
@@ -267,8 +270,14 @@ _TOKEN_LOOKUP = (
 
 
 async def lookup_access_token(core: Core, token: str) -> TokenAuth | None:
-    """None when the token is unknown or its app or user is gone; expiry is the caller's to judge."""
-    rows = await core.store.fetch(_TOKEN_LOOKUP, {"token_hash": hash_secret(token)})
+    """None when the token is unknown or its app or user is gone; expiry is the caller's to judge (on every
+    call: a cached token expires like a read one). Held in the REST cache (cache/) while nothing changes."""
+    token_hash = hash_secret(token)
+    return await cached(core, ("token", token_hash), lambda: _read_access_token(core, token_hash))
+
+
+async def _read_access_token(core: Core, token_hash: str) -> TokenAuth | None:
+    rows = await core.store.fetch(_TOKEN_LOOKUP, {"token_hash": token_hash})
     if not rows or not rows[0]["installed"] or not rows[0]["active"]:
         return None
     row = rows[0]
@@ -284,7 +293,8 @@ async def lookup_access_token(core: Core, token: str) -> TokenAuth | None:
 
 async def purge_expired(core: Core) -> None:
     now = core.clock()
-    async with core.store.transaction() as conn:
+    # A purged token answers "invalid" where a cached one would still say "expired".
+    async with changing(core) as conn:
         await conn.execute(delete(access_tokens).where(access_tokens.c.expires_at < now - 86400))
         # Spent refresh tokens stay until they expire too: a replay must still be recognised.
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < now))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
+from messageservice.cache.changes import changing
+from messageservice.cache.freshness import cached
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.portal import get_portal, get_user
@@ -62,9 +64,23 @@ _WEBHOOK_LOOKUP = (
 
 
 async def find_webhook(core: Core, user_id: int, code: str) -> Webhook | None:
-    """Look a webhook up by the hash of its secret (an indexed lookup, no secret compared in Python)."""
-    rows = await core.store.fetch(_WEBHOOK_LOOKUP, {"code_hash": hash_secret(code)})
-    if not rows or rows[0]["user_id"] != user_id:
+    """Look a webhook up by the hash of its secret (an indexed lookup, no secret compared in Python); held in
+    the REST cache (cache/) while nothing changes."""
+    code_hash = hash_secret(code)
+    webhook = await cached(core, ("webhook", code_hash), lambda: _read_webhook(core, code_hash))
+    return webhook if webhook is not None and webhook.user_id == user_id else None
+
+
+async def _read_webhook(core: Core, code_hash: str) -> Webhook | None:
+    rows = await core.store.fetch(_WEBHOOK_LOOKUP, {"code_hash": code_hash})
+    if not rows:
         return None
     row = rows[0]
     return Webhook(row["id"], row["user_id"], frozenset(row["scopes"].split(",")), bool(row["is_admin"]))
+
+
+async def delete_webhook(core: Core, webhook_id: int) -> bool:
+    """Delete a webhook: its URL stops working on every process at once. False when there is none."""
+    async with changing(core) as conn:
+        result = await conn.execute(delete(webhooks).where(webhooks.c.id == webhook_id))
+    return bool(result.rowcount)

@@ -1,7 +1,9 @@
-"""Waking dispatchers in other processes: PostgreSQL's LISTEN/NOTIFY on one channel.
+"""The process's one LISTEN connection (PostgreSQL), on two channels:
 
-A send announces itself inside its own transaction, so the notification goes out on commit; every
-worker process listens and starts claiming at once instead of waiting for its next sweep.
+- `CHANNEL`: a send announces itself inside its own transaction, so the notification goes out on commit;
+  every dispatching process starts claiming at once instead of waiting for its next sweep;
+- `cache.changes.CHANNEL`: a change to what the REST cache holds (cache/); every process drops its cache.
+  While this connection is down the REST cache is bypassed: a notice missed then would leave it stale.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from messageservice.background import BackgroundLoop
+from messageservice.cache import changes
 from messageservice.config import normalize_database_url
 from messageservice.store.features import features_of
 from messageservice.supervisor import DEFAULT_BACKOFF, Backoff, Sleep
@@ -42,12 +45,14 @@ class ListenerLost(ConnectionError):
 
 
 class QueueListener(BackgroundLoop):
-    """A dedicated connection that calls `on_queued` whenever a send commits anywhere.
+    """A dedicated connection that calls `on_queued` whenever a send commits anywhere, and drops the REST
+    cache whenever a change to what it holds commits anywhere.
 
     It pings its connection every `quiet_seconds`, since a connection that died without a word would
     otherwise go unnoticed; a lost connection ends `run()` with an error, and the supervisor connects
     again with backoff. After every (re)connect `on_queued` is called once: what was queued while
-    nobody listened is found by that sweep.
+    nobody listened is found by that sweep. `wakeups=False` (a process that does not dispatch): the cache's
+    channel only, so that sends elsewhere do not wake it.
     """
 
     name = "listener"
@@ -60,8 +65,10 @@ class QueueListener(BackgroundLoop):
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Sleep = asyncio.sleep,
+        wakeups: bool = True,
     ) -> None:
         super().__init__(core, backoff=backoff, sleep=sleep)
+        self._wakeups = wakeups
         url = make_url(normalize_database_url(core.settings.database_url))
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._on_queued = on_queued or core.notify_queued
@@ -73,10 +80,15 @@ class QueueListener(BackgroundLoop):
     async def run(self) -> None:
         conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_SECONDS)
         lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
+        conn.add_termination_listener(lambda _conn: self._lost(lost))
         try:
-            await conn.add_listener(CHANNEL, self._notified)
-            self._on_queued()
+            await conn.add_listener(changes.CHANNEL, self._cache_changed)
+            if self._wakeups:
+                await conn.add_listener(CHANNEL, self._notified)
+            # From here on no change can go unseen: the REST cache may be used (it starts empty).
+            self._core.cache.listening(True)
+            if self._wakeups:
+                self._on_queued()
             while True:
                 self.mark_active()
                 with contextlib.suppress(TimeoutError):
@@ -88,7 +100,13 @@ class QueueListener(BackgroundLoop):
                 except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     raise ListenerLost(f"LISTEN {CHANNEL}: the connection stopped answering ({exc})") from exc
         finally:
+            self._core.cache.listening(False)
             await self._close(conn, lost.is_set())
+
+    def _lost(self, lost: asyncio.Event) -> None:
+        # At once, not when the loop next wakes: a notice may already have been missed.
+        self._core.cache.listening(False)
+        lost.set()
 
     @staticmethod
     async def _close(conn: asyncpg.Connection, lost: bool) -> None:
@@ -101,3 +119,6 @@ class QueueListener(BackgroundLoop):
 
     def _notified(self, *_: object) -> None:
         self._on_queued()
+
+    def _cache_changed(self, *_: object) -> None:
+        self._core.cache.invalidate()

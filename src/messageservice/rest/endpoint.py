@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from messageservice.cache.freshness import RequestScope
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.logs import redact
@@ -108,7 +109,8 @@ class RestEndpoint:
         transport = route.transport if route else "json"
         headers = COMMON_HEADERS
         try:
-            body, status = await self._handle(request, route, started)
+            with RequestScope():  # one look at the REST cache's freshness per request (cache/freshness.py)
+                body, status = await self._handle(request, route, started)
         except CoreError as exc:
             body, status = error_body(exc.code, exc.description), exc.status
         except Exception as failure:

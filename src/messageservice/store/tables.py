@@ -309,3 +309,11 @@ console_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
 )
+
+# One row (id 1), moved by every change to what the REST cache holds, on SQLite (migration 0011, cache/changes.py).
+cache_generations = Table(
+    "cache_generations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", Integer, nullable=False),
+)
