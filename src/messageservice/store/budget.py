@@ -22,7 +22,7 @@ class Budget:
     engine: int
     # The bare driver's pool: hot-path reads (tokens, webhooks) and the single-statement send.
     fast: int
-    # The dedicated LISTEN connection of a dispatching process (reserved even where unused).
+    # The dedicated LISTEN connection: delivery wake-ups and the REST cache's change notices (every process).
     listener: int
 
     @property
