@@ -172,13 +172,18 @@ def parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return builder.result()
 
 
-def scalar_params(pairs: Iterable[tuple[str, str]], names: Iterable[str]) -> dict[str, str | None]:
+@functools.lru_cache(maxsize=16)
+def _prefix_search(wanted: tuple[str, ...]) -> Any:
+    # Mangling changes only '.' and ' ', so a wanted name's first four letters are in the pair's name:
+    # a cheap test that skips top_key for nearly every pair. Built once per set of names (one per caller).
+    return re.compile("|".join(re.escape(want[:4]) for want in wanted)).search
+
+
+def scalar_params(pairs: Iterable[tuple[str, str]], names: tuple[str, ...]) -> dict[str, str | None]:
     """What parse_pairs would give the top-level `names` among `pairs`: the last assignment wins; an
     array is None. Cheap: no name is split past its first bracket."""
     wanted = set(names)
-    # Mangling changes only '.' and ' ', so a wanted name's first four letters are in the pair's name:
-    # a cheap test that skips top_key for nearly every pair.
-    search = re.compile("|".join(re.escape(want[:4]) for want in wanted)).search
+    search = _prefix_search(names)
     found: dict[str, str | None] = {}
     for name, value in [pair for pair in islice(pairs, MAX_VARS) if search(pair[0])]:
         top = top_key(name)

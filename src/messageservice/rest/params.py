@@ -19,7 +19,7 @@ from messageservice.rest import errors
 T = TypeVar("T")
 
 # Removed before a method sees its parameters; `start` is consumed as the list offset.
-AUTH_KEYS = ("auth", "access_token")
+AUTH_KEYS = ("auth", "access_token")  # in order: `auth` wins
 RESERVED_KEYS = ("auth", "access_token", "auth_connector", "aplogin", "ap", "state", "start")
 
 
