@@ -28,13 +28,14 @@ serve: $(VENV)/.installed
 	$(VENV)/bin/messageservice serve --host $(HOST) --port $(PORT)
 
 # Set up and run the whole suite: lint, then every test on SQLite and on a PostgreSQL it starts itself, in
-# TEST_WORKERS parallel processes (pytest-xdist; each worker runs a PostgreSQL of its own), then the few tests
+# TEST_WORKERS parallel processes (pytest-xdist; each worker runs a PostgreSQL of its own; the tests of one
+# xdist_group, a module with costly shared processes, run in one worker), then the few tests
 # that assert a latency (`-m alone`) by themselves. Bytecode caches are written even where the environment
 # says not to: every worker would otherwise compile (and assertion-rewrite) the whole code base again.
 TEST_WORKERS ?= 3
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "not alone"
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not alone"
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest -m alone
 
 lint: $(VENV)/.installed

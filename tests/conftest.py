@@ -25,11 +25,19 @@ from typing import Any
 
 import pytest
 
+from messageservice.core import logins, passwords
 from tests.databases import BACKENDS, DatabaseFactory, new_database_url
 from tests.portal import LivePortal, make_settings, open_fresh_portal, start_portal
 from tests.postgres import TempPostgres
 
 __all__ = ["BACKENDS", "new_database_url"]  # test modules import these
+
+# Console passwords hashed in this process cost 1/16 of the real scrypt work (about 4 ms instead of 70, for
+# each password set and each sign-in): the hash is scrypt all the same, and carries its cost, so that a
+# `serve` process checks it as it is. Nothing tests the cost itself.
+passwords.N = 2**10
+# The hash an unknown login is checked against, so that it costs what a known one does (as in `serve`).
+logins._DUMMY_HASH = passwords.hash_password("not a real password")
 
 # The end-to-end tier (`-m e2e`, `-m "not e2e"`): real processes, real SDKs, the browser, SIGKILL.
 # New modules of that kind mark themselves with `pytestmark = pytest.mark.e2e`.

@@ -35,6 +35,7 @@ from messageservice.core.context import Core
 from messageservice.core.secrets import hash_secret
 from messageservice.core.tokens import mint_for_user
 from messageservice.store.db import migrate
+from messageservice.store.group_commit import GroupCommit
 from messageservice.store.tables import access_tokens
 from messageservice.tls import ensure_certificate
 from tests.databases import new_database_url
@@ -296,12 +297,12 @@ class AdminRunner:
 
     def run(self, work: Callable[[Core], Awaitable[T]]) -> T:
         async def main() -> T:
-            # A Core per call, as before: work that changes its state (a clock, claimed jobs) leaves no trace.
-            core = Core.open(self.settings)
-            try:
-                return await work(core)
-            finally:
-                await core.close()
+            # A Core per call, so that work which changes its state (a clock, listeners) leaves no trace, on
+            # the one store kept open: a store per call cost a new engine and its first connections (on
+            # PostgreSQL the driver's set-up queries) every time, for each app, user and token a test made.
+            shared = self.core
+            core = Core(store=shared.store, settings=self.settings, box=shared.box, group_commit=GroupCommit())
+            return await work(core)
 
         return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from messageservice.cli import send as send_module
 from messageservice.cli.csvfile import MessageFile
 from messageservice.cli.input import Draft, InputError, send_params
 from tests.portal import AppCredentials, LivePortal
@@ -234,44 +235,48 @@ def test_a_message_file_reports_bad_rows_and_reads_on(tmp_path: Path) -> None:
 # --- send-bulk -------------------------------------------------------------------------------
 
 
-def test_bulk_send_of_1000_rows_skips_the_malformed_ones(
-    portal: LivePortal, sender: str, handler: Receiver, tmp_path: Path
+def test_bulk_send_of_many_rows_skips_the_malformed_ones(
+    portal: LivePortal, sender: str, handler: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # 250 rows in chunks of 50 (200 in use): five chunks, a malformed row in each, as 1,000 rows would have.
+    monkeypatch.setattr(send_module, "BULK_CHUNK", 50)
+    rows = 250
     lines = [b"to,text,bindings"]
-    for i in range(1000):
+    for i in range(rows):
         lines.append(f"+1555{i:07d},bulk {i},contact:{i + 1}".encode())
     # Line numbers in the file are the index + 1 (the header is line 1, row i is line i + 2).
     bad = {
-        102: (b"+15550000100,missing a field", "2 fields where the header has 3"),
-        302: (
-            b"not-a-phone,bulk 300,",
+        27: (b"+15550000025,missing a field", "2 fields where the header has 3"),
+        77: (
+            b"not-a-phone,bulk 75,",
             "not a phone number: 'not-a-phone' (at least 10 digits, e.g. +1 555 010 2030 or 8 (999) 000-00-00)",
         ),
-        502: (b"+15550000500,caf\xe9 broken,", "column 'text' is not UTF-8 text (byte 0xe9)"),
-        702: (b"+15550000700," + b"y" * 70_000 + b",", "the text is 70,000 characters long; at most 65,535 fit"),
-        902: (b",bulk 900,", "no recipient ('to' is empty)"),
+        127: (b"+15550000125,caf\xe9 broken,", "column 'text' is not UTF-8 text (byte 0xe9)"),
+        177: (b"+15550000175," + b"y" * 70_000 + b",", "the text is 70,000 characters long; at most 65,535 fit"),
+        227: (b",bulk 225,", "no recipient ('to' is empty)"),
     }
     for line, (raw, _) in bad.items():
         lines[line - 1] = raw
     csv_file = write_rows(tmp_path / "bulk.csv", lines)
+    good = rows - len(bad)
 
     summary = ms_json(portal, "send-bulk", str(csv_file), "--from", sender)
-    assert summary["rows"] == 1000 and summary["sent"] == 995 and summary["already_sent"] == 0
+    assert summary["rows"] == rows and summary["sent"] == good and summary["already_sent"] == 0
     assert summary["skipped"] == [{"line": line, "reason": reason} for line, (_, reason) in bad.items()]
     assert summary["stopped"] is None
-    assert [m["line"] for m in summary["messages"]] == [n for n in range(2, 1002) if n not in bad]
+    assert [m["line"] for m in summary["messages"]] == [n for n in range(2, rows + 2) if n not in bad]
     ids = [m["id"] for m in summary["messages"]]
-    assert len(set(ids)) == 995 and ids == sorted(ids)
+    assert len(set(ids)) == good and ids == sorted(ids)
 
     # The running server delivers them all: every row after a malformed one went on.
-    received = handler.wait_for(995, timeout=120)
+    received = handler.wait_for(good, timeout=120)
     bodies = {r.form["message_body"] for r in received}
-    expected = {f"bulk {i}" for i in range(1000) if i + 2 not in bad}
+    expected = {f"bulk {i}" for i in range(rows) if i + 2 not in bad}
     assert bodies == expected
-    one = next(r.form for r in received if r.form["message_body"] == "bulk 998")
-    assert one["message_to"] == "+15550000998" and one["bindings[0][OWNER_ID]"] == "999"
+    one = next(r.form for r in received if r.form["message_body"] == "bulk 248")
+    assert one["message_to"] == "+15550000248" and one["bindings[0][OWNER_ID]"] == "249"
     listed = ms_json(portal, "messages", "list", "--sender", sender, "--limit", "1")
-    assert listed["total"] == 995
+    assert listed["total"] == good
 
 
 def test_bulk_send_text_summary(portal: LivePortal, sender: str, handler: Receiver, tmp_path: Path) -> None:

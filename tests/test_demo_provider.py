@@ -29,6 +29,7 @@ from messageservice.core.context import Core
 from messageservice.core.payload import HandlerMessage, handler_body
 from messageservice.delivery.app_events import deliver_due
 from messageservice.phpquery import http_build_query
+from tests.conftest import BACKENDS, _session_portal
 from tests.portal import LivePortal
 from tests.postgres import free_port
 from tests.test_cli import invoke
@@ -109,6 +110,21 @@ def wait_answer(url: str, timeout: float = WAIT) -> requests.Response:
 @pytest.fixture
 def demo(portal: LivePortal) -> Iterator[tuple[Process, str]]:
     """The demo provider serving the live portal, with short delays; yields it and its base URL."""
+    yield from serve_demo(portal)
+
+
+@pytest.fixture
+def one_engine_portal(request: pytest.FixtureRequest) -> LivePortal:
+    """The session's real server on the first engine only: for what the provider does whatever the engine."""
+    return _session_portal(request, BACKENDS[0], "portal")
+
+
+@pytest.fixture
+def one_engine_demo(one_engine_portal: LivePortal) -> Iterator[tuple[Process, str]]:
+    yield from serve_demo(one_engine_portal)
+
+
+def serve_demo(portal: LivePortal) -> Iterator[tuple[Process, str]]:
     port = free_port()
     args = ["--port", str(port), "--portal", portal.base_url, "--delays", "0.2,0.3,0.3", "--code", "demo_sms"]
     process = Process([sys.executable, "-m", "demo_provider", *args], env=example_env())
@@ -189,8 +205,11 @@ def test_the_demo_provider_takes_a_message_all_the_way_to_delivered(
     assert application_token not in output
 
 
-def test_the_demo_provider_refuses_what_it_should(portal: LivePortal, demo: tuple[Process, str]) -> None:
-    process, url = demo
+def test_the_demo_provider_refuses_what_it_should(
+    one_engine_portal: LivePortal, one_engine_demo: tuple[Process, str]
+) -> None:
+    """The provider's own refusals: once, on one engine (the portal only installs it and sends nothing)."""
+    portal, (process, url) = one_engine_portal, one_engine_demo
     # An install that names another portal, and one whose token the portal does not accept.
     forged_auth = {
         "access_token": "0" * 70,

@@ -36,6 +36,10 @@ BURST = 10
 T = TypeVar("T")
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
+# One worker runs this module under `make test` (--dist loadgroup): its two `serve` processes start once per
+# engine, not once in every worker that gets one of its tests.
+pytestmark = pytest.mark.xdist_group("limits_across_processes")
+
 
 @dataclass
 class Installation:

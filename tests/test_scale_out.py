@@ -57,6 +57,9 @@ class Topology:
     console_password: str = ""
     port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # One loop and one Core for every look at the database (a test polls it while processes start).
+    _runner: asyncio.Runner | None = None
+    _core: Core | None = None
 
     def cli(self, *args: str) -> Any:
         """Setting up runs the commands in this process (their own tests run them as processes)."""
@@ -86,22 +89,28 @@ class Topology:
         return answer.json()
 
     def query(self, statement: Any) -> list[Any]:
-        settings = Settings(
-            database_url=self.env["MESSAGESERVICE_DATABASE_URL"],
-            data_dir=Path(self.env["MESSAGESERVICE_DATA_DIR"]),
-            secret_key=self.env["MESSAGESERVICE_SECRET_KEY"],
-            _env_file=None,  # type: ignore[call-arg]
-        )
+        if self._runner is None:
+            settings = Settings(
+                database_url=self.env["MESSAGESERVICE_DATABASE_URL"],
+                data_dir=Path(self.env["MESSAGESERVICE_DATA_DIR"]),
+                secret_key=self.env["MESSAGESERVICE_SECRET_KEY"],
+                db_max_connections=3,
+                _env_file=None,  # type: ignore[call-arg]
+            )
+            self._runner = asyncio.Runner()
+
+            async def open_core() -> Core:
+                return Core.open(settings)
+
+            self._core = self._runner.run(open_core())
+        core = self._core
+        assert core is not None
 
         async def work() -> list[Any]:
-            core = Core.open(settings)
-            try:
-                async with core.engine.connect() as conn:
-                    return list((await conn.execute(statement)).all())
-            finally:
-                await core.close()
+            async with core.engine.connect() as conn:
+                return list((await conn.execute(statement)).all())
 
-        return asyncio.run(work())
+        return self._runner.run(work())
 
     def stop(self) -> None:
         for process in self.processes:
@@ -111,6 +120,21 @@ class Topology:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if self._runner is not None:
+            assert self._core is not None
+            self._runner.run(self._core.close())
+            self._runner.close()
+
+
+# One topology serves every scenario below: the scenarios differ in their handlers, not in the processes.
+# Their settings side by side: two failures open a breaker, a failed call waits 10 minutes (so the breaker
+# scenario's messages are not retried), and 4 calls at once per handler for the whole installation.
+SETTINGS = {
+    "MESSAGESERVICE_DISPATCH_SWEEP_SECONDS": "0.2",
+    "MESSAGESERVICE_BREAKER_FAILURES": "2",
+    "MESSAGESERVICE_RETRY_SCHEDULE": "600",
+    "MESSAGESERVICE_HANDLER_CONCURRENCY": "4",
+}
 
 
 @pytest.fixture
@@ -120,8 +144,7 @@ def topology(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> It
         "MESSAGESERVICE_DATABASE_URL": new_database_url(request, backend, tmp_path),
         "MESSAGESERVICE_DATA_DIR": str(tmp_path / "data"),
         "MESSAGESERVICE_SECRET_KEY": Fernet.generate_key().decode(),
-        "MESSAGESERVICE_DISPATCH_SWEEP_SECONDS": "0.2",
-        **getattr(request, "param", {}),
+        **SETTINGS,
     }
     setup = Topology(env)
     setup.console_password = setup.cli("init", "--domain", "scale.test")["console_password"]
@@ -136,55 +159,43 @@ def topology(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> It
         setup.stop()
 
 
-def test_an_api_only_serve_leaves_delivery_to_workers(topology: Topology, handler: Receiver) -> None:
+def test_the_scale_out_topology(topology: Topology, handler: Receiver) -> None:
+    """An API-only `serve` and `worker`s, each process started once (a start is the costly part), through the
+    scenarios in turn: delivery is the workers' alone; the serve's console shows a breaker a worker opened;
+    two workers share one handler's concurrency limit."""
+    message = an_api_only_serve_queues_and_does_not_deliver(topology, handler)
+    topology.start("worker", "--log-level", "warning")
+    first = handler.wait_for(1, timeout=90)[0]
+    assert first.form["message_id"] == message
+    the_console_of_an_api_only_serve_shows_a_workers_open_breaker(topology)
+    topology.start("worker", "--log-level", "warning")
+    for _ in range(20):
+        topology.call("messageservice.message.send", **healthy_message(topology))
+    calls = handler.wait_for(21, timeout=60)
+    assert len({c.form["message_id"] for c in calls}) == 21
+    two_workers_share_one_handler_concurrency_limit(topology)
+
+
+def handlers_beating(topology: Topology) -> int:
+    return len(topology.query(select(dispatchers).where(dispatchers.c.kind == "handler")))
+
+
+def healthy_message(topology: Topology) -> dict[str, str]:
+    return {"MESSAGE_FROM": f"{topology.client_id}|scale", "MESSAGE_TO": "+79990000001", "MESSAGE_BODY": "hi"}
+
+
+def an_api_only_serve_queues_and_does_not_deliver(topology: Topology, handler: Receiver) -> str:
+    """The serve acknowledges a send and leaves it queued; its MESSAGE_ID."""
     topology.serve_api_only()
     sender = {"CODE": "scale", "TYPE": "SMS", "HANDLER": f"http://127.0.0.1:{handler.port}/h", "NAME": "S"}
     assert topology.call("messageservice.sender.add", **sender)["result"] is True
-    message = {"MESSAGE_FROM": f"{topology.client_id}|scale", "MESSAGE_TO": "+79990000001", "MESSAGE_BODY": "hi"}
-    sent = topology.call("messageservice.message.send", **message)
+    sent = topology.call("messageservice.message.send", **healthy_message(topology))
     # The serve's loops are up (its app-event loop beats) and none of them delivers messages.
     wait_for(lambda: topology.query(select(dispatchers).where(dispatchers.c.kind == "event")), 60)
-    assert topology.query(select(dispatchers).where(dispatchers.c.kind == "handler")) == []
+    assert handlers_beating(topology) == 0
     (pending,) = topology.query(select(deliveries.c.state, deliveries.c.attempts))
     assert tuple(pending) == ("pending", 0) and handler.requests == []
-
-    for _ in range(2):
-        topology.start("worker", "--log-level", "warning")
-    call = handler.wait_for(1, timeout=90)[0]
-    assert call.form["message_id"] == sent["result"]["MESSAGE_ID"]
-    for _ in range(20):
-        topology.call("messageservice.message.send", **message)
-    calls = handler.wait_for(21, timeout=60)
-    assert len({c.form["message_id"] for c in calls}) == 21
-
-
-@pytest.mark.parametrize(
-    "topology",
-    [{"MESSAGESERVICE_BREAKER_FAILURES": "2", "MESSAGESERVICE_RETRY_SCHEDULE": "600"}],
-    indirect=True,
-)
-def test_the_console_of_an_api_only_serve_shows_a_workers_open_breaker(topology: Topology) -> None:
-    provider = PathServer().start()
-    try:
-        provider.statuses["/down"] = 503
-        topology.serve_api_only()
-        sender = {"CODE": "down", "TYPE": "SMS", "HANDLER": provider.url("/down"), "NAME": "Down"}
-        assert topology.call("messageservice.sender.add", **sender)["result"] is True
-        real_server = SimpleNamespace(base_url=f"http://127.0.0.1:{topology.port}", new_session=requests.Session)
-        console = ConsoleClient(real_server)  # type: ignore[arg-type]
-        console.login(Admin(1, "admin", topology.console_password))
-        assert 'class="breaker-closed">closed<' in console.get("/providers").text
-
-        topology.start("worker", "--log-level", "warning")
-        message = {"MESSAGE_FROM": f"{topology.client_id}|down", "MESSAGE_TO": "+79990000001", "MESSAGE_BODY": "hi"}
-        for _ in range(2):
-            topology.call("messageservice.message.send", **message)
-        assert len(provider.wait_for("/down", 2, timeout=90)) == 2
-        page = wait_for(lambda: 'class="breaker-open">open<' in (text := console.get("/providers").text) and text, 60)
-        assert provider.url("/down") in page
-        assert console.get("/stats.json").json()["open_breakers"] == 1
-    finally:
-        provider.stop()
+    return str(sent["result"]["MESSAGE_ID"])
 
 
 @dataclass
@@ -227,17 +238,13 @@ class CountingHandler:
         self.httpd.server_close()
 
 
-@pytest.mark.parametrize("topology", [{"MESSAGESERVICE_HANDLER_CONCURRENCY": "4"}], indirect=True)
-def test_two_workers_share_one_handler_concurrency_limit(topology: Topology) -> None:
+def two_workers_share_one_handler_concurrency_limit(topology: Topology) -> None:
     provider = CountingHandler().start()
     try:
-        topology.serve_api_only()
         sender = {"CODE": "slow", "TYPE": "SMS", "HANDLER": f"http://127.0.0.1:{provider.port}/h", "NAME": "Slow"}
         assert topology.call("messageservice.sender.add", **sender)["result"] is True
-        for _ in range(2):
-            topology.start("worker", "--log-level", "warning")
         # Processes start slowly on a busy machine: a generous wait for both heartbeats.
-        wait_for(lambda: len(topology.query(select(dispatchers).where(dispatchers.c.kind == "handler"))) == 2, 90)
+        wait_for(lambda: handlers_beating(topology) == 2, 90)
         time.sleep(1.2)  # one sync: each worker has counted the other and taken its share (4 // 2)
         message = {"MESSAGE_FROM": f"{topology.client_id}|slow", "MESSAGE_TO": "+79990000001", "MESSAGE_BODY": "hi"}
         for _ in range(24):
@@ -245,5 +252,28 @@ def test_two_workers_share_one_handler_concurrency_limit(topology: Topology) -> 
         wait_for(lambda: provider.served >= 24, timeout=60)
         print(f"\nat most {provider.most} calls at once from two workers (limit 4)")
         assert 2 <= provider.most <= 4
+    finally:
+        provider.stop()
+
+
+def the_console_of_an_api_only_serve_shows_a_workers_open_breaker(topology: Topology) -> None:
+    provider = PathServer().start()
+    try:
+        provider.statuses["/down"] = 503
+        sender = {"CODE": "down", "TYPE": "SMS", "HANDLER": provider.url("/down"), "NAME": "Down"}
+        assert topology.call("messageservice.sender.add", **sender)["result"] is True
+        real_server = SimpleNamespace(base_url=f"http://127.0.0.1:{topology.port}", new_session=requests.Session)
+        console = ConsoleClient(real_server)  # type: ignore[arg-type]
+        console.login(Admin(1, "admin", topology.console_password))
+        page = console.get("/providers").text
+        assert 'class="breaker-closed">closed<' in page and 'class="breaker-open">open<' not in page
+
+        message = {"MESSAGE_FROM": f"{topology.client_id}|down", "MESSAGE_TO": "+79990000001", "MESSAGE_BODY": "hi"}
+        for _ in range(2):
+            topology.call("messageservice.message.send", **message)
+        assert len(provider.wait_for("/down", 2, timeout=90)) == 2
+        page = wait_for(lambda: 'class="breaker-open">open<' in (text := console.get("/providers").text) and text, 60)
+        assert provider.url("/down") in page
+        assert console.get("/stats.json").json()["open_breakers"] == 1
     finally:
         provider.stop()

@@ -344,9 +344,14 @@ def test_half_sent_bodies_are_answered_408_and_closed(fresh_portal: LivePortal) 
 # --- 9.8: bounds: what one message keeps and one answer returns ------------------------------------
 
 
-def test_a_messages_status_history_is_bounded(local_portal: LivePortal, handler: Receiver) -> None:
-    from messageservice.core.messages import KEPT_REPORTS
+def test_a_messages_status_history_is_bounded(
+    local_portal: LivePortal, handler: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from messageservice.core import messages as messages_module
 
+    # A short history (the in-process server reads the bound when it trims): the same rule in 30 reports, not 120.
+    monkeypatch.setattr(messages_module, "KEPT_REPORTS", 5)
+    KEPT_REPORTS = messages_module.KEPT_REPORTS
     portal = local_portal
     app = portal.add_app()
     assert add_sender(portal, app, f"http://127.0.0.1:{handler.port}/h", "chatty").status_code == 200

@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from tests.postgres import free_port
+from tests.test_cli import invoke
 
 COMMAND = [sys.executable, "-m", "messageservice.cli"]
 
@@ -25,16 +26,12 @@ def _env(folder: Path) -> dict[str, str]:
 
 
 def _cli(folder: Path, *args: str) -> Any:
-    """Run a command with --json in the folder, as a newcomer's shell would."""
-    result = subprocess.run(
-        [*COMMAND, *args, "--json"],
-        cwd=folder,
-        env=_env(folder),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    """Run a command with --json in the folder, with the defaults, as a newcomer's shell would; in this process
+    (the same group and runner as the script): the commands that must run as processes are `init` and `serve`."""
+    # None takes a variable out of the command's environment: no setting of ours leaks in.
+    unset: Any = {k: None for k in os.environ if k.startswith("MESSAGESERVICE_")}
+    result = invoke(unset, *args, "--json", cwd=folder)
+    assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
@@ -113,59 +110,40 @@ def test_serve_without_init_says_what_to_do(tmp_path: Path) -> None:
     assert "messageservice init --domain" in out and "Traceback" not in out
 
 
-def test_tls_serves_https_with_its_own_certificate(tmp_path: Path) -> None:
-    subprocess.run(
-        [*COMMAND, "init", "--domain", "tls.local"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    process, port = _serve(tmp_path, "--tls")
+def test_tls_serves_https_and_the_access_log_keeps_secrets_out(tmp_path: Path) -> None:
+    """One server for both (a start is the costly part): https with its own certificate, and an access log
+    at info level that names every request without a secret in it."""
+    _cli(tmp_path, "init", "--domain", "tls.local")
+    app = _cli(tmp_path, "app", "add", "--name", "Logged", "--url", "http://127.0.0.1:9/")
+    _cli(tmp_path, "app", "install", app["client_id"])
+    token = _cli(tmp_path, "token", app["client_id"])
+    hook = _cli(tmp_path, "webhook", "add", "--user", "1")["url"]
+    process, port = _serve(tmp_path, "--tls", "--log-level", "info")
     cert = tmp_path / "var" / "tls" / "cert.pem"
     try:
         deadline = time.time() + 30
         while not cert.exists() and time.time() < deadline:
             time.sleep(0.1)
-        response = _wait(f"https://127.0.0.1:{port}/health", verify=str(cert))
-        assert response.status_code == 200
+        base = f"https://127.0.0.1:{port}"
+        assert _wait(base + "/health", verify=str(cert)).status_code == 200
         assert _wait(f"https://localhost:{port}/health", verify=str(cert)).status_code == 200
-    finally:
-        out = _stop(process)
-    assert f"REQUESTS_CA_BUNDLE={cert.relative_to(tmp_path)}" in out or f"REQUESTS_CA_BUNDLE={cert}" in out
 
-
-def test_access_log_keeps_secrets_out(tmp_path: Path) -> None:
-    subprocess.run(
-        [*COMMAND, "init", "--domain", "logs.local"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    app = _cli(tmp_path, "app", "add", "--name", "Logged", "--url", "http://127.0.0.1:9/")
-    _cli(tmp_path, "app", "install", app["client_id"])
-    token = _cli(tmp_path, "token", app["client_id"])
-    hook = _cli(tmp_path, "webhook", "add", "--user", "1")["url"]
-    process, port = _serve(tmp_path, "--log-level", "info")
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait(base + "/health")
         secret = hook.rstrip("/").rsplit("/", 1)[1]
-        hook = hook.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-        assert requests.get(hook + "user.admin", timeout=10, headers={"Connection": "close"}).ok
+        hook = hook.replace("http://127.0.0.1:8000", base)
+        close = {"Connection": "close"}
+        assert requests.get(hook + "user.admin", timeout=10, headers=close, verify=str(cert)).ok
         assert requests.get(
             base + "/rest/user.admin",
             params={"auth": token["access_token"]},
             timeout=10,
-            headers={"Connection": "close"},
+            headers=close,
+            verify=str(cert),
         ).ok
         refreshed = requests.get(
             base + "/oauth/token/",
             timeout=10,
-            headers={"Connection": "close"},
+            headers=close,
+            verify=str(cert),
             params={
                 "grant_type": "refresh_token",
                 "client_id": app["client_id"],
@@ -176,6 +154,7 @@ def test_access_log_keeps_secrets_out(tmp_path: Path) -> None:
         assert refreshed.ok
     finally:
         out = _stop(process)
+    assert f"REQUESTS_CA_BUNDLE={cert.relative_to(tmp_path)}" in out or f"REQUESTS_CA_BUNDLE={cert}" in out
     assert "/rest/1/***/user.admin" in out and "/oauth/token/" in out
     for leaked in (secret, token["access_token"], token["refresh_token"], app["client_secret"]):
         assert leaked not in out

@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import column, literal_column, select, table
 
 from messageservice.background import BackgroundLoop
-from messageservice.store.db import alembic_config
 from messageservice.supervisor import describe
 
 if TYPE_CHECKING:
@@ -27,6 +25,12 @@ SCHEMA_VERSION = select(column("version_num")).select_from(table("alembic_versio
 @lru_cache
 def schema_heads(database_url: str) -> frozenset[str]:
     """The newest migration(s) this code ships; read from the migration scripts once."""
+    # Imported here: alembic (with mako and pygments) is a fifth of a server's start-up imports, and only
+    # a /ready probe or `doctor` needs it.
+    from alembic.script import ScriptDirectory
+
+    from messageservice.store.db import alembic_config
+
     return frozenset(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
 
 
