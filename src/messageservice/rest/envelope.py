@@ -26,12 +26,20 @@ def php_json(value: Any) -> bytes:
 
 def iso_date(timestamp: float) -> str:
     """PHP's date('c') in the server's time zone, e.g. 2025-03-25T10:00:00+03:00."""
-    # time.localtime is a C call; datetime(...).astimezone() costs several times more, twice a request.
-    local = time.localtime(timestamp)
+    second = int(timestamp)
+    if _last_date[0] == second:  # twice a request, thousands a second: the same text all second long
+        return _last_date[1]
+    # time.localtime is a C call; datetime(...).astimezone() costs several times more.
+    local = time.localtime(second)
     offset = local.tm_gmtoff
     sign = "-" if offset < 0 else "+"
     hours, minutes = divmod(abs(offset) // 60, 60)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", local) + f"{sign}{hours:02d}:{minutes:02d}"
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", local) + f"{sign}{hours:02d}:{minutes:02d}"
+    _last_date[:] = [second, text]
+    return text
+
+
+_last_date: list[Any] = [None, ""]  # [second, its text]: iso_date's one-entry memo
 
 
 @dataclass
