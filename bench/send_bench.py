@@ -602,7 +602,11 @@ def portal_env(database_url: str, folder: Path) -> dict[str, str]:
             "MESSAGESERVICE_RATE_LIMIT_PER_SECOND",
         ):
             del env[name]
-    return env
+    return env | SERVER_ENV
+
+
+# What --metrics-off adds to the servers' settings (the cost of observing: run with and without).
+SERVER_ENV: dict[str, str] = {}
 
 
 def wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
@@ -1258,6 +1262,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server and handler logs)")
     parser.add_argument(
+        "--metrics-off", action="store_true", help="MESSAGESERVICE_METRICS=off: nothing counted (default: on)"
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="PATH",
         help="profile every dispatcher process during server runs with this py-spy (implies --keep); "
@@ -1291,6 +1298,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    if args.metrics_off:
+        SERVER_ENV["MESSAGESERVICE_METRICS"] = "off"
     backend = "postgres" if args.postgres else "sqlite"
     folder = Path(tempfile.mkdtemp(prefix="messageservice-send-bench-"))
     started = time.time()
