@@ -17,15 +17,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.console_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     Admin,
     DeliveringProvider,
     add_admin,
     add_sender,
+    chromium_browser,
     screenshot,
 )
 from tests.portal import AppCredentials, LivePortal
@@ -38,12 +37,7 @@ WAIT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture(scope="module")

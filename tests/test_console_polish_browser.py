@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from messageservice.store.queues import breakers
 from tests.console_helpers import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     Admin,
     DeliveringProvider,
     add_admin,
+    chromium_browser,
     screenshot,
 )
 from tests.portal import AppCredentials, LivePortal
@@ -55,12 +54,7 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture(scope="module")

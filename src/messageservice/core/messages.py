@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from messageservice.core import statuses
 from messageservice.core.context import Core
@@ -403,9 +404,11 @@ def _offset(start: Any) -> int:
     return 0
 
 
-async def list_messages(core: Core, actor: Actor, params: dict[str, Any], start: Any) -> tuple[list[Any], int, int]:
-    """A page of messages, newest first: (rows, total, offset)."""
-    where = and_(_visible(actor), *_filters(params.get("FILTER")))
+async def list_messages(
+    core: Core, actor: Actor, params: dict[str, Any], start: Any, *also: ColumnElement[bool]
+) -> tuple[list[Any], int, int]:
+    """A page of messages, newest first: (rows, total, offset); `also`: more conditions (e.g. stuck only)."""
+    where = and_(_visible(actor), *_filters(params.get("FILTER")), *also)
     offset = _offset(start)
     async with core.store.connection() as conn:
         total = int((await conn.execute(select(func.count()).select_from(messages).where(where))).scalar_one())

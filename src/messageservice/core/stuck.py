@@ -109,19 +109,9 @@ async def stuck_per_sender_id(core: Core, now: float | None = None) -> dict[int,
 
 async def list_stuck_messages(core: Core, actor: Any, params: dict[str, Any], start: Any) -> tuple[list[Any], int, int]:
     """message.list's page (same filters, same rows) restricted to the stuck messages."""
-    # The REST listing's own pieces, so that a stuck row reads exactly as any other.
-    from messageservice.core.messages import PAGE_SIZE, _filters, _message_view, _offset, _visible
+    from messageservice.core.messages import list_messages
 
-    where = and_(_visible(actor), *_filters(params.get("FILTER")), core_condition(core))
-    offset = _offset(start)
-    async with core.store.connection() as conn:
-        total = int((await conn.execute(select(func.count()).select_from(messages).where(where))).scalar_one())
-        rows = (
-            await conn.execute(
-                select(messages).where(where).order_by(messages.c.id.desc()).offset(offset).limit(PAGE_SIZE)
-            )
-        ).all()
-    return [_message_view(row) for row in rows], total, offset
+    return await list_messages(core, actor, params, start, core_condition(core))
 
 
 def check_after(seconds: float) -> str | None:
