@@ -79,6 +79,17 @@ class Receiver:
             self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
             return list(self.requests)
 
+    def wait_for_messages(self, message_ids: set[str], timeout: float = 20.0) -> list[Received]:
+        """Until every one of `message_ids` has arrived at least once (a message sent twice, as at-least-once
+        delivery may, counts once)."""
+
+        def arrived() -> bool:
+            return message_ids <= {r.form.get("message_id") for r in self.requests}
+
+        with self.arrived:
+            self.arrived.wait_for(arrived, timeout=timeout)
+            return list(self.requests)
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
