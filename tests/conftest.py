@@ -129,6 +129,14 @@ def _session_portal(request: pytest.FixtureRequest, backend: str, kind: str, **o
     return portals.get(request, kind, **options)
 
 
+def portal_on_one_engine(request: pytest.FixtureRequest, preferred: str) -> LivePortal:
+    """The session's real server on one engine: `preferred` when this run tests it, else the run's first.
+
+    For the browser's modules: what a page shows does not depend on the engine (the console's queries are
+    checked on both by the in-process console tests), and a browser per engine doubled their time."""
+    return _session_portal(request, preferred if preferred in BACKENDS else BACKENDS[0], "portal")
+
+
 @pytest.fixture(scope="session")
 def portal(
     request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory

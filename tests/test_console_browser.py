@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.conftest import portal_on_one_engine
 from tests.console_helpers import (
     Admin,
     DeliveringProvider,
@@ -33,6 +34,15 @@ from tests.receiver import Receiver, Reply
 from tests.test_demo_provider import example_env, wait_answer
 
 WAIT_MS = 20_000
+
+
+# One worker runs the module (one browser, one scene), on one engine.
+pytestmark = pytest.mark.xdist_group("console_browser")
+
+
+@pytest.fixture(scope="module")
+def portal(request: pytest.FixtureRequest) -> LivePortal:
+    return portal_on_one_engine(request, "postgres")
 
 
 @pytest.fixture(scope="module")

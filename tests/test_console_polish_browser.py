@@ -23,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from messageservice.store.queues import breakers
+from tests.conftest import portal_on_one_engine
 from tests.console_helpers import (
     ARTIFACTS,
     Admin,
@@ -50,6 +51,15 @@ class Scene:
     sender: str  # client_id|CODE
     delivered_id: int
     marker: str  # in the text of the messages that fill two pages
+
+
+# One worker runs the module (one browser, one scene), on one engine.
+pytestmark = pytest.mark.xdist_group("console_polish_browser")
+
+
+@pytest.fixture(scope="module")
+def portal(request: pytest.FixtureRequest) -> LivePortal:
+    return portal_on_one_engine(request, "sqlite")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from messageservice.config import LogFormat
-from messageservice.observability.context import MESSAGE_ID, REQUEST_ID, note_message
+from messageservice.observability.context import LOG_CONTEXT, LogContext, note_message
 from messageservice.observability.jsonlog import JsonFormatter, configure_logging, uvicorn_log_config
 from tests.portal import LivePortal
 from tests.postgres import free_port
@@ -123,16 +123,14 @@ def test_a_request_id_that_is_not_a_plain_token_is_replaced(any_portal: LivePort
 
 def test_the_formatter_takes_the_context_and_extras() -> None:
     formatter = JsonFormatter()
-    request = REQUEST_ID.set("r1")
-    message = MESSAGE_ID.set(None)
+    request = LOG_CONTEXT.set(LogContext("r1"))
     try:
         note_message("m" * 32, "client|code")
         record = logging.LogRecord("messageservice.x", logging.WARNING, __file__, 1, "a %s", ("b",), None)
         record.outcome = "retry"
         line = json.loads(formatter.format(record))
     finally:
-        REQUEST_ID.reset(request)
-        MESSAGE_ID.reset(message)
+        LOG_CONTEXT.reset(request)
     assert line["message"] == "a b" and line["level"] == "warning" and line["logger"] == "messageservice.x"
     assert line["request_id"] == "r1" and line["message_id"] == "m" * 32 and line["outcome"] == "retry"
     assert line["time"].endswith("Z")

@@ -10,7 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messageservice.logs import redact
-from messageservice.observability.context import APP, MESSAGE_ID, REQUEST_ID, SENDER, request_id_from
+from messageservice.observability.context import LOG_CONTEXT, LogContext, request_id_from
 from messageservice.observability.jsonlog import ACCESS_LOGGER
 from messageservice.observability.metrics import REST_METHOD
 
@@ -35,14 +35,14 @@ class AccessLog:
                 break
         request_id = request_id_from(sent)
         echoed = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
-        tokens = (REQUEST_ID.set(request_id), MESSAGE_ID.set(None), APP.set(None), SENDER.set(None))
+        token = LOG_CONTEXT.set(LogContext(request_id))
         status = 500  # an app that raises before answering: what the server then sends
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), echoed]}
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         try:
@@ -50,8 +50,7 @@ class AccessLog:
         finally:
             if log.isEnabledFor(logging.INFO):
                 self._line(scope, status, (time.perf_counter() - started) * 1000, request_id)
-            for variable, token in zip((REQUEST_ID, MESSAGE_ID, APP, SENDER), tokens, strict=True):
-                variable.reset(token)
+            LOG_CONTEXT.reset(token)
 
     @staticmethod
     def _line(scope: Scope, status: int, duration_ms: float, request_id: str) -> None:

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from messageservice.config import LogFormat
-from messageservice.observability.context import FIELDS
+from messageservice.observability.context import FIELDS, current
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_LOGGER = "messageservice.access"
@@ -42,8 +42,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         attributes = record.__dict__
-        for name, variable in FIELDS:
-            value = attributes.get(name) or variable.get()
+        context = current()
+        for name in FIELDS:
+            value = attributes.get(name) or (getattr(context, name) if context is not None else None)
             if value is not None:
                 line[name] = value
         for name, value in attributes.items():

@@ -9,6 +9,7 @@ connections and the handlers waiting on them for as long as the clients like.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,23 +30,66 @@ def _has_body(scope: Scope) -> bool:
 class _Request:
     """One request's progress: its body complete, the deadline passed, a wait for body bytes under way."""
 
-    __slots__ = ("complete", "expired", "started", "timed_out", "waiting")
+    __slots__ = ("complete", "deadline", "expired", "started", "task", "timed_out", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float, task: asyncio.Task[Any] | None) -> None:
+        self.deadline = deadline
+        self.task = task
         self.complete = self.expired = self.started = self.timed_out = self.waiting = False
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+
+class _Sweep:
+    """The requests of one event loop still reading their bodies, looked at every `tick` seconds by one
+    timer while there are any. A timer per request (armed, then cancelled once the body is in) cost
+    more than the rest of this middleware together: most bodies arrive with their headers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.loop = loop
+        self.tick = tick
+        self.reading: set[_Request] = set()
+        self.armed = False
+
+    def watch(self, request: _Request) -> None:
+        self.reading.add(request)
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(self.tick, self.sweep)
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for request in [request for request in self.reading if request.deadline <= now]:
+            self.reading.discard(request)
+            request.expire()
+        self.armed = bool(self.reading)
+        if self.armed:
+            self.loop.call_later(self.tick, self.sweep)
 
 
 class BodyDeadline:
-    """ASGI middleware: the whole request body must arrive within `seconds` of the request's start.
+    """ASGI middleware: the whole request body must arrive within `seconds` of the request's start
+    (give or take a quarter of it, at most a second: the sweep's tick).
 
-    One timer per request with a body, cancelled once the body is in. When it fires during a wait for
-    body bytes, it cancels that wait (and only that: the app's own awaits are never interrupted); when
-    it fires elsewhere, the next wait ends at once. `asyncio.timeout` around every receive cost about
-    ten times as much, on every request."""
+    When the deadline passes during a wait for body bytes, that wait is cancelled (and only that: the
+    app's own awaits are never interrupted); when it passes elsewhere, the next wait ends at once.
+    `asyncio.timeout` around every receive cost about ten times as much, on every request."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
+        self._tick = min(1.0, max(seconds / 4, 0.001))
+        self._sweep: _Sweep | None = None
+
+    def _sweep_for(self, loop: asyncio.AbstractEventLoop) -> _Sweep:
+        sweep = self._sweep
+        if sweep is None or sweep.loop is not loop:
+            # One loop per process in a server; tests run one loop after another.
+            sweep = self._sweep = _Sweep(loop, self._tick)
+        return sweep
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _has_body(scope):
@@ -53,14 +97,9 @@ class BodyDeadline:
             return
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        request = _Request()
-
-        def expire() -> None:
-            request.expired = True
-            if request.waiting and task is not None:
-                task.cancel()
-
-        timer = loop.call_at(loop.time() + self.seconds, expire)
+        request = _Request(loop.time() + self.seconds, task)
+        sweep = self._sweep_for(loop)
+        sweep.watch(request)
 
         async def timed_receive() -> Message:
             if request.complete:
@@ -76,7 +115,7 @@ class BodyDeadline:
                 else:
                     if message["type"] != "http.request" or not message.get("more_body", False):
                         request.complete = True
-                        timer.cancel()
+                        sweep.reading.discard(request)
                     return message
                 finally:
                     request.waiting = False
@@ -105,7 +144,7 @@ class BodyDeadline:
                 raise
             # The app's own reaction to the disconnect it was handed; the client already has its 408.
         finally:
-            timer.cancel()
+            sweep.reading.discard(request)
 
 
 async def _send_timeout(send: Send) -> None:
