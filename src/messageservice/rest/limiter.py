@@ -258,9 +258,12 @@ class OperatingMeter:
     def _live(self, key: tuple[str, str], now: float) -> Minutes:
         oldest = self._oldest(now)
         merged: Minutes = {}
-        for source in (self._shared.get(key, {}), self._settling.get(key, {}), self._pending[key]):
-            for minute in [m for m in source if m < oldest]:
-                del source[minute]
+        for source in (self._shared.get(key), self._settling.get(key), self._pending.get(key)):
+            if not source:
+                continue  # the common case for two of the three: nothing to prune or add
+            if min(source) < oldest:
+                for minute in [m for m in source if m < oldest]:
+                    del source[minute]
             for minute, seconds in source.items():
                 merged[minute] = merged.get(minute, 0.0) + seconds
         return merged
