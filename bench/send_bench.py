@@ -60,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -607,6 +608,37 @@ def portal_env(database_url: str, folder: Path) -> dict[str, str]:
 
 # What --metrics-off adds to the servers' settings (the cost of observing: run with and without).
 SERVER_ENV: dict[str, str] = {}
+# With metrics on, every process's /metrics is read this often, as a Prometheus would (--scrape-seconds).
+SCRAPE: dict[str, float] = {"seconds": 15.0}
+
+
+def metrics_on() -> bool:
+    return SERVER_ENV.get("MESSAGESERVICE_METRICS") != "off"
+
+
+@contextlib.contextmanager
+def scraping(urls: list[str]) -> Iterator[list[float]]:
+    """Read every URL's /metrics each SCRAPE seconds in a thread; yields the scrapes' durations."""
+    took: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(SCRAPE["seconds"]):
+            for url in urls:
+                began = time.monotonic()
+                with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=30) as answer:
+                    answer.read()
+                    took.append(time.monotonic() - began)
+
+    thread = threading.Thread(target=scrape, name="scraper", daemon=True)
+    if urls and SCRAPE["seconds"] > 0:
+        thread.start()
+    try:
+        yield took
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=60)
 
 
 def wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
@@ -640,6 +672,7 @@ def running_servers(
     processes: list[subprocess.Popen[bytes]] = []
     logs = []
     urls = []
+    metrics_urls = []
     try:
         # One after another: each process runs the migrations before it starts.
         for number in range(serves + workers):
@@ -653,6 +686,10 @@ def running_servers(
                     args.append("--no-dispatch")
             else:
                 args = ["worker", "--log-level", "warning"]
+                if metrics_on():
+                    metrics_port = free_port()
+                    args += ["--metrics-port", str(metrics_port)]
+                    metrics_urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
             process = subprocess.Popen(
                 [*ms_command(), *args], env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT
             )
@@ -660,6 +697,8 @@ def running_servers(
             if number < serves:
                 urls.append(f"http://127.0.0.1:{port}")
                 wait_http(urls[-1] + "/health", process, log_path)
+                if metrics_on():
+                    metrics_urls.append(urls[-1] + "/metrics")
             else:
                 wait_for_text(log_path, "worker running", process)
         status, body = http_post(
@@ -668,7 +707,10 @@ def running_servers(
         )
         if status != 200 or json.loads(body).get("result") is not True:
             raise RuntimeError(f"sender.add: HTTP {status} {body[:300]!r}")
-        yield Servers(urls, processes, token, f"{client_id}|{SENDER_CODE}", {})
+        with scraping(metrics_urls) as scrapes:
+            yield Servers(urls, processes, token, f"{client_id}|{SENDER_CODE}", {})
+        if scrapes:
+            print(f"  /metrics read {len(scrapes)} times, median {statistics.median(scrapes) * 1000:.1f} ms")
     finally:
         for process in processes:  # SIGINT: a graceful stop, so the lifespan closes the engine
             if process.poll() is None:
@@ -1265,6 +1307,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--metrics-off", action="store_true", help="MESSAGESERVICE_METRICS=off: nothing counted (default: on)"
     )
     parser.add_argument(
+        "--scrape-seconds",
+        type=float,
+        default=15.0,
+        help="with metrics on, read every process's /metrics this often, as Prometheus would (0: never)",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="PATH",
         help="profile every dispatcher process during server runs with this py-spy (implies --keep); "
@@ -1300,6 +1348,7 @@ def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     if args.metrics_off:
         SERVER_ENV["MESSAGESERVICE_METRICS"] = "off"
+    SCRAPE["seconds"] = args.scrape_seconds
     backend = "postgres" if args.postgres else "sqlite"
     folder = Path(tempfile.mkdtemp(prefix="messageservice-send-bench-"))
     started = time.time()
