@@ -469,10 +469,15 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, seconds: fl
         time.sleep(0.1)
 
 
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 15) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 15, signalled: bool = False
+) -> None:
+    """Stop gracefully, or kill after `timeout`; `signalled`: the signal went out already (a second SIGINT
+    would make uvicorn skip its shutdown and log a traceback)."""
     if process.poll() is not None:
         return
-    process.send_signal(sig)
+    if not signalled:
+        process.send_signal(sig)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -716,7 +721,7 @@ def running_servers(
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         for process in processes:
-            stop_process(process)
+            stop_process(process, signalled=True)
         for log in logs:
             log.close()
 
