@@ -119,9 +119,16 @@ def test_retry_now_only_after_a_failed_attempt_that_waits() -> None:
     # Due already, or over.
     assert not retry_possible({**waiting, "NEXT_ATTEMPT_AT": now}, one, now)
     assert not retry_possible({**waiting, "STATE": "done", "NEXT_ATTEMPT_AT": None}, one, now)
-    # After a replay the retry itself would refuse (it counts every recorded attempt): not offered.
+    # After a replay only the replay's attempts count (numbers start again at 1): its failed first attempt
+    # waits, and can be retried now.
     replayed_round = attempt_rounds([attempt(1, 10), attempt(2, 11), attempt(1, 20)], [replayed(15)])
-    assert not retry_possible({**waiting, "ATTEMPTS": 1}, replayed_round, now)
+    assert retry_possible({**waiting, "ATTEMPTS": 1}, replayed_round, now)
+    # ... but not while its second attempt is in flight (the count is ahead), even though the first delivery
+    # recorded an attempt number 2.
+    assert not retry_possible({**waiting, "ATTEMPTS": 2}, replayed_round, now)
+    # A replay not tried yet: nothing to retry (its attempts start at once anyway).
+    queued_again = attempt_rounds([attempt(1, 10), attempt(2, 11)], [replayed(15)])
+    assert not retry_possible({**waiting, "ATTEMPTS": 0}, queued_again, now)
 
 
 # --- held by an open breaker -------------------------------------------------------------------

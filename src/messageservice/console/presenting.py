@@ -124,16 +124,15 @@ def delivery_summary(delivery: dict[str, Any] | None, rounds: list[Round]) -> st
 
 
 def retry_possible(delivery: dict[str, Any] | None, rounds: list[Round], now: float) -> bool:
-    """`Retry now` makes sense for a message waiting for its next try after a failed one: not before
-    the first attempt, not while an attempt is in flight (its count is ahead of its records)."""
+    """`Retry now` makes sense for a message waiting for its next try after a failed one in its current round
+    (the first delivery or the latest replay): not before that round's first attempt, not while an attempt is
+    in flight (the delivery's count is then ahead of the latest recorded attempt's number). The same test as
+    the retry itself (core.console_queries.retry_now)."""
     if not delivery or delivery.get("STATE") != "pending":
         return False
-    tried = len(rounds[-1].attempts) if rounds else 0
+    current = rounds[-1].attempts if rounds else []
     due = delivery.get("NEXT_ATTEMPT_AT")
-    # The retry itself (core.console_queries.retry_now) compares the delivery's count with every recorded
-    # attempt, replayed rounds included: offer it only where it can work.
-    recorded = sum(len(r.attempts) for r in rounds)
-    return tried > 0 and recorded == delivery.get("ATTEMPTS") and due is not None and due > now
+    return bool(current) and current[-1]["NUMBER"] == delivery.get("ATTEMPTS") and due is not None and due > now
 
 
 def handler_failing(health: Any) -> bool:

@@ -176,11 +176,22 @@ async def handler_call(core: Core, message_id: int) -> tuple[str, list[tuple[str
 
 
 async def retry_now(core: Core, message_id: int) -> bool:
-    """Bring a waiting retry forward to now. Not a job in flight: its attempt count is ahead of its records."""
+    """Bring a waiting retry forward to now, after a failed attempt of the current round.
+
+    Not a job in flight: a claim counts its attempt before the attempt is recorded, so the delivery's count is
+    then ahead of the latest recorded attempt's number. A replay starts the count again at 0 (numbers read
+    1,2,3,1,2,...): comparing with the latest attempt's number, not with how many there are in all, holds in
+    every round, and before the first attempt of a round (none recorded, or the last round's) it refuses."""
     if not 0 < message_id <= MAX_ID:
         return False
     now = core.clock()
-    recorded = select(func.count()).select_from(attempts).where(attempts.c.message_id == message_id).scalar_subquery()
+    latest = (
+        select(attempts.c.number)
+        .where(attempts.c.message_id == message_id)
+        .order_by(attempts.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     async with core.store.transaction() as conn:
         result = await conn.execute(
             update(deliveries)
@@ -188,7 +199,7 @@ async def retry_now(core: Core, message_id: int) -> bool:
                 deliveries.c.message_id == message_id,
                 deliveries.c.state == "pending",
                 deliveries.c.next_attempt_at > now,
-                deliveries.c.attempts == recorded,
+                deliveries.c.attempts == latest,
             )
             .values(next_attempt_at=now)
         )
