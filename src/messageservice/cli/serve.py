@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -29,8 +30,23 @@ def api_doc() -> None:
     sys.stdout.write(render(build_registry()))
 
 
+class LogLevel(StrEnum):
+    """uvicorn's levels; `trace` is uvicorn's own below debug (ours log at debug then)."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+    TRACE = "trace"
+
+    @property
+    def ours(self) -> str:
+        return "DEBUG" if self is LogLevel.TRACE else self.value.upper()
+
+
 def worker(
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="Log level.", case_sensitive=False)] = LogLevel.INFO,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port (see MESSAGESERVICE_METRICS).")
     ] = None,
@@ -47,7 +63,7 @@ def worker(
     from messageservice.observability.exposition import metrics_loops
     from messageservice.observability.jsonlog import configure_logging
 
-    configure_logging(settings.log_format, log_level.upper())
+    configure_logging(settings.log_format, log_level.ours)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # A worker listens nowhere: loopback HANDLERs unless the operator lists networks (set them on the
     # workers of an exposed server as on the server).
@@ -84,7 +100,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     tls: Annotated[bool, typer.Option("--tls", help="Serve https with a self-signed certificate.")] = False,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            help="Log level of the server's own lines and uvicorn's (access lines are info).", case_sensitive=False
+        ),
+    ] = LogLevel.INFO,
     dispatch: Annotated[
         bool,
         typer.Option(
@@ -109,7 +130,7 @@ def serve(
     from messageservice.observability.jsonlog import configure_logging, uvicorn_log_config
     from messageservice.tls import ensure_certificate, trust_instructions
 
-    configure_logging(settings.log_format, logging.INFO, access_level=log_level)
+    configure_logging(settings.log_format, log_level.ours, access_level=log_level.ours)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." on every start
     if not dispatch:
         settings = settings.model_copy(update={"serve_dispatch": False})
@@ -137,7 +158,7 @@ def serve(
         console.print(trust_instructions(cert))
     print_lines(getting_started(public_url, listening))
     options: dict[str, Any] = dict(
-        log_level=log_level,
+        log_level=log_level.value,
         log_config=uvicorn_log_config(settings.log_format),
         # On SIGTERM the requests under way get this long to finish (then the delivery under way gets the
         # same, app.py); a client's idle TLS keep-alive would otherwise hold a shutdown for 30 s (SSL close).
@@ -147,7 +168,7 @@ def serve(
         **ssl_options,
     )
     if workers > 1:
-        run_processes(settings, host, port, workers, **options)
+        run_processes(settings, host, port, workers, log_level.ours, **options)
         return
     # The public URL is recorded already (check); the app's start-up writes nothing that could fail.
     uvicorn.run(create_app(settings, listening=[host]), host=host, port=port, **options)

@@ -35,23 +35,23 @@ def check_workers(settings: Settings, workers: int) -> None:
         )
 
 
-def child_app(settings: Settings, host: str) -> Starlette:
+def child_app(settings: Settings, host: str, own_level: str) -> Starlette:
     """The app of one child process (a spawned interpreter: logging is set up again)."""
     from messageservice.app import create_app
     from messageservice.observability.jsonlog import configure_logging
 
-    configure_logging(settings.log_format, logging.INFO)
+    configure_logging(settings.log_format, own_level, access_level=own_level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return create_app(settings, listening=[host])
 
 
-def run_processes(settings: Settings, host: str, port: int, workers: int, **options: Any) -> None:
+def run_processes(settings: Settings, host: str, port: int, workers: int, own_level: str, **options: Any) -> None:
     """Bind once, run `workers` children until a signal stops them all."""
     from uvicorn import Config
     from uvicorn.supervisors import Multiprocess
 
     config = Config(
-        functools.partial(child_app, settings, host),
+        functools.partial(child_app, settings, host, own_level),
         factory=True,
         host=host,
         port=port,
