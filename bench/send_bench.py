@@ -538,6 +538,7 @@ class Servers:
     message_from: str
     auth_sample: dict[str, Any]  # the auth fields of a real handler body (for the baseline's bodies)
     pg_data: Path | None = None
+    database_url: str = ""  # for --pg-statements
 
 
 def postgres_pids(data: Path | None) -> list[int]:
@@ -981,7 +982,11 @@ class Bench:
             ]
         pids = [p.pid for p in servers.processes]
         stem = self.folder / f"profile-{mode}-{size}-r{round_no}" if kind == "server" and mode != "warm-up" else None
+        statements = self.args.pg_statements and kind == "server" and mode != "warm-up" and servers.database_url
+        before = statement_times(servers.database_url) if statements else {}
         result = measure(kind, mode, size, round_no, specs, self.handler, pids, servers.pg_data, self.args.py_spy, stem)
+        if statements:
+            print_statements(before, statement_times(servers.database_url), result.delivered)
         for process in servers.processes:
             if process.poll() is not None:
                 raise RuntimeError(f"a server died during the run (exit {process.returncode})")
@@ -1183,21 +1188,66 @@ def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> 
 DURABILITY = {False: "", True: " (fsync, synchronous_commit and full_page_writes off: not durable)"}
 
 
+STATEMENTS_OPTIONS = "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top"
+
+
 @contextlib.contextmanager
-def postgres(enabled: bool, unsafe: bool = False) -> Iterator[Any]:
+def postgres(enabled: bool, unsafe: bool = False, statements: bool = False) -> Iterator[Any]:
     """A throwaway PostgreSQL: with its stock fsync, synchronous_commit and full_page_writes (what
-    production runs), or with all three off (`unsafe`: faster, loses commits on a crash)."""
+    production runs), or with all three off (`unsafe`: faster, loses commits on a crash).
+    `statements`: with pg_stat_statements, to see which statements PostgreSQL's time goes to."""
     if not enabled:
         yield None
         return
     sys.path.insert(0, str(REPO_ROOT))
     from tests.postgres import TempPostgres
 
-    server = TempPostgres(durable=not unsafe).start()
+    server = TempPostgres(durable=not unsafe, extra_options=STATEMENTS_OPTIONS if statements else "").start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def statement_times(database_url: str) -> dict[str, tuple[int, float]]:
+    """pg_stat_statements for the bench's database: statement -> (calls, total execution ms)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def read() -> dict[str, tuple[int, float]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            rows = await conn.fetch(
+                "SELECT query, calls, total_exec_time FROM pg_stat_statements"
+                " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        finally:
+            await conn.close()
+        times: dict[str, tuple[int, float]] = {}
+        for row in rows:  # one statement may be listed once per role: add them up
+            calls, total = times.get(row["query"], (0, 0.0))
+            times[row["query"]] = (calls + row["calls"], total + row["total_exec_time"])
+        return times
+
+    return asyncio.run(read())
+
+
+def print_statements(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], messages: int) -> None:
+    """The statements PostgreSQL spent the most time executing during one run, per delivered message."""
+    spent = []
+    for query, (calls, total) in after.items():
+        calls_before, total_before = before.get(query, (0, 0.0))
+        if total - total_before > 0:
+            spent.append((total - total_before, calls - calls_before, query))
+    spent.sort(reverse=True)
+    all_ms = sum(ms for ms, _, _ in spent)
+    print(f"    PostgreSQL statements: {all_ms * 1000 / max(1, messages):.0f} us/msg executing, the top ones:")
+    for ms, calls, query in spent[:8]:
+        text = " ".join(query.split())[:110]
+        print(f"    {ms * 1000 / max(1, messages):7.1f} us/msg {calls:8,} calls  {text}")
 
 
 SETUP_SECONDS = 20.0  # a fresh portal, the processes and the warm-up
@@ -1312,6 +1362,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--metrics-off", action="store_true", help="MESSAGESERVICE_METRICS=off: nothing counted (default: on)"
     )
     parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="with --postgres: load pg_stat_statements and print where PostgreSQL's time went in each server run",
+    )
+    parser.add_argument(
         "--scrape-seconds",
         type=float,
         default=15.0,
@@ -1381,7 +1436,7 @@ def main(argv: Sequence[str]) -> int:
         args.keep = True
     handler: Handler | None = None
     try:
-        with postgres(args.postgres, args.unsafe_postgres) as pg:
+        with postgres(args.postgres, args.unsafe_postgres, args.pg_statements) as pg:
             handler = Handler(folder)
             bench = Bench(args, folder, handler, pg)
             print(
@@ -1402,6 +1457,7 @@ def main(argv: Sequence[str]) -> int:
                     url, place, args.serves, args.worker_processes, handler, api_only=args.api_serve
                 ) as servers:
                     servers.pg_data = pg.data if pg is not None else None
+                    servers.database_url = url if pg is not None else ""
                     bench.warm_up(servers)
                     pids = ", ".join(str(p.pid) for p in servers.processes)
                     print(f"{mode} {size:,}: server pid(s) {pids} at {', '.join(servers.urls)}", flush=True)

@@ -33,10 +33,11 @@ def find_bin_dir() -> Path | None:
 class TempPostgres:
     """initdb + pg_ctl in a temporary folder, on a free loopback port; `stop()` removes it all."""
 
-    def __init__(self, *, durable: bool = False) -> None:
+    def __init__(self, *, durable: bool = False, extra_options: str = "") -> None:
         # Durable: PostgreSQL's stock fsync and synchronous_commit, for tests that stop it the hard way and
         # must find every acknowledged commit again. Otherwise the test run trades them for speed.
         self.durable = durable
+        self.extra_options = extra_options  # more `-c name=value` for the server (bench/send_bench.py)
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
@@ -82,6 +83,8 @@ class TempPostgres:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        if self.extra_options:
+            options += " " + self.extra_options
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
