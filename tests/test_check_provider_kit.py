@@ -1,6 +1,7 @@
 """The kit's `provider_checks` fixture from a provider's own pytest suite (examples/kit_provider), run as such.
 
-A separate pytest in the example's folder finds the fixture through the `pytest11` entry point alone.
+A separate pytest in the example's folder finds the fixture through the `pytest11` entry point alone. That
+`pytest --fixtures` lists it (and `provider_check_options`) is checked once, by tests/test_provider_plugin.py.
 """
 
 from __future__ import annotations
@@ -8,11 +9,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from _pytest.fixtures import getfixturemarker
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +30,3 @@ def test_the_kit_providers_own_suite_runs_check_provider(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
-
-    # The run above found `provider_checks` through the entry point (its tests ask for it); the plugin the
-    # entry point names offers `provider_check_options` too, for a provider to override (checked here, not by
-    # a second pytest process listing `--fixtures`).
-    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "messageservice"]
-    offered = {name for name, value in vars(plugin.load()).items() if getfixturemarker(value) is not None}
-    assert {"provider_checks", "provider_check_options"} <= offered, offered
