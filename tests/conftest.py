@@ -25,12 +25,13 @@ from typing import Any
 
 import pytest
 
+from messageservice.console import auth as console_auth
 from messageservice.core import logins, passwords
 from tests.databases import BACKENDS, DatabaseFactory, new_database_url
 from tests.portal import LivePortal, make_settings, open_fresh_portal, start_portal
 from tests.postgres import TempPostgres
 
-__all__ = ["BACKENDS", "new_database_url"]  # test modules import these
+__all__ = ["BACKENDS", "SIGN_IN_FAILURE_DELAY", "new_database_url"]  # test modules import these
 
 # Console passwords hashed in this process cost 1/16 of the real scrypt work (about 4 ms instead of 70, for
 # each password set and each sign-in): the hash is scrypt all the same, and carries its cost, so that a
@@ -38,6 +39,10 @@ __all__ = ["BACKENDS", "new_database_url"]  # test modules import these
 passwords.N = 2**10
 # The hash an unknown login is checked against, so that it costs what a known one does (as in `serve`).
 logins._DUMMY_HASH = passwords.hash_password("not a real password")
+# A failed sign-in is answered late (0.5 s in `serve`), here 0.02 s: the brake tests make dozens of failures.
+# The one test of the pause itself puts the product's value back (SIGN_IN_FAILURE_DELAY).
+SIGN_IN_FAILURE_DELAY = console_auth.FAILURE_DELAY_SECONDS
+console_auth.FAILURE_DELAY_SECONDS = 0.02
 
 # The end-to-end tier (`-m e2e`, `-m "not e2e"`): real processes, real SDKs, the browser, SIGKILL.
 # New modules of that kind mark themselves with `pytestmark = pytest.mark.e2e`.

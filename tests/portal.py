@@ -436,6 +436,9 @@ def make_settings(database_url: str, data_dir: Path) -> Settings:
         database_url=database_url,
         data_dir=data_dir,
         secret_key=Fernet.generate_key().decode(),
+        # A test portal stops when its test (or the session) ends: the HANDLER calls still under way (a
+        # hanging handler's) are cut off, not waited for up to the production 15 s (stop_loops' grace).
+        shutdown_grace_seconds=0.5,
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from messageservice.console import auth as console_auth
 from messageservice.core.logins import (
     ACCOUNT_RULE,
     FORGET_SECONDS,
@@ -22,7 +23,7 @@ from messageservice.core.passwords import hash_password, password_matches
 from messageservice.store.db import migrate
 from messageservice.store.limits import DatabaseBrakeStore
 from messageservice.store.store import Store
-from tests.conftest import new_database_url
+from tests.conftest import SIGN_IN_FAILURE_DELAY, new_database_url
 from tests.console_helpers import CSRF_FIELD, ConsoleClient, add_admin
 from tests.portal import AppCredentials, LivePortal
 
@@ -58,7 +59,8 @@ def test_admin_signs_in_and_out(portal: LivePortal) -> None:
     assert client.get("/messages", allow_redirects=False).status_code == 303
 
 
-def test_wrong_password_non_admin_and_inactive_are_refused(portal: LivePortal) -> None:
+def test_wrong_password_non_admin_and_inactive_are_refused(portal: LivePortal, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console_auth, "FAILURE_DELAY_SECONDS", SIGN_IN_FAILURE_DELAY)  # the product's pause
     admin = add_admin(portal)
     client = ConsoleClient(portal)
     token = client.csrf()

@@ -24,7 +24,7 @@ from tests.postgres import free_port
 from tests.receiver import Receiver
 from tests.test_messages import wait_for
 from tests.test_metrics import add_sender, send
-from tests.test_serve import COMMAND, _env, _wait
+from tests.test_serve import COMMAND, _cli, _env, _wait
 
 
 class Captured:
@@ -165,7 +165,7 @@ def test_configure_logging_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_serve_and_worker_log_json_and_serve_metrics(tmp_path: Path) -> None:
     """Real processes: every line `serve` logs is JSON (uvicorn's own too); `worker --metrics-port` answers."""
     env = {**_env(tmp_path), "MESSAGESERVICE_LOG_FORMAT": "json"}
-    subprocess.run([*COMMAND, "init", "--domain", "json.local"], cwd=tmp_path, env=env, check=True, timeout=60)
+    _cli(tmp_path, "init", "--domain", "json.local")  # in this process: the logs of `serve` and `worker` are the point
     port, metrics_port = free_port(), free_port()
     serve = subprocess.Popen(
         [*COMMAND, "serve", "--port", str(port), "--log-level", "info"],

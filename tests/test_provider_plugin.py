@@ -157,3 +157,5 @@ def test_the_plugins_fixture_is_listed(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "messageservice_server" in fixtures.stdout and "messageservice.provider.testing" in fixtures.stdout
+    # The check-provider kit's fixtures come with the same plugin (tests/test_check_provider_kit.py uses them).
+    assert "provider_checks" in fixtures.stdout and "provider_check_options" in fixtures.stdout

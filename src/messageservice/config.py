@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # Retry-After beyond this is capped, so one answer cannot park a message for days.
     retry_after_cap_seconds: NonNegativeFloat = 3600.0
     handler_timeout_seconds: PositiveFloat = 10.0
+    # A claim's lease is twice the timeout (a wait for a slot, then the call) plus this margin for the
+    # write-back; what a killed process held is claimed again after it. Tests shorten it to wait less.
+    lease_margin_seconds: PositiveFloat = 10.0
     # "reliable": at-least-once with retries; "strict": as Bitrix24, one attempt and the answer ignored.
     delivery_profile: DeliveryProfile = DeliveryProfile.RELIABLE
     dispatch_concurrency: PositiveInt = 64

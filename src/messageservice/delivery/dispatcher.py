@@ -84,9 +84,9 @@ class Outbox(Protocol):
 HAND_BACK = Outcome(Verdict.DEFER, None, HANDED_BACK, None, 0.0)
 
 
-def lease_seconds(timeout: float) -> float:
+def lease_seconds(timeout: float, margin: float) -> float:
     # Long enough for a wait for a free slot plus the call itself, with room for the write-back.
-    return timeout * 2 + 10
+    return timeout * 2 + margin
 
 
 def decide_all(outbox: Outbox, settings: Settings, results: list[Result], now: float) -> dict[int, Decision]:
@@ -107,7 +107,7 @@ async def deliver_once(core: Core, outbox: Outbox, limit: int = 20) -> list[tupl
     due, POST each once on the guarded path, record. Same claims, rules and records as the loop."""
     settings = core.settings
     timeout = outbox.timeout(settings)
-    jobs = await outbox.claim(core, limit, lease_seconds(timeout), [], [])
+    jobs = await outbox.claim(core, limit, lease_seconds(timeout, settings.lease_margin_seconds), [], [])
     if not jobs:
         return []
     async with Poster(settings, limit=limit, timeout=timeout) as poster:
@@ -216,7 +216,7 @@ class Dispatcher(BackgroundLoop):
 
     async def _claim_more(self, poster: Poster) -> None:
         settings = self._core.settings
-        lease = lease_seconds(self.outbox.timeout(settings))
+        lease = lease_seconds(self.outbox.timeout(settings), settings.lease_margin_seconds)
         self._backlog = False
         while (free := self.slots - len(self._inflight)) > 0:
             # No more at a time than one handler can take (its calls plus as many waiting): a claim
