@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,29 @@ import time
 from pathlib import Path
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A port that is free now and that no socket bound to port 0 (another test's server) or opened to
+    connect out can take before the caller binds it: one below the system's ephemeral range, at random.
+    A port from bind(0) itself could be handed to the next process that asks, in the seconds a server
+    takes to start, and that server's answers mistaken for ours."""
+    low, _ = _ephemeral_ports()
+    if low > 11_000:
+        for _ in range(50):
+            port = random.randrange(10_000, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

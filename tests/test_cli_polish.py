@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import socket
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from messageservice.cli.serve import getting_started, print_lines
 from tests.console_helpers import add_sender
 from tests.databases import new_database_url
 from tests.portal import LivePortal
+from tests.postgres import free_port
 from tests.receiver import Receiver
 
 
@@ -63,12 +63,6 @@ def run_cli(env: dict[str, str], *args: str, stdin: str | None = None, cwd: Path
     ):
         result = CliRunner().invoke(cli, list(args), env=env, input=stdin, catch_exceptions=False)
     return Ran(result.exit_code, result.stdout, result.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_json(env: dict[str, str], *args: str) -> Any:
