@@ -130,17 +130,26 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = 60.0) -> float:
     return time.monotonic() - began
 
 
+def log_tail(topology: Topology, process: subprocess.Popen[bytes], lines: int = 60) -> str:
+    """The last lines a process of the topology wrote (Topology.start names its log by kind and index)."""
+    index = topology.processes.index(process)
+    kind = "worker" if "worker" in process.args else "serve"  # type: ignore[operator]
+    path = Path(topology.env["MESSAGESERVICE_DATA_DIR"]).parent / f"{kind}-{index}.log"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
 def handler_dispatchers(topology: Topology) -> int:
     return len(topology.query(select(dispatchers.c.id).where(dispatchers.c.kind == "handler")))
 
 
 def start_delivering(topology: Topology, kind: str) -> subprocess.Popen[bytes]:
     """The process that delivers: a `worker` (beside an API-only serve), or a `serve` that does both."""
+    # At info: each attempt's line and the stop's, to read when a stop takes longer than it should.
     if kind == "worker":
-        topology.start("worker", "--log-level", "warning")
+        topology.start("worker", "--log-level", "info")
     else:
         topology.port = free_port()
-        topology.start("serve", "--port", str(topology.port), "--log-level", "warning")
+        topology.start("serve", "--port", str(topology.port), "--log-level", "info")
         _wait(f"http://127.0.0.1:{topology.port}/health")
     return topology.processes[-1]
 
@@ -162,7 +171,8 @@ def test_sigterm_mid_burst_delivers_each_message_once_and_hands_back_at_once(
     stopped_in = terminate(first)
     at_exit = slow_handler.received()
     assert 8 <= at_exit < BURST, "the SIGTERM should land mid-burst"
-    assert stopped_in < HANDLER_DELAY * 4 + 10  # the calls under way finished; nothing waited for the grace
+    # The calls under way finished; nothing waited for the grace.
+    assert stopped_in < HANDLER_DELAY * 4 + 10, f"the stop took {stopped_in:.1f} s:\n{log_tail(setup, first)}"
 
     rows = setup.query(select(deliveries.c.state, deliveries.c.next_attempt_at, deliveries.c.attempts))
     now = time.time()
