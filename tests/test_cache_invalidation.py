@@ -117,20 +117,11 @@ class FakeSqliteStore:
     def __init__(self) -> None:
         self.counter = 0
         self.counter_reads = 0
-        self.marker: bytes | None = None  # the WAL index header (store/wal_marker.py); None: unknown
 
     async def fetch(self, statement: Any, params: Any) -> Sequence[Any]:
         assert "cache_generations" in str(statement), statement
         self.counter_reads += 1
         return [(self.counter,)]
-
-    def commit_marker(self) -> bytes | None:
-        return self.marker
-
-    def commit(self, *, cached_objects: bool) -> None:
-        """Another process commits: the header always moves, the counter when cached objects changed."""
-        self.marker = (self.marker or b"") + b"+"
-        self.counter += cached_objects
 
 
 def fake_core(store: Any, clock: Callable[[], float] = time.time) -> Any:
@@ -164,36 +155,6 @@ async def sqlite_counter_is_read_once_per_request() -> None:
 
 def test_sqlite_counter_is_read_once_per_request() -> None:
     asyncio.run(sqlite_counter_is_read_once_per_request())
-
-
-async def sqlite_counter_is_read_only_after_a_commit() -> None:
-    store = FakeSqliteStore()
-    store.marker = b"h0"
-    core = fake_core(store)
-    with RequestScope():
-        first = await current_generation(core)
-        core.cache.put("a", 1, first)
-    for _ in range(3):
-        with RequestScope():
-            assert await current_generation(core) == first and core.cache.get("a") == 1
-    assert store.counter_reads == 1  # nobody committed: no read at all
-    store.commit(cached_objects=False)  # a send, say: read again, keep the cache
-    with RequestScope():
-        assert await current_generation(core) == first and core.cache.get("a") == 1
-    assert store.counter_reads == 2
-    store.commit(cached_objects=True)  # a revoked token: read again, drop the cache
-    with RequestScope():
-        assert await current_generation(core) != first and core.cache.get("a") is None
-    assert store.counter_reads == 3
-    store.marker = None  # unknown (a header caught half written): read every time
-    for _ in range(2):
-        with RequestScope():
-            await current_generation(core)
-    assert store.counter_reads == 5
-
-
-def test_sqlite_counter_is_read_only_after_a_commit_by_anyone() -> None:
-    asyncio.run(sqlite_counter_is_read_only_after_a_commit())
 
 
 class NoCounterStore(FakeSqliteStore):

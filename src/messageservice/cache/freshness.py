@@ -4,10 +4,7 @@
   connection (cache/changes.py), and while it is down the cache is bypassed.
 - SQLite: the `cache_generations` counter row, read on the read connection; moved since the last look,
   the cache is dropped. Once per REST request (`RequestScope`): a change committed before a request
-  began is seen by all of it, and one read replaces the two or three the request would make. And that
-  read only when some process committed anything since the last one: the WAL index's header, mapped
-  from the `-shm` file, says so without a query (store/wal_marker.py). Idle or read-mostly, a request
-  then reads nothing at all for its token and sender list.
+  began is seen by all of it, and one read replaces the two or three the request would make.
 
 Why the counter alone and not `PRAGMA data_version` first: both cost one read transaction on the read
 connection (measured alike, about 18 us each on a loaded 2-core box, where `SELECT 1` costs 2 us), and
@@ -69,19 +66,16 @@ async def current_generation(core: Core) -> int | None:
     checked = _REQUEST.get()
     if checked is not None and checked.open and checked.epoch == cache.epoch:
         return cache.generation()  # looked once in this request, and this process changed nothing since
-    marker = store.commit_marker()  # taken before the counter: a commit after it moves it again
-    if marker is None or marker != cache.marker:
-        try:
-            rows = await store.fetch(_COUNTER, {})
-        except StoreError:
-            return None  # a schema before migration 0011 (/ready says so): read everything, keep nothing
-        if not rows:
-            return None  # no counter row: a change could go unseen
-        counter = rows[0][0]
-        if counter != cache.counter:
-            cache.counter = counter
-            cache.invalidate()
-        cache.marker = marker
+    try:
+        rows = await store.fetch(_COUNTER, {})
+    except StoreError:
+        return None  # a schema before migration 0011 (/ready says so): read everything, keep nothing
+    if not rows:
+        return None  # no counter row: a change could go unseen
+    counter = rows[0][0]
+    if counter != cache.counter:
+        cache.counter = counter
+        cache.invalidate()
     if checked is not None and checked.open:
         checked.epoch = cache.epoch
     return cache.generation()

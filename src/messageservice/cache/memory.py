@@ -34,10 +34,8 @@ class RestCache:
         self._holds = 0
         # PostgreSQL: set by the listener while its LISTEN is up.
         self._listening = False
-        # SQLite: the last change counter read from the database, and the commit marker seen just before
-        # that read (freshness.py).
+        # SQLite: the last change counter read from the database (freshness.py).
         self.counter: int | None = None
-        self.marker: bytes | None = None
 
     def generation(self, *, needs_listener: bool = False) -> int | None:
         """The generation a read may be kept under; None: bypass the cache (read, do not keep).

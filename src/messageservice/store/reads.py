@@ -22,8 +22,6 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from messageservice.store.wal_marker import WalMarker
-
 Row = Mapping[str, Any]
 
 
@@ -90,7 +88,6 @@ class SqliteReads:
         self._path = path
         self._conn: sqlite3.Connection | None = None
         self._sql: dict[int, tuple[Select[Any], str]] = {}
-        self._marker = WalMarker(path)
 
     def _connection(self) -> sqlite3.Connection:
         # Opened on first use, so that opening the store touches no file and cannot fail.
@@ -113,18 +110,9 @@ class SqliteReads:
     async def fetch(self, statement: Select[Any], params: Mapping[str, Any]) -> Sequence[Row]:
         return self._connection().execute(self._compiled(statement), dict(params)).fetchall()
 
-    def commit_marker(self) -> bytes | None:
-        """Changes whenever any process commits (store/wal_marker.py); None: unknown, read the database."""
-        marker = self._marker.read()
-        if marker is None and self._conn is not None:
-            self._marker.open()  # after our connection's first read, so the -shm file is set up
-            marker = self._marker.read()
-        return marker
-
     def in_use(self) -> int:
         return 0  # one connection in the event loop's thread, never held across an await
 
     async def close(self) -> None:
-        self._marker.close()  # before the connection that makes holding it safe
         if self._conn is not None:
             self._conn.close()

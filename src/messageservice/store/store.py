@@ -107,12 +107,6 @@ class Store:
         with store_errors():
             return await self._fast.fetch(statement, params)
 
-    def commit_marker(self) -> bytes | None:
-        """SQLite: a value that changes whenever any process commits, read without a query
-        (store/wal_marker.py). None: unknown (and always on PostgreSQL, whose changes arrive as notices)."""
-        fast = self._fast
-        return fast.commit_marker() if isinstance(fast, SqliteReads) else None
-
     # The single-statement send (features.bulk_send_statement).
 
     async def insert_sends(self, rows: Sequence[Mapping[str, Any]], status_id: int, status: str) -> Sequence[Row]:
