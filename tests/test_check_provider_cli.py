@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from messageservice.cli.root import cli
 from messageservice.provider.checking import ServedApp
+from tests.postgres import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
@@ -19,12 +20,6 @@ from broken_providers import create_app as create_broken_app
 from demo_provider.app import DemoConfig
 
 FAST = ["--handler-timeout", "1", "--report-timeout", "5"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_broken_provider_fails_with_exit_1_json_and_junit(tmp_path: Path) -> None:
