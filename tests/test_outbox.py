@@ -4,6 +4,7 @@ breakers are per app, and one app's hanging handlers do not hold up another app.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,10 @@ from sqlalchemy import select, update
 
 from messageservice.core import apps as app_service
 from messageservice.core.context import Core
-from messageservice.delivery.app_events import deliver_due
+from messageservice.delivery.app_events import EventOutbox, deliver_due, post_event_now
+from messageservice.delivery.decision import Decision, Done, Retry
+from messageservice.delivery.jobs import Result
+from messageservice.delivery.retry import Outcome, Verdict
 from messageservice.store.tables import app_events, senders
 from tests.delivery_helpers import HangingServer, PathServer, breaker_rows, percentile
 from tests.portal import AppCredentials, LivePortal
@@ -86,6 +90,40 @@ def test_an_app_event_to_a_refused_address_is_refused_like_a_handler_call(portal
     message = settled(portal, app.access_token, send(portal, app.access_token, f"{app.client_id}|{code}")["ID"])
     assert message["DELIVERY"]["STATE"] == "dead"
     assert [a["ERROR"] for a in message["ATTEMPTS"]] == [row.last_error]
+
+
+@pytest.mark.parametrize("local_fresh_portal", [{"event_sweep_seconds": 3600}], indirect=True)
+@pytest.mark.parametrize("decision", [Done(), Retry(at=0, error="HTTP 503 busy")], ids=["delivered", "failed"])
+def test_posting_an_event_now_takes_the_attempt_of_a_worker_that_claimed_it_first(
+    local_fresh_portal: LivePortal, server: PathServer, decision: Decision
+) -> None:
+    """`app install` (and the test kit's add_app) beside a running server: its event worker may claim the
+    ONAPPINSTALL first. Nothing is left due to post then; the answer is the worker's attempt, once it ends."""
+
+    async def work(core: Core) -> Any:
+        app, _ = await app_service.add_app(core, "Claimed", server.url("/app"), "messageservice")
+        await app_service.install_app(core, app.client_id, 1)
+        outbox = EventOutbox()
+        (job,) = await outbox.claim(core, 10, 60.0, [], [])  # the server's worker, mid-attempt
+
+        async def worker_finishes() -> None:
+            await asyncio.sleep(0.3)
+            outcome = Outcome(Verdict.RETRY, None, "HTTP 503 busy", None)
+            await outbox.record(core, [Result(job, outcome, time.time(), 1.0)], {job.key: decision})
+
+        finishing = asyncio.create_task(worker_finishes())
+        started = time.monotonic()
+        attempt = await post_event_now(core, app.client_id, "ONAPPINSTALL", wait=10)
+        await finishing
+        return attempt, time.monotonic() - started
+
+    attempt, waited = local_fresh_portal.run(work)
+    assert waited >= 0.3 and attempt is not None
+    if isinstance(decision, Done):
+        assert attempt.ok and "event worker" in attempt.detail
+    else:
+        assert not attempt.ok and attempt.detail == "HTTP 503 busy"
+    assert server.on("/app") == []  # posted once, by the worker, not again by us
 
 
 @pytest.mark.parametrize(

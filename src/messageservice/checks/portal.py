@@ -137,31 +137,12 @@ class CheckPortal:
 
     def event_outcome(self, client_id: str, event: str, timeout: float) -> EventOutcome:
         """The first attempt at the app's newest `event`: posted now, unless the server's worker has it already."""
-        from messageservice.delivery.app_events import deliver_due
+        from messageservice.delivery.app_events import post_event_now
 
-        app_id = self.app_id(client_id)
-
-        async def work(core: Core) -> Any:
-            await deliver_due(core)
-            query = (
-                select(app_events.c.state, app_events.c.attempts, app_events.c.last_error)
-                .where(app_events.c.app_id == app_id, app_events.c.event == event)
-                .order_by(app_events.c.id.desc())
-                .limit(1)
-            )
-            async with core.store.connection() as conn:
-                return (await conn.execute(query)).first()
-
-        deadline = time.monotonic() + timeout + 5
-        while True:
-            row = self.run(work)
-            if row is not None and row.state == "delivered":
-                return EventOutcome(True, "answered 2xx")
-            if row is not None and (row.state == "failed" or (row.attempts and row.last_error)):
-                return EventOutcome(False, row.last_error or row.state)
-            if time.monotonic() > deadline:
-                return EventOutcome(False, "no attempt finished in time")
-            time.sleep(0.05)
+        attempt = self.run(lambda core: post_event_now(core, client_id, event, timeout + 5))
+        if attempt is None:
+            return EventOutcome(False, "no attempt finished in time")
+        return EventOutcome(attempt.ok, "answered 2xx" if attempt.ok else attempt.detail)
 
     def event_tokens(self, client_id: str) -> set[str]:
         """The access tokens the app's events carried (the event bodies are kept, encrypted, in the outbox)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -40,15 +40,17 @@ def app_install(
 ) -> None:
     """Install an app: POSTs ONAPPINSTALL to its URL (retried by the server if unreachable)."""
     from messageservice.core.apps import install_app
-    from messageservice.delivery.app_events import deliver_due
+    from messageservice.delivery.app_events import AttemptResult, post_event_now
 
-    async def work(core: Core) -> tuple[str, list[Any]]:
+    async def work(core: Core) -> tuple[str, AttemptResult | None]:
         token = await install_app(core, client_id, user)
-        return token, await deliver_due(core)
+        # A running server's event worker may claim the event first: then its attempt is the answer.
+        wait = core.settings.event_timeout_seconds + 5
+        return token, await post_event_now(core, client_id, "ONAPPINSTALL", wait)
 
-    token, attempts = runner.run(work)
-    delivered = any(a.ok for a in attempts)
-    detail = attempts[0].detail if attempts else "queued"
+    token, attempt = runner.run(work)
+    delivered = attempt is not None and attempt.ok
+    detail = attempt.detail if attempt is not None else "queued"
     data = {
         "client_id": client_id,
         "application_token": token,

@@ -9,7 +9,9 @@ breakers per (app, origin), retries on `event_retry_schedule` with jitter, and a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ from messageservice.core.orphans import APP_GONE
 from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
 from messageservice.delivery.dispatcher import Dispatcher, deliver_once
 from messageservice.delivery.jobs import Job, Result
-from messageservice.store.tables import app_events
+from messageservice.store.tables import app_events, apps
 
 log = logging.getLogger("messageservice.events")
 
@@ -154,6 +156,41 @@ async def deliver_due(core: Core) -> list[AttemptResult]:
         AttemptResult(result.job.key, isinstance(decision, Done), _detail(result))
         for result, decision in await deliver_once(core, EventOutbox())
     ]
+
+
+async def post_event_now(core: Core, client_id: str, event: str, wait: float) -> AttemptResult | None:
+    """The first attempt at the app's newest `event`: posted here, or, when a server's event worker claimed it
+    first, that worker's attempt, waited for up to `wait` seconds. None when no attempt finished by then."""
+    newest = (
+        select(app_events.c.id, app_events.c.state, app_events.c.attempts, app_events.c.last_error)
+        .join(apps, apps.c.id == app_events.c.app_id)
+        .where(apps.c.client_id == client_id, app_events.c.event == event)
+        .order_by(app_events.c.id.desc())
+        .limit(1)
+    )
+
+    async def read() -> Any:
+        async with core.store.connection() as conn:
+            return (await conn.execute(newest)).first()
+
+    queued = await read()
+    if queued is None:
+        return None
+    for attempt in await deliver_due(core):
+        if attempt.event_id == queued.id:
+            return attempt
+    deadline = time.monotonic() + wait
+    while True:
+        row = await read()
+        if row is None or row.id != queued.id:
+            return None
+        if row.state == "delivered":
+            return AttemptResult(row.id, True, "delivered by the server's event worker")
+        if row.state == "failed" or row.last_error:
+            return AttemptResult(row.id, False, row.last_error or row.state)
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.05)
 
 
 class EventWorker(Dispatcher):
