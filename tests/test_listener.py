@@ -25,10 +25,12 @@ class Calls:
 
     def __init__(self) -> None:
         self.count = 0
+        self.apps: list[frozenset[int] | None] = []
         self.changed = asyncio.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, app_ids: frozenset[int] | None) -> None:
         self.count += 1
+        self.apps.append(app_ids)
         self.changed.set()
 
     async def reach(self, count: int, timeout: float = 20.0) -> None:
@@ -56,18 +58,21 @@ async def scenario(url: str, caplog: pytest.LogCaptureFixture) -> None:
         assert listener.health.ready()
         await admin.execute(f"NOTIFY {CHANNEL}")
         await calls.reach(2)
+        await admin.execute(f"NOTIFY {CHANNEL}, '5,3'")  # a send names the apps it queued for
+        await calls.reach(3)
+        assert calls.apps[:3] == [None, None, frozenset({3, 5})]
 
         # The server drops the LISTEN connection (a restart, a failover, an idle-connection killer).
         [pid] = await listener_backends(admin)
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        await calls.reach(3)  # reconnected: a sweep for what was queued while nobody listened
+        await calls.reach(4)  # reconnected: a sweep for what was queued while nobody listened
         assert listener.health.restarts == 1
         assert listener.health.last_error is not None and "ListenerLost" in listener.health.last_error
         assert listener.health.ready()
         [new_pid] = await listener_backends(admin)
         assert new_pid != pid
         await admin.execute(f"NOTIFY {CHANNEL}")
-        await calls.reach(4)
+        await calls.reach(5)
     finally:
         await listener.stop()
         await admin.close()

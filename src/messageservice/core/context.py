@@ -21,7 +21,8 @@ class Core:
     group_commit: GroupCommit
     clock: Callable[[], float] = field(default=time.time)
     # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
-    queued_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Called with the apps that have new work, or None when any app may have some.
+    queued_listeners: list[Callable[[frozenset[int] | None], None]] = field(default_factory=list)
     # Tokens, webhooks and sender codes every REST call reads (cache/): dropped by any process's change.
     cache: RestCache = field(default_factory=RestCache)
 
@@ -46,9 +47,9 @@ class Core:
         """PostgreSQL's bare driver, for single statements that are atomic on their own."""
         return self.store.direct
 
-    def notify_queued(self) -> None:
+    def notify_queued(self, app_ids: frozenset[int] | None = None) -> None:
         for listener in self.queued_listeners:
-            listener()
+            listener(app_ids)
 
     @classmethod
     def open(cls, settings: Settings) -> Core:

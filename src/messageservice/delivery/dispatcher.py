@@ -39,6 +39,7 @@ from messageservice.delivery.queue import HandlerOutbox
 from messageservice.delivery.retry import Outcome, Verdict
 from messageservice.delivery.sending import RESPONSE_HEAD_BYTES, USER_AGENT, Poster, failure, signature_headers
 from messageservice.delivery.shared import SYNC_SECONDS, SharedState
+from messageservice.delivery.skipped import SkippedBacklog
 from messageservice.observability.attempts import recorded as observed
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.statistics import YoungTables
@@ -140,7 +141,8 @@ class Dispatcher(BackgroundLoop):
         self.outbox: Outbox = outbox if outbox is not None else HandlerOutbox()
         self._wakeup = asyncio.Event()
         self._work = True  # new or due jobs may be waiting: claim before sleeping again
-        self._backlog = False  # the last claim was full: there is more to take as slots free up
+        self._backlog = False  # the last claim was full, or left jobs skipped: more to take as slots free up
+        self._skipped = SkippedBacklog()  # when the due jobs are all of apps and senders a claim skips
         self._inflight: set[asyncio.Task[None]] = set()
         self._per_app: Counter[int] = Counter()  # calls in flight (or waiting for a gate) per app
         self._finished: list[Result] = []
@@ -160,8 +162,9 @@ class Dispatcher(BackgroundLoop):
         if self.outbox.listens:
             core.queued_listeners.append(self.wake)
 
-    def wake(self) -> None:
-        """Jobs were queued (here or, through NOTIFY, elsewhere)."""
+    def wake(self, app_ids: frozenset[int] | None = None) -> None:
+        """Jobs were queued (here or, through NOTIFY, elsewhere) for these apps (None: for any app)."""
+        self._skipped.queued(app_ids)
         self._work = True
         self._wakeup.set()
 
@@ -225,6 +228,10 @@ class Dispatcher(BackgroundLoop):
             want = min(free, settings.dispatch_batch_size, self.gates.limit * 2, claim_room(self._per_app, self.slots))
             blocked = self.gates.blocked_members(time.time())
             full = apps_at_share(self._per_app, self.slots)
+            if self._skipped.covers(full, blocked):
+                # Only skipped jobs are due: no query until a call ends, a gate opens or work arrives.
+                self._backlog = True
+                return
             try:
                 jobs = await self.outbox.claim(self._core, want, lease, blocked, full)
             except Exception:
@@ -244,8 +251,13 @@ class Dispatcher(BackgroundLoop):
                 # already passed was this claim's.
                 if self._next_due is not None and self._next_due <= self._core.clock():
                     self._next_due = None
+                self._skipped.claimed_short(full, blocked)
+                self._backlog = self._skipped.known
                 if self._sweeping:
-                    await self._learn_next_due()
+                    if self._skipped.known:
+                        self._sweeping = False  # the earliest due job is a skipped one: no use as a wake-up
+                    else:
+                        await self._learn_next_due()
                 return
         self._backlog = True
 
@@ -275,6 +287,7 @@ class Dispatcher(BackgroundLoop):
                 # A retry fell due, or the sweep: look for it, and for work queued elsewhere (SQLite).
                 self._work = self._sweeping = True
                 self._sweep_at = None
+                self._skipped.forget()
 
     async def _learn_next_due(self) -> None:
         """After a sweep's claim: when the queue's next job falls due (one read a sweep, not one per idle)."""

@@ -15,13 +15,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
-from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from messageservice.background import BackgroundLoop
 from messageservice.cache import changes
 from messageservice.config import normalize_database_url
-from messageservice.store.features import features_of
+from messageservice.store.sends import WAKE_CHANNEL, woken_apps
 from messageservice.supervisor import DEFAULT_BACKOFF, Backoff, Sleep
 
 if TYPE_CHECKING:
@@ -29,15 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("messageservice.wakeups")
 
-CHANNEL = "messageservice_queued"
+CHANNEL = WAKE_CHANNEL
 CONNECT_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 2.0
-
-
-def announce(conn: Connection) -> None:
-    """Inside a transaction that queued deliveries (a sync connection, see store/writes.py)."""
-    if features_of(conn).listen_notify:
-        conn.execute(text(f"NOTIFY {CHANNEL}"))
 
 
 class ListenerLost(ConnectionError):
@@ -61,7 +54,7 @@ class QueueListener(BackgroundLoop):
     def __init__(
         self,
         core: Core,
-        on_queued: Callable[[], None] | None = None,
+        on_queued: Callable[[frozenset[int] | None], None] | None = None,
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Sleep = asyncio.sleep,
@@ -88,7 +81,7 @@ class QueueListener(BackgroundLoop):
             # From here on no change can go unseen: the REST cache may be used (it starts empty).
             self._core.cache.listening(True)
             if self._wakeups:
-                self._on_queued()
+                self._on_queued(None)
             while True:
                 self.mark_active()
                 with contextlib.suppress(TimeoutError):
@@ -117,8 +110,8 @@ class QueueListener(BackgroundLoop):
         if not conn.is_closed():
             conn.terminate()
 
-    def _notified(self, *_: object) -> None:
-        self._on_queued()
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._on_queued(woken_apps(payload))
 
     def _cache_changed(self, *_: object) -> None:
         self._core.cache.invalidate()

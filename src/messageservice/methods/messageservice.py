@@ -378,7 +378,6 @@ def register(registry: Registry) -> None:
     )
     async def message_send(ctx: CallContext, params: dict[str, Any]) -> MethodResult:
         result = await messages.send_message(ctx.core, _actor(ctx), upper_keys(params))
-        ctx.core.notify_queued()
         return MethodResult(result)
 
     @registry.method(

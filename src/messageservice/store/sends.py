@@ -12,7 +12,7 @@ does not fill itself, and their array types come from the columns' own types.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection, text
@@ -99,7 +99,7 @@ queued AS (
         AND s.{senders.c.code.name} = substr(i.{m.message_from.name}, strpos(i.{m.message_from.name}, '|') + 1)
     ORDER BY i.position  -- ids are drawn in this order: they follow the sends, as sequential ones would
     ON CONFLICT DO NOTHING
-    RETURNING {m.id.name}, {m.message_id.name}, {m.author_id.name}, {m.created_at.name}
+    RETURNING {m.id.name}, {m.message_id.name}, {m.app_id.name}, {m.author_id.name}, {m.created_at.name}
 ),
 jobs AS (
     {insert_delivery}
@@ -111,9 +111,12 @@ history AS (
     FROM queued q JOIN input i ON i.{m.message_id.name} = q.{m.message_id.name}
 ),
 announced AS (
-    SELECT pg_notify('{WAKE_CHANNEL}', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
+    -- The apps that have new work: a dispatcher that skips them (at their share) need not claim.
+    SELECT pg_notify('{WAKE_CHANNEL}', string_agg(DISTINCT q.{m.app_id.name}::text, ',')) FROM queued q
+    HAVING count(*) > 0
 )
-SELECT q.{m.id.name} AS id, q.{m.message_id.name} AS message_id, (SELECT count(*) FROM announced) AS announced
+SELECT q.{m.id.name} AS id, q.{m.message_id.name} AS message_id, q.{m.app_id.name} AS app_id,
+    (SELECT count(*) FROM announced) AS announced
 FROM queued q
 """
     return _numbered(sql, ("status_id", "status"))
@@ -137,9 +140,23 @@ def arguments(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     return [[row[name] for row in rows] for name in INPUT_NAMES]
 
 
-_NOTIFY = text(f"NOTIFY {WAKE_CHANNEL}")
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
-def wake_workers(conn: Connection) -> None:
-    """Inside a transaction that queued deliveries, where features.listen_notify: workers wake on commit."""
-    conn.execute(_NOTIFY)
+def wake_workers(conn: Connection, app_ids: Iterable[int] = ()) -> None:
+    """Inside a transaction that queued deliveries, where features.listen_notify: workers wake on commit.
+    The payload names the apps with new work (none named: any app may have some)."""
+    conn.execute(_NOTIFY, {"channel": WAKE_CHANNEL, "payload": wake_payload(app_ids)})
+
+
+def wake_payload(app_ids: Iterable[int]) -> str:
+    return ",".join(str(app_id) for app_id in sorted(set(app_ids)))
+
+
+def woken_apps(payload: str) -> frozenset[int] | None:
+    """The apps a wake-up names; None when it names none (work for any app)."""
+    try:
+        apps_named = frozenset(int(part) for part in payload.split(",")) if payload else None
+    except ValueError:
+        return None
+    return apps_named

@@ -1,0 +1,127 @@
+"""Claims left out while every due job is one the claim would skip (delivery/skipped.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from messageservice.background import stop_loops
+from messageservice.core.context import Core
+from messageservice.delivery.dispatcher import Dispatcher
+from messageservice.delivery.jobs import Job
+from messageservice.delivery.queue import HandlerOutbox
+from messageservice.delivery.skipped import SkippedBacklog
+from messageservice.store.tables import deliveries
+from tests.portal import LivePortal
+from tests.test_messages import send
+
+# -- the rule -----------------------------------------------------------------------------------------
+
+
+def test_nothing_is_known_until_a_claim_that_skipped_something_comes_back_short() -> None:
+    skipped = SkippedBacklog()
+    assert not skipped.covers([1], [7])
+    skipped.claimed_short([], [])  # short without skipping anything: the queue is empty, nothing to hold
+    assert not skipped.known and not skipped.covers([1], [7])
+    skipped.claimed_short([1], [7])
+    assert skipped.known
+
+
+def test_a_claim_is_pointless_only_while_it_skips_at_least_as_much() -> None:
+    skipped = SkippedBacklog()
+    skipped.claimed_short([1, 2], [7])
+    assert skipped.covers([1, 2], [7]) and skipped.covers([1, 2, 3], [7, 8])
+    assert not skipped.covers([1], [7])  # app 2 has room again: its jobs may be claimed
+    assert not skipped.covers([1, 2], [])  # sender 7's gate opened
+
+
+def test_new_work_for_a_skipped_app_changes_nothing_any_other_does() -> None:
+    skipped = SkippedBacklog()
+    skipped.claimed_short([1, 2], [])
+    skipped.queued(frozenset({2}))
+    assert skipped.covers([1, 2], [])
+    skipped.queued(frozenset({2, 3}))
+    assert not skipped.known
+    skipped.claimed_short([1], [])
+    skipped.queued(None)  # a wake-up that names no app: anyone may have work
+    assert not skipped.known
+    skipped.claimed_short([1], [])
+    skipped.forget()  # a due time passed, or the sweep
+    assert not skipped.known
+
+
+# -- the dispatcher -----------------------------------------------------------------------------------
+
+
+class CountingOutbox(HandlerOutbox):
+    """The real handler queue, counting the claims made on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+
+    async def claim(
+        self, core: Core, limit: int, lease: float, skip_members: list[int], skip_apps: list[int]
+    ) -> list[Job]:
+        self.claims += 1
+        return await super().claim(core, limit, lease, skip_members, skip_apps)
+
+
+DEAD_HANDLER = {
+    "serve_dispatch": False,  # the portal answers REST only; the test runs the dispatcher it watches
+    "allowed_handler_networks": "127.0.0.0/8",
+    "breaker_failures": 1,
+    "breaker_cooldown_seconds": 600.0,
+    "retry_schedule": "600",
+    "dispatch_sweep_seconds": 0.5,
+}
+
+
+@pytest.mark.parametrize("local_fresh_portal", [DEAD_HANDLER], indirect=True)
+def test_a_dead_handlers_backlog_is_not_claimed_over_and_over(local_fresh_portal: LivePortal) -> None:
+    """Its breaker open, every due job is one the claim skips: before, the idle loop claimed (and found
+    nothing) as fast as it could, a core's worth of CPU; now once a sweep."""
+    portal = local_fresh_portal
+    # Its own install URL elsewhere: breakers are per app and origin, shared by HANDLER calls and app
+    # events, so a failed ONAPPINSTALL to the HANDLER's origin would open this breaker before any attempt.
+    app = portal.add_app(url="http://127.0.0.1:7/")
+    code = "d" + uuid.uuid4().hex[:8]
+    added = portal.call(
+        "messageservice.sender.add",
+        {"CODE": code, "TYPE": "SMS", "HANDLER": "http://127.0.0.1:9/h", "NAME": "Dead"},
+        token=app.access_token,
+    )
+    assert added.status_code == 200, added.text
+    for _ in range(30):
+        send(portal, app.access_token, f"{app.client_id}|{code}")
+
+    async def watch(core: Core) -> tuple[int, int, Any]:
+        outbox = CountingOutbox()
+        dispatcher = Dispatcher(core, outbox)
+        dispatcher.start()
+        try:
+            async with asyncio.timeout(15):
+                while not dispatcher.gates.blocked_members(time.time()):
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # the failed attempt's write-back and the short claim after it
+            before = outbox.claims
+            await asyncio.sleep(2.0)
+            during = outbox.claims - before
+            assert dispatcher.health.ready()
+        finally:
+            await stop_loops([dispatcher], 1.0)
+        async with core.store.connection() as conn:
+            states = (await conn.execute(select(deliveries.c.state, deliveries.c.attempts))).all()
+        return during, before, states
+
+    claims, claims_before, states = portal.run(watch)
+    # Four sweeps in 2 s, each one claim; a spinning loop made thousands.
+    assert claims <= 8, (claims, claims_before)
+    # Nothing lost: one attempt failed (and opened the breaker), the rest wait for it to close.
+    assert len(states) == 30 and {s.state for s in states} == {"pending"}
+    assert sum(s.attempts for s in states) >= 1, (states, claims, claims_before)
