@@ -25,12 +25,12 @@ class Calls:
 
     def __init__(self) -> None:
         self.count = 0
-        self.apps: list[frozenset[int] | None] = []
+        self.work: list[frozenset[tuple[int, int]] | None] = []
         self.changed = asyncio.Event()
 
-    def __call__(self, app_ids: frozenset[int] | None) -> None:
+    def __call__(self, work: frozenset[tuple[int, int]] | None) -> None:
         self.count += 1
-        self.apps.append(app_ids)
+        self.work.append(work)
         self.changed.set()
 
     async def reach(self, count: int, timeout: float = 20.0) -> None:
@@ -58,9 +58,9 @@ async def scenario(url: str, caplog: pytest.LogCaptureFixture) -> None:
         assert listener.health.ready()
         await admin.execute(f"NOTIFY {CHANNEL}")
         await calls.reach(2)
-        await admin.execute(f"NOTIFY {CHANNEL}, '5,3'")  # a send names the apps it queued for
+        await admin.execute(f"NOTIFY {CHANNEL}, '5:50,3:30'")  # a send names its (app, sender) pairs
         await calls.reach(3)
-        assert calls.apps[:3] == [None, None, frozenset({3, 5})]
+        assert calls.work[:3] == [None, None, frozenset({(3, 30), (5, 50)})]
 
         # The server drops the LISTEN connection (a restart, a failover, an idle-connection killer).
         [pid] = await listener_backends(admin)

@@ -16,6 +16,7 @@ from messageservice.delivery.dispatcher import Dispatcher
 from messageservice.delivery.jobs import Job
 from messageservice.delivery.queue import HandlerOutbox
 from messageservice.delivery.skipped import SkippedBacklog
+from messageservice.store.sends import MAX_NAMED, wake_payload, woken_work
 from messageservice.store.tables import deliveries
 from tests.portal import LivePortal
 from tests.test_messages import send
@@ -40,19 +41,27 @@ def test_a_claim_is_pointless_only_while_it_skips_at_least_as_much() -> None:
     assert not skipped.covers([1, 2], [])  # sender 7's gate opened
 
 
-def test_new_work_for_a_skipped_app_changes_nothing_any_other_does() -> None:
+def test_new_work_for_a_skipped_app_or_sender_changes_nothing_any_other_does() -> None:
     skipped = SkippedBacklog()
-    skipped.claimed_short([1, 2], [])
-    skipped.queued(frozenset({2}))
-    assert skipped.covers([1, 2], [])
-    skipped.queued(frozenset({2, 3}))
+    skipped.claimed_short([1, 2], [7])
+    skipped.queued(frozenset({(2, 20), (3, 7)}))  # (app, sender): app 2 is skipped, and so is sender 7
+    assert skipped.covers([1, 2], [7])
+    skipped.queued(frozenset({(2, 20), (3, 30)}))
     assert not skipped.known
     skipped.claimed_short([1], [])
-    skipped.queued(None)  # a wake-up that names no app: anyone may have work
+    skipped.queued(None)  # a wake-up that names nothing: anyone may have work
     assert not skipped.known
     skipped.claimed_short([1], [])
     skipped.forget()  # a due time passed, or the sweep
     assert not skipped.known
+
+
+def test_a_wake_up_names_its_work_unless_there_is_too_much_to_name() -> None:
+    assert wake_payload([(3, 30), (1, 10), (3, 30)]) == "1:10,3:30"
+    assert woken_work("1:10,3:30") == frozenset({(1, 10), (3, 30)})
+    many = [(1, n) for n in range(MAX_NAMED + 1)]
+    assert wake_payload(many) == ""  # a NOTIFY payload must stay under 8,000 bytes
+    assert woken_work("") is None and woken_work("7") is None and woken_work("a:b") is None
 
 
 # -- the dispatcher -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from messageservice.cache.memory import RestCache
 from messageservice.config import Settings
 from messageservice.core.secrets import SecretBox
 from messageservice.store.group_commit import GroupCommit
+from messageservice.store.sends import NewWork
 from messageservice.store.store import DirectStatements, EngineFacade, Store, Writes
 
 
@@ -21,8 +22,8 @@ class Core:
     group_commit: GroupCommit
     clock: Callable[[], float] = field(default=time.time)
     # Called after a commit that queued deliveries, so an idle dispatcher starts at once.
-    # Called with the apps that have new work, or None when any app may have some.
-    queued_listeners: list[Callable[[frozenset[int] | None], None]] = field(default_factory=list)
+    # Called with the new work's (app_id, sender_id) pairs, or None: work for anyone.
+    queued_listeners: list[Callable[[NewWork | None], None]] = field(default_factory=list)
     # Tokens, webhooks and sender codes every REST call reads (cache/): dropped by any process's change.
     cache: RestCache = field(default_factory=RestCache)
 
@@ -47,9 +48,9 @@ class Core:
         """PostgreSQL's bare driver, for single statements that are atomic on their own."""
         return self.store.direct
 
-    def notify_queued(self, app_ids: frozenset[int] | None = None) -> None:
+    def notify_queued(self, work: NewWork | None = None) -> None:
         for listener in self.queued_listeners:
-            listener(app_ids)
+            listener(work)
 
     @classmethod
     def open(cls, settings: Settings) -> Core:

@@ -162,8 +162,8 @@ async def send_message(core: Core, actor: Actor, params: dict[str, Any]) -> dict
         return existing
     if queued.message_id == draft.values["message_id"]:  # stored now, not an earlier send's IDEMPOTENCY_KEY
         metrics_for(core).accepted(message_from)
-    if queued.app_id is not None:  # new work: this process's dispatcher wakes (others, on PostgreSQL: NOTIFY)
-        core.notify_queued(frozenset((queued.app_id,)))
+    if queued.work is not None:  # new work: this process's dispatcher wakes (others, on PostgreSQL: NOTIFY)
+        core.notify_queued(frozenset((queued.work,)))
     note_message(queued.message_id, message_from)
     return {"ID": queued.id, "MESSAGE_ID": queued.message_id, "STATUS": statuses.BY_ID[queued.status_id].name}
 

@@ -42,7 +42,8 @@ class Queued:
     id: int
     message_id: str
     status_id: int
-    app_id: int | None = None  # the sender's app when queued now; None for an earlier send's message
+    # What was queued now, (app_id, sender_id); None for an earlier send's message (an IDEMPOTENCY_KEY).
+    work: tuple[int, int] | None = None
 
 
 def _sender_not_found() -> CoreError:
@@ -115,7 +116,9 @@ def queue_drafts(conn: Connection, drafts: Sequence[Draft], *, notify: bool = Fa
     if fresh:
         inserted = conn.execute(_INSERT_MESSAGE, [row for _, row in fresh]).all()
         for (index, values), row in zip(fresh, inserted, strict=True):
-            results[index] = Queued(row.id, row.message_id, statuses.PENDING.id, values["app_id"])
+            results[index] = Queued(
+                row.id, row.message_id, statuses.PENDING.id, (values["app_id"], values["sender_id"])
+            )
         conn.execute(
             _INSERT_DELIVERY,
             [
@@ -145,7 +148,7 @@ def queue_drafts(conn: Connection, drafts: Sequence[Draft], *, notify: bool = Fa
             ],
         )
         if notify:
-            wake_workers(conn, (values["app_id"] for _, values in fresh))
+            wake_workers(conn, ((values["app_id"], values["sender_id"]) for _, values in fresh))
     for index, draft in enumerate(drafts):
         if results[index] is None:
             key = draft.idempotency
@@ -158,7 +161,7 @@ async def _queue_in_one_statement(core: Core, drafts: Sequence[Draft]) -> list[Q
     rows = [{**d.values, "reporter_app_id": d.reporter_app_id} for d in drafts]
     inserted_rows = await core.store.insert_sends(rows, statuses.PENDING.id, statuses.PENDING.name)
     inserted = {
-        row["message_id"]: Queued(row["id"], row["message_id"], statuses.PENDING.id, row["app_id"])
+        row["message_id"]: Queued(row["id"], row["message_id"], statuses.PENDING.id, (row["app_id"], row["sender_id"]))
         for row in inserted_rows
     }
     missing = [d.idempotency for d in drafts if d.values["message_id"] not in inserted and d.idempotency]

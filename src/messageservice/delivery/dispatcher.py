@@ -42,6 +42,7 @@ from messageservice.delivery.shared import SYNC_SECONDS, SharedState
 from messageservice.delivery.skipped import SkippedBacklog
 from messageservice.observability.attempts import recorded as observed
 from messageservice.store.queues import seconds_until_due
+from messageservice.store.sends import NewWork
 from messageservice.store.statistics import YoungTables
 
 log = logging.getLogger("messageservice.dispatcher")
@@ -162,9 +163,9 @@ class Dispatcher(BackgroundLoop):
         if self.outbox.listens:
             core.queued_listeners.append(self.wake)
 
-    def wake(self, app_ids: frozenset[int] | None = None) -> None:
-        """Jobs were queued (here or, through NOTIFY, elsewhere) for these apps (None: for any app)."""
-        self._skipped.queued(app_ids)
+    def wake(self, work: NewWork | None = None) -> None:
+        """Jobs were queued (here or, through NOTIFY, elsewhere): (app_id, sender_id) pairs, None: any."""
+        self._skipped.queued(work)
         self._work = True
         self._wakeup.set()
 

@@ -29,9 +29,9 @@ class SkippedBacklog:
         """Something may be due that the last claim did not see (a due time passed, a sweep)."""
         self._known = False
 
-    def queued(self, app_ids: Collection[int] | None) -> None:
-        """New work: it changes nothing only when it is all for apps the last claim skipped."""
-        if app_ids is None or not self._apps.issuperset(app_ids):
+    def queued(self, work: Collection[tuple[int, int]] | None) -> None:
+        """New work, (app_id, sender_id) pairs: it changes nothing only when the last claim skipped it all."""
+        if work is None or any(app not in self._apps and sender not in self._members for app, sender in work):
             self._known = False
 
     @property

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from messageservice.background import BackgroundLoop
 from messageservice.cache import changes
 from messageservice.config import normalize_database_url
-from messageservice.store.sends import WAKE_CHANNEL, woken_apps
+from messageservice.store.sends import WAKE_CHANNEL, NewWork, woken_work
 from messageservice.supervisor import DEFAULT_BACKOFF, Backoff, Sleep
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class QueueListener(BackgroundLoop):
     def __init__(
         self,
         core: Core,
-        on_queued: Callable[[frozenset[int] | None], None] | None = None,
+        on_queued: Callable[[NewWork | None], None] | None = None,
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Sleep = asyncio.sleep,
@@ -111,7 +111,7 @@ class QueueListener(BackgroundLoop):
             conn.terminate()
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._on_queued(woken_apps(payload))
+        self._on_queued(woken_work(payload))
 
     def _cache_changed(self, *_: object) -> None:
         self._core.cache.invalidate()

@@ -21,6 +21,11 @@ from messageservice.store.sqlgen import array_type, check_covers, insert_clause,
 from messageservice.store.tables import apps, deliveries, messages, senders, status_reports
 
 WAKE_CHANNEL = "messageservice_queued"  # delivery/wakeups.py listens on it
+# New work as (app_id, sender_id) pairs: a dispatcher that skips some apps and senders (delivery/skipped.py)
+# need not claim for work that is all theirs. A wake-up names at most MAX_NAMED pairs (a NOTIFY payload
+# must stay under 8,000 bytes); past that it names none, which means: work for anyone.
+NewWork = frozenset[tuple[int, int]]
+MAX_NAMED = 400
 
 
 # What the statement fills in a message row itself (an expression over the input `i` and sender `s`);
@@ -99,7 +104,8 @@ queued AS (
         AND s.{senders.c.code.name} = substr(i.{m.message_from.name}, strpos(i.{m.message_from.name}, '|') + 1)
     ORDER BY i.position  -- ids are drawn in this order: they follow the sends, as sequential ones would
     ON CONFLICT DO NOTHING
-    RETURNING {m.id.name}, {m.message_id.name}, {m.app_id.name}, {m.author_id.name}, {m.created_at.name}
+    RETURNING {m.id.name}, {m.message_id.name}, {m.app_id.name}, {m.sender_id.name}, {m.author_id.name},
+        {m.created_at.name}
 ),
 jobs AS (
     {insert_delivery}
@@ -111,12 +117,14 @@ history AS (
     FROM queued q JOIN input i ON i.{m.message_id.name} = q.{m.message_id.name}
 ),
 announced AS (
-    -- The apps that have new work: a dispatcher that skips them (at their share) need not claim.
-    SELECT pg_notify('{WAKE_CHANNEL}', string_agg(DISTINCT q.{m.app_id.name}::text, ',')) FROM queued q
+    -- Names the new work's app:sender pairs (see wake_payload), or none when there are many.
+    SELECT pg_notify('{WAKE_CHANNEL}', CASE WHEN count(DISTINCT pair) <= {MAX_NAMED} THEN string_agg(DISTINCT pair, ',')
+        ELSE '' END)
+    FROM (SELECT q.{m.app_id.name}::text || ':' || q.{m.sender_id.name}::text AS pair FROM queued q) AS work
     HAVING count(*) > 0
 )
 SELECT q.{m.id.name} AS id, q.{m.message_id.name} AS message_id, q.{m.app_id.name} AS app_id,
-    (SELECT count(*) FROM announced) AS announced
+    q.{m.sender_id.name} AS sender_id, (SELECT count(*) FROM announced) AS announced
 FROM queued q
 """
     return _numbered(sql, ("status_id", "status"))
@@ -143,20 +151,22 @@ def arguments(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
-def wake_workers(conn: Connection, app_ids: Iterable[int] = ()) -> None:
-    """Inside a transaction that queued deliveries, where features.listen_notify: workers wake on commit.
-    The payload names the apps with new work (none named: any app may have some)."""
-    conn.execute(_NOTIFY, {"channel": WAKE_CHANNEL, "payload": wake_payload(app_ids)})
+def wake_workers(conn: Connection, work: Iterable[tuple[int, int]] = ()) -> None:
+    """Inside a transaction that queued deliveries, where features.listen_notify: workers wake on commit."""
+    conn.execute(_NOTIFY, {"channel": WAKE_CHANNEL, "payload": wake_payload(work)})
 
 
-def wake_payload(app_ids: Iterable[int]) -> str:
-    return ",".join(str(app_id) for app_id in sorted(set(app_ids)))
+def wake_payload(work: Iterable[tuple[int, int]]) -> str:
+    """`app:sender,app:sender`; empty when there is nothing to name or too much."""
+    pairs = sorted(set(work))
+    return "" if len(pairs) > MAX_NAMED else ",".join(f"{app}:{sender}" for app, sender in pairs)
 
 
-def woken_apps(payload: str) -> frozenset[int] | None:
-    """The apps a wake-up names; None when it names none (work for any app)."""
+def woken_work(payload: str) -> NewWork | None:
+    """The work a wake-up names; None when it names none (work for anyone)."""
     try:
-        apps_named = frozenset(int(part) for part in payload.split(",")) if payload else None
+        pairs = [part.split(":") for part in payload.split(",")] if payload else []
+        named = frozenset((int(app), int(sender)) for app, sender in pairs)
     except ValueError:
         return None
-    return apps_named
+    return named or None
