@@ -24,18 +24,23 @@ from tests.test_messages import send
 # -- the rule -----------------------------------------------------------------------------------------
 
 
+def short_claim(skipped: SkippedBacklog, apps: list[int], members: list[int]) -> None:
+    skipped.claim_started(apps, members)
+    skipped.claim_ended(short=True)
+
+
 def test_nothing_is_known_until_a_claim_that_skipped_something_comes_back_short() -> None:
     skipped = SkippedBacklog()
     assert not skipped.covers([1], [7])
-    skipped.claimed_short([], [])  # short without skipping anything: the queue is empty, nothing to hold
+    short_claim(skipped, [], [])  # short without skipping anything: the queue is empty, nothing to hold
     assert not skipped.known and not skipped.covers([1], [7])
-    skipped.claimed_short([1], [7])
+    short_claim(skipped, [1], [7])
     assert skipped.known
 
 
 def test_a_claim_is_pointless_only_while_it_skips_at_least_as_much() -> None:
     skipped = SkippedBacklog()
-    skipped.claimed_short([1, 2], [7])
+    short_claim(skipped, [1, 2], [7])
     assert skipped.covers([1, 2], [7]) and skipped.covers([1, 2, 3], [7, 8])
     assert not skipped.covers([1], [7])  # app 2 has room again: its jobs may be claimed
     assert not skipped.covers([1, 2], [])  # sender 7's gate opened
@@ -43,17 +48,33 @@ def test_a_claim_is_pointless_only_while_it_skips_at_least_as_much() -> None:
 
 def test_new_work_for_a_skipped_app_or_sender_changes_nothing_any_other_does() -> None:
     skipped = SkippedBacklog()
-    skipped.claimed_short([1, 2], [7])
+    short_claim(skipped, [1, 2], [7])
     skipped.queued(frozenset({(2, 20), (3, 7)}))  # (app, sender): app 2 is skipped, and so is sender 7
     assert skipped.covers([1, 2], [7])
     skipped.queued(frozenset({(2, 20), (3, 30)}))
     assert not skipped.known
-    skipped.claimed_short([1], [])
+    short_claim(skipped, [1], [])
     skipped.queued(None)  # a wake-up that names nothing: anyone may have work
     assert not skipped.known
-    skipped.claimed_short([1], [])
+    short_claim(skipped, [1], [])
     skipped.forget()  # a due time passed, or the sweep
     assert not skipped.known
+
+
+def test_work_queued_for_others_while_a_claim_runs_is_not_taken_as_seen() -> None:
+    """The claim's transaction may have begun before that send committed: it proves nothing about it."""
+    skipped = SkippedBacklog()
+    skipped.claim_started([1], [])
+    skipped.queued(frozenset({(2, 20)}))
+    skipped.claim_ended(short=True)
+    assert not skipped.known
+    skipped.claim_started([1], [])
+    skipped.queued(frozenset({(1, 10)}))  # for the app it skips: nothing it could have taken
+    skipped.claim_ended(short=True)
+    assert skipped.known
+    skipped.claim_started([1], [])
+    skipped.claim_ended(short=False)  # a full claim: more may be due; what was known still holds
+    assert skipped.known
 
 
 def test_a_wake_up_names_its_work_unless_there_is_too_much_to_name() -> None:

@@ -193,6 +193,10 @@ class Dispatcher(BackgroundLoop):
                     if self._draining.is_set():
                         if self._drained:
                             return
+                        # Nothing more is claimed. Left set, these made `_idle` return at once: with only a
+                        # write under way the loop spun without yielding, and the write (and the stop)
+                        # waited for the grace to run out.
+                        self._work = self._backlog = False
                     elif self._work or self._backlog:
                         self._work = False
                         await self._claim_more(poster)
@@ -233,11 +237,14 @@ class Dispatcher(BackgroundLoop):
                 # Only skipped jobs are due: no query until a call ends, a gate opens or work arrives.
                 self._backlog = True
                 return
+            self._skipped.claim_started(full, blocked)
             try:
                 jobs = await self.outbox.claim(self._core, want, lease, blocked, full)
             except Exception:
+                self._skipped.claim_ended(short=False)
                 log.exception("claiming %s jobs failed", self.outbox.kind)
                 return
+            self._skipped.claim_ended(short=len(jobs) < want)
             if jobs and self.outbox.kind == "handler":
                 await self._check_statistics()
             for job in jobs:
@@ -252,7 +259,6 @@ class Dispatcher(BackgroundLoop):
                 # already passed was this claim's.
                 if self._next_due is not None and self._next_due <= self._core.clock():
                     self._next_due = None
-                self._skipped.claimed_short(full, blocked)
                 self._backlog = self._skipped.known
                 if self._sweeping:
                     if self._skipped.known:
