@@ -353,6 +353,13 @@ def test_retry_now_button(
     sender = add_sender(portal, provider_app, failing_handler.url)
     message_id = send_via_rest(portal, provider_app, sender, "retry me")
     failing_handler.wait_for(1)
+    # The 503 written back, not only received: until then the attempt is under way and "Retry now"
+    # rightly has nothing to bring forward.
+    token = portal.token(provider_app.client_id, 1)["access_token"]
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not portal.call("messageservice.message.get", {"ID": message_id}, token=token).json()["result"]["ATTEMPTS"]:
+        assert time.monotonic() < deadline, "the first attempt was never recorded"
+        time.sleep(0.05)
     open_console(page, portal, f"/messages/{message_id}")
     expect(page.locator("#retry")).to_be_visible(timeout=WAIT_MS)
     page.click("#retry")
