@@ -103,12 +103,14 @@ def test_posting_an_event_now_takes_the_attempt_of_a_worker_that_claimed_it_firs
     async def work(core: Core) -> Any:
         outbox = EventOutbox()
         jobs: list[Any] = []
-        while not jobs:
+        for _ in range(3):
             # The portal's own event worker claims once as it starts (then not for an hour): should that
             # claim come after this install, it has the event, and another app is installed.
             app, _ = await app_service.add_app(core, "Claimed", server.url("/app"), "messageservice")
             await app_service.install_app(core, app.client_id, 1)
             jobs = await outbox.claim(core, 10, 60.0, [], [])  # the server's worker, mid-attempt
+            if jobs:
+                break
         (job,) = jobs
 
         async def worker_finishes() -> None:

@@ -39,15 +39,14 @@ def test_transactions_that_wait_together_commit_together_each_failing_alone(data
     async def scenario() -> list[Any]:
         writer = SqliteWriter(database)
         try:
-            # The first runs alone; the rest queue behind it and go in one transaction.
-            results = await asyncio.gather(
-                writer.run(insert(1)),
-                writer.run(insert(2)),
-                writer.run(insert(1)),  # a duplicate key: this one fails, the others commit
-                writer.run(insert(3)),
-                return_exceptions=True,
-            )
-            return results
+            async with writer.transaction():  # holds the writer: the next four wait, then go in one batch
+                waiting = [
+                    asyncio.create_task(writer.run(work))
+                    # A duplicate key: the third fails in its savepoint, the others commit.
+                    for work in (insert(1), insert(2), insert(1), insert(3))
+                ]
+                await asyncio.sleep(0.05)
+            return await asyncio.gather(*waiting, return_exceptions=True)
         finally:
             await writer.close()
 
