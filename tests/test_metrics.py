@@ -29,7 +29,7 @@ from messageservice.delivery.origin import origin
 from messageservice.delivery.retry import Outcome, Verdict
 from messageservice.observability.exposition import MetricsListener, is_loopback
 from messageservice.observability.metrics import ProcessMetrics, attempt_outcome
-from messageservice.store.tables import app_events, attempts, deliveries, messages, senders
+from messageservice.store.tables import app_events, attempts, deliveries, messages, senders, status_reports
 from tests.portal import AppCredentials, LivePortal
 from tests.receiver import Receiver, Reply
 from tests.test_messages import wait_for
@@ -96,14 +96,22 @@ def database_truth(portal: LivePortal) -> dict[str, Any]:
     """What the metrics must say, read straight from the tables."""
 
     def read(conn: Connection) -> dict[str, Any]:
-        by_status: dict[tuple[str, str], int] = {}
+        # Every applied move in the status history but each message's first entry (its send).
+        first = (
+            select(func.min(status_reports.c.id))
+            .where(status_reports.c.message_id == messages.c.id)
+            .correlate(messages)
+            .scalar_subquery()
+        )
+        changes: dict[tuple[str, str], int] = {}
         for sender, status_id, count in conn.execute(
-            select(messages.c.message_from, messages.c.status_id, func.count()).group_by(
-                messages.c.message_from, messages.c.status_id
-            )
+            select(messages.c.message_from, status_reports.c.status_id, func.count())
+            .join(messages, messages.c.id == status_reports.c.message_id)
+            .where(status_reports.c.applied.is_(True), status_reports.c.id != first)
+            .group_by(messages.c.message_from, status_reports.c.status_id)
         ):
             key = (sender, statuses.BY_ID[status_id].name)
-            by_status[key] = by_status.get(key, 0) + count
+            changes[key] = changes.get(key, 0) + count
         accepted = dict(
             conn.execute(select(messages.c.message_from, func.count()).group_by(messages.c.message_from)).all()
         )
@@ -120,7 +128,7 @@ def database_truth(portal: LivePortal) -> dict[str, Any]:
                 .group_by(app_events.c.state)
             ).all()
         )
-        return {"by_status": by_status, "accepted": accepted, "attempts": rows, "states": states, "events": events}
+        return {"changes": changes, "accepted": accepted, "attempts": rows, "states": states, "events": events}
 
     return portal.run(lambda core: core.store.read(read))
 
@@ -139,13 +147,10 @@ def mismatches(samples: Samples, truth: dict[str, Any], sends_ok: int) -> list[s
         sum(of(samples, "messageservice_messages_accepted_total").values()),
         sum(truth["accepted"].values()),
     )
-    for (sender, status), count in truth["by_status"].items():
-        check(
-            f"messages {sender} {status}",
-            value(samples, "messageservice_messages", sender=sender, status=status),
-            count,
-        )
-    check("messages, all", sum(of(samples, "messageservice_messages").values()), sum(truth["by_status"].values()))
+    changes_total = "messageservice_message_status_changes_total"
+    for (sender, status), count in truth["changes"].items():
+        check(f"status changes {sender} {status}", value(samples, changes_total, sender=sender, status=status), count)
+    check("status changes, all", sum(of(samples, changes_total).values()), sum(truth["changes"].values()))
     dead = truth["states"].get("dead", 0)
     delivered = sum(1 for status, _ in truth["attempts"] if status is not None and 200 <= status < 300)
     total = len(truth["attempts"])
@@ -187,9 +192,11 @@ def test_every_counter_equals_what_the_database_says(
     flaky = add_sender(portal, app, receivers["flaky"].url)
     down = add_sender(portal, app, receivers["down"].url)
     sends_ok = 0
+    sent_ids = []
     for sender in (ok, ok, ok, flaky, down):
         answer = send(portal, app, sender)
         assert answer.status_code == 200, answer.text
+        sent_ids.append(answer.json()["result"]["MESSAGE_ID"])
         sends_ok += 1
     unknown = send(portal, app, f"{app.client_id}|nosuchsender")
     assert unknown.status_code != 200
@@ -209,14 +216,24 @@ def test_every_counter_equals_what_the_database_says(
         wait_for(settled, timeout=30)
     except AssertionError:
         raise AssertionError(mismatches(samples, truth, sends_ok)) from None
+    # The provider reports on the first message: delivered moves it, the same report again does not.
+    for _ in range(2):
+        params = {"CODE": ok.split("|", 1)[1], "MESSAGE_ID": sent_ids[0], "STATUS": "delivered"}
+        report = portal.call("messageservice.message.status.update", params, token=app.access_token)
+        assert report.status_code == 200, report.text
+    truth, samples = database_truth(portal), parse(scrape(portal).text)
+    assert not mismatches(samples, truth, sends_ok)
 
     # The known story, told by the metrics: 3 + 1 delivered at once or at last, 2 retries of the flaky
     # handler, 2 of the dead one and its dead letter; the unknown sender and method counted as REST calls.
     assert value(samples, "messageservice_delivery_attempts_total", outcome="delivered_to_handler") == 4
     assert value(samples, "messageservice_delivery_attempts_total", outcome="retry") == 4
     assert value(samples, "messageservice_delivery_attempts_total", outcome="dead") == 1
-    assert value(samples, "messageservice_messages", sender=down, status="error") == 1
-    assert value(samples, "messageservice_messages", sender=ok, status="sent") == 3
+    changes_total = "messageservice_message_status_changes_total"
+    assert value(samples, changes_total, sender=down, status="error") == 1
+    assert value(samples, changes_total, sender=ok, status="sent") == 3
+    assert value(samples, changes_total, sender=ok, status="delivered") == 1
+    assert value(samples, changes_total, sender=flaky, status="sent") == 1
     assert value(samples, "messageservice_dead_letters") == 1
     failed_send = {"method": "messageservice.message.send", "status": str(unknown.status_code)}
     assert value(samples, "messageservice_rest_requests_total", **failed_send) == 1
@@ -244,7 +261,7 @@ def test_the_page_is_prometheus_text(any_portal: LivePortal) -> None:
         "messageservice_rest_requests",
         "messageservice_rest_request_duration_seconds",
         "messageservice_app_events",
-        "messageservice_messages",
+        "messageservice_message_status_changes",
         "messageservice_queue_depth",
         "messageservice_queue_oldest_due_age_seconds",
         "messageservice_dead_letters",
@@ -375,7 +392,7 @@ def test_the_worker_listener_serves_the_same_page(local_portal: LivePortal) -> N
     status, text, other = local_portal.run(work)
     assert status == 200 and other == 404
     names = {family.name for family in text_string_to_metric_families(text)}
-    assert {"messageservice_queue_depth", "messageservice_delivery_attempts", "messageservice_messages"} <= names
+    assert {"messageservice_queue_depth", "messageservice_delivery_attempts", "messageservice_dead_letters"} <= names
 
 
 def test_worker_takes_a_metrics_port() -> None:
@@ -431,3 +448,33 @@ def test_each_decision_is_one_outcome() -> None:
 
 def prometheus_client_text(metrics: Any) -> str:
     return generate_latest(metrics.registry).decode()
+
+
+@pytest.mark.parametrize("local_fresh_portal", [{"retry_schedule": "600"}], indirect=True)
+def test_messages_failed_by_a_deleted_sender_are_counted_as_errors(local_fresh_portal: LivePortal) -> None:
+    portal = local_fresh_portal
+    failing = Receiver(500).start()
+    try:
+        app = portal.add_app()
+        sender = add_sender(portal, app, failing.url)
+        for _ in range(3):
+            assert send(portal, app, sender).status_code == 200
+        failing.wait_for(3)
+
+        def tried_and_waiting() -> bool:
+            def read(conn: Connection) -> tuple[int, int]:
+                row = conn.execute(
+                    select(func.count(), func.min(deliveries.c.attempts)).where(deliveries.c.state == "pending")
+                ).one()
+                return int(row[0]), int(row[1] or 0)
+
+            return portal.run(lambda core: core.store.read(read)) == (3, 1)  # each attempt recorded, retry later
+
+        wait_for(tried_and_waiting)
+    finally:
+        failing.stop()
+    deleted = portal.call("messageservice.sender.delete", {"CODE": sender.split("|", 1)[1]}, token=app.access_token)
+    assert deleted.status_code == 200, deleted.text
+    samples = parse(scrape(portal).text)
+    assert value(samples, "messageservice_message_status_changes_total", sender=sender, status="error") == 3
+    assert value(samples, "messageservice_message_status_changes_total", sender=sender, status="sent") == 0

@@ -14,7 +14,7 @@ from messageservice.cache.changes import changing
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
 from messageservice.core.events import enqueue_event
-from messageservice.core.orphans import fail_queued
+from messageservice.core.orphans import count_failed, fail_queued
 from messageservice.core.portal import get_portal, get_user
 from messageservice.core.scopes import join_scopes, parse_scopes
 from messageservice.core.secrets import hash_secret, new_alnum, new_hex
@@ -161,11 +161,12 @@ async def install_app(core: Core, client_id: str, user_id: int = 1) -> str:
     return token
 
 
-async def _forget_app_state(conn: StoreConnection, app_id: int, now: float) -> None:
+async def _forget_app_state(conn: StoreConnection, app_id: int, now: float) -> dict[str, int]:
     # Bitrix's OnRestAppDelete / OnRestAppUpdate drop every sender of the app (spec 1.9); what was
     # still queued for them fails as it would at send time in Bitrix.
-    await fail_queued(conn, messages.c.app_id == app_id, now)
+    failed = await fail_queued(conn, messages.c.app_id == app_id, now)
     await conn.execute(delete(senders).where(senders.c.app_id == app_id))
+    return failed
 
 
 async def update_app(
@@ -180,6 +181,7 @@ async def update_app(
 ) -> App:
     """Change an app. A new version behaves as in Bitrix: senders deleted, new application_token, ONAPPUPDATE."""
     portal = await get_portal(core)
+    failed: dict[str, int] = {}
     async with changing(core) as conn:
         row = await _locked_app(conn, client_id)
         values: dict[str, Any] = {}
@@ -202,7 +204,7 @@ async def update_app(
         await conn.execute(update(apps).where(apps.c.id == row.id).values(**values))
         updated = (await conn.execute(select(apps).where(apps.c.id == row.id))).one()
         if token is not None:
-            await _forget_app_state(conn, row.id, core.clock())
+            failed = await _forget_app_state(conn, row.id, core.clock())
             auth = await mint_tokens(core, conn, updated, user_id, portal=portal)
             auth["application_token"] = token
             await enqueue_event(
@@ -213,7 +215,8 @@ async def update_app(
                 {"VERSION": version, "PREVIOUS_VERSION": row.version, "LANGUAGE_ID": row.language_id},
                 auth,
             )
-        return _app(updated)
+    count_failed(core, failed)
+    return _app(updated)
 
 
 async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> None:
@@ -224,7 +227,7 @@ async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> N
         if not row.installed:
             raise CoreError("ERROR_ARGUMENT", f"Application {client_id} is not installed")
         token = core.box.decrypt(row.application_token_enc) if row.application_token_enc else ""
-        await _forget_app_state(conn, row.id, core.clock())
+        failed = await _forget_app_state(conn, row.id, core.clock())
         await conn.execute(delete(access_tokens).where(access_tokens.c.app_id == row.id))
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.app_id == row.id))
         # A code not yet exchanged dies with the install too (a reinstall must not revive it).
@@ -245,6 +248,7 @@ async def uninstall_app(core: Core, client_id: str, *, clean: bool = False) -> N
             {"LANGUAGE_ID": row.language_id, "CLEAN": 1 if clean else 0},
             auth,
         )
+    count_failed(core, failed)
 
 
 async def signing_secret(core: Core, client_id: str, *, rotate: bool = False, disable: bool = False) -> str | None:

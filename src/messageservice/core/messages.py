@@ -232,7 +232,7 @@ async def report_status(core: Core, actor: Actor, params: dict[str, Any]) -> Non
         # Only the calling app's messages: Bitrix's newer code ignores CODE here, and we refuse other apps'.
         row = (
             await conn.execute(
-                select(messages.c.id, messages.c.author_id, messages.c.status_id)
+                select(messages.c.id, messages.c.author_id, messages.c.status_id, messages.c.message_from)
                 .where(messages.c.message_id == external_text, messages.c.app_id == actor.app_id)
                 .with_for_update()
             )
@@ -258,6 +258,8 @@ async def report_status(core: Core, actor: Actor, params: dict[str, Any]) -> Non
             )
         )
         await _trim_history(conn, row.id)
+    if applied:
+        metrics_for(core).status_changed(row.message_from, status.name)
 
 
 async def _trim_history(conn: Any, message_id: int) -> None:
@@ -436,22 +438,19 @@ async def replay(core: Core, actor: Actor, params: dict[str, Any]) -> int:
         raise CoreError(*NOT_FOUND)
     now = core.clock()
     async with core.store.transaction() as conn:
-        chosen = (
-            (
-                await conn.execute(
-                    select(messages.c.id)
-                    .join(deliveries, deliveries.c.message_id == messages.c.id)
-                    .where(
-                        messages.c.id.in_(ids),
-                        deliveries.c.state == "dead",
-                        _visible(actor),
-                        messages.c.sender_id.is_not(None),
-                    )
+        found = (
+            await conn.execute(
+                select(messages.c.id, messages.c.message_from)
+                .join(deliveries, deliveries.c.message_id == messages.c.id)
+                .where(
+                    messages.c.id.in_(ids),
+                    deliveries.c.state == "dead",
+                    _visible(actor),
+                    messages.c.sender_id.is_not(None),
                 )
             )
-            .scalars()
-            .all()
-        )
+        ).all()
+        chosen = [row.id for row in found]
         if not chosen:
             return 0
         await conn.execute(
@@ -481,4 +480,7 @@ async def replay(core: Core, actor: Actor, params: dict[str, Any]) -> int:
         )
         if conn.features.listen_notify:
             await conn.run_sync(wake_workers)
+    metrics = metrics_for(core)
+    for row in found:
+        metrics.status_changed(row.message_from, statuses.PENDING.name)
     return len(chosen)

@@ -13,7 +13,7 @@ from messageservice.cache.changes import changing
 from messageservice.cache.freshness import cached
 from messageservice.core.context import Core
 from messageservice.core.errors import CoreError
-from messageservice.core.orphans import fail_queued
+from messageservice.core.orphans import count_failed, fail_queued
 from messageservice.core.schedules import parse_schedule
 from messageservice.delivery.ssrf import handler_url_refusal, listening_nowhere
 from messageservice.php import php_empty, php_string
@@ -244,8 +244,9 @@ async def delete_sender(core: Core, app_id: int, params: dict[str, Any]) -> None
         row = await _find(conn, app_id, code, lock=True)
         if row is None:
             raise CoreError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
-        await fail_queued(conn, messages.c.sender_id == row.id, core.clock())
+        failed = await fail_queued(conn, messages.c.sender_id == row.id, core.clock())
         await conn.execute(delete(senders).where(senders.c.id == row.id))
+    count_failed(core, failed)
 
 
 _CODES = select(senders.c.code).where(senders.c.app_id == bindparam("app_id")).order_by(senders.c.id)

@@ -8,7 +8,7 @@ leaves its jobs to be claimed again when the lease runs out: delivery is at leas
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from messageservice.core.secrets import SecretBox, hash_secret, new_hex
 from messageservice.delivery import claims
 from messageservice.delivery.decision import Dead, Decision, Defer, Done, Retry, RetryPolicy
 from messageservice.delivery.jobs import Job, Result
+from messageservice.observability.metrics import metrics_for
 from messageservice.store import writebacks
 from messageservice.store.tables import access_tokens, attempts, deliveries, messages, status_reports
 from messageservice.store.tables import portal as portal_table
@@ -338,22 +339,40 @@ async def record(core: Core, results: list[Result], decisions: dict[int, Decisio
                 errored[r.job.key] = reason or APP_GONE
 
     if core.store.features.outbox_statements:
-        await _write_back_in_one_statement(core, attempt_rows, finished, delivery_rows, deferred, sent, errored, now)
+        moved = await _write_back_in_one_statement(
+            core, attempt_rows, finished, delivery_rows, deferred, sent, errored, now
+        )
+    else:
+
+        def transaction(conn: Connection) -> list[tuple[int, str]]:
+            if attempt_rows:
+                conn.execute(_INSERT_ATTEMPTS, attempt_rows)
+            if finished:
+                conn.execute(_FINISH, {"ids": finished, "now": now})
+            if delivery_rows:
+                conn.execute(_SET_DELIVERY, delivery_rows)
+            if deferred:
+                conn.execute(_UNCOUNT, {"ids": deferred})
+            return _advance(conn, {m: (statuses.SENT, None) for m in sent}, now) + _advance(
+                conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now
+            )
+
+        moved = await core.writes.run(transaction)
+    _count_moves(core, results, moved)
+
+
+def _count_moves(core: Core, results: list[Result], moved: Sequence[tuple[int, str]]) -> None:
+    """The status changes a committed write-back made, for the metrics (by sender and status)."""
+    if not moved:
         return
-
-    def transaction(conn: Connection) -> None:
-        if attempt_rows:
-            conn.execute(_INSERT_ATTEMPTS, attempt_rows)
-        if finished:
-            conn.execute(_FINISH, {"ids": finished, "now": now})
-        if delivery_rows:
-            conn.execute(_SET_DELIVERY, delivery_rows)
-        if deferred:
-            conn.execute(_UNCOUNT, {"ids": deferred})
-        _advance(conn, {m: (statuses.SENT, None) for m in sent}, now)
-        _advance(conn, {m: (statuses.ERROR, e) for m, e in errored.items()}, now)
-
-    await core.writes.run(transaction)
+    sender_of = {r.job.key: r.job.sender for r in results}
+    counts: dict[tuple[str, str], int] = {}
+    for message_id, status in moved:
+        key = (sender_of.get(message_id) or "", status)
+        counts[key] = counts.get(key, 0) + 1
+    metrics = metrics_for(core)
+    for (sender, status), count in counts.items():
+        metrics.status_changed(sender, status, count)
 
 
 async def _write_back_in_one_statement(
@@ -365,8 +384,8 @@ async def _write_back_in_one_statement(
     sent: list[int],
     errored: dict[int, str],
     now: float,
-) -> None:
-    """`record`'s transaction as one statement (store/writebacks.py)."""
+) -> Sequence[tuple[int, str]]:
+    """`record`'s transaction as one statement (store/writebacks.py): the messages that moved."""
     uncounted = set(deferred)
     jobs = [
         {"message_id": m, "state": "done", "next_attempt_at": now, "last_error": None, "uncount": 0} for m in finished
@@ -394,7 +413,7 @@ async def _write_back_in_one_statement(
         error_name=statuses.ERROR.name,
         error_not_from=_not_below(statuses.ERROR),
     )
-    await core.store.write_back(arguments)
+    return [(row[0], row[1]) for row in await core.store.write_back(arguments)]
 
 
 class HandlerOutbox:
@@ -428,10 +447,12 @@ class HandlerOutbox:
         await record(core, results, decisions)
 
 
-def _advance(conn: Connection, changes: dict[int, tuple[statuses.Status, str | None]], now: float) -> None:
-    """Move messages forward (never back) and note each move in their status history."""
+def _advance(
+    conn: Connection, changes: dict[int, tuple[statuses.Status, str | None]], now: float
+) -> list[tuple[int, str]]:
+    """Move messages forward (never back) and note each move in their status history: the moves made."""
     if not changes:
-        return
+        return []
     # One UPDATE per (status, error): an IN list cannot be part of an executemany.
     groups: dict[tuple[statuses.Status, str | None], list[int]] = {}
     for m, change in changes.items():
@@ -441,7 +462,7 @@ def _advance(conn: Connection, changes: dict[int, tuple[statuses.Status, str | N
         params = {"ids": group, "not_below": _not_below(status), "b_status": status.id, "b_error": error, "b_now": now}
         moving += [row.id for row in conn.execute(_MOVE, params)]
     if not moving:
-        return
+        return []
     conn.execute(
         _INSERT_REPORTS,
         [
@@ -457,3 +478,4 @@ def _advance(conn: Connection, changes: dict[int, tuple[statuses.Status, str | N
             for m in moving
         ],
     )
+    return [(m, changes[m][0].name) for m in moving]

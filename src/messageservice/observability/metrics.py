@@ -70,6 +70,12 @@ class ProcessMetrics:
             ["sender"],
             registry=r,
         )
+        self.status_changes_total = Counter(
+            "messageservice_message_status_changes_total",
+            "Message status changes this process made and recorded, by sender and the status reached.",
+            ["sender", "status"],
+            registry=r,
+        )
         self.attempts_total = Counter(
             "messageservice_delivery_attempts_total",
             "HANDLER calls this process made and recorded, by outcome.",
@@ -103,6 +109,7 @@ class ProcessMetrics:
             registry=r,
         )
         self._accepted: dict[str, Any] = {}
+        self._statuses: dict[tuple[str, str], Any] = {}
         self._rest: dict[str, dict[int, tuple[Any, Any]]] = {}
         self._attempts: dict[str, Any] = {}
         self._origins: dict[str, Any] = {}  # handler URL -> its origin's histogram child
@@ -115,6 +122,15 @@ class ProcessMetrics:
         if child is None:
             child = self._accepted[sender] = self.accepted_total.labels(sender)
         child.inc()
+
+    def status_changed(self, sender: str, status: str, count: int = 1) -> None:
+        """`count` messages of `sender` moved to `status`, and the move is committed."""
+        if not self.enabled or count <= 0:
+            return
+        child = self._statuses.get((sender, status))
+        if child is None:
+            child = self._statuses[(sender, status)] = self.status_changes_total.labels(sender, status)
+        child.inc(count)
 
     def rest_call(self, method: str, status: int, seconds: float) -> None:
         if not self.enabled:

@@ -121,12 +121,12 @@ class Store:
         with store_errors():
             return await self._fast.fetch_sql(sends.KNOWN_SQL, [s for s, _ in keys], [k for _, k in keys])
 
-    async def write_back(self, arguments: Sequence[Any]) -> None:
+    async def write_back(self, arguments: Sequence[Any]) -> Sequence[Row]:
         """A batch of HANDLER call outcomes in one statement (features.outbox_statements;
-        `arguments` from store/writebacks.py)."""
+        `arguments` from store/writebacks.py): the (message_id, status) of each message that moved."""
         assert isinstance(self._fast, PostgresReads), "outbox_statements are PostgreSQL's"
         with store_errors():
-            await self._fast.fetch_sql(writebacks.WRITE_BACK_SQL, *arguments)
+            return await self._fast.fetch_sql(writebacks.WRITE_BACK_SQL, *arguments)
 
     def connections_in_use(self) -> int:
         """Connections checked out of this process's pools now (for the metrics)."""

@@ -3,7 +3,7 @@ the table definitions in store/tables.py (as store/sends.py is for sends).
 
 One statement of data-modifying CTEs over arrays (unnest): the attempt rows, every delivery job's
 next state, the messages that move to `sent` or to `error` (forward only: a provider's report that
-landed first is never undone) and a history entry for each message that moved. One round trip per
+landed first is never undone) and a history entry for each message that moved, which it returns. One round trip per
 batch instead of five or more through the ORM. Each message appears once in a batch, so no row is
 touched by two of the CTEs.
 """
@@ -102,6 +102,7 @@ moved AS (
 )
 {insert_history}
 SELECT {select_history.replace("$now", named["now"] + "::FLOAT")} FROM moved
+RETURNING {quote(status_reports.c.message_id.name)}, {quote(status_reports.c.status.name)}
 """
     return sql
 
