@@ -53,12 +53,18 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from messageservice.config import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 BARE_PATH = "/bench/bare"
+BARE_TIME_VARIABLE = "REST_BENCH_BARE_TIME"
 TARGET_RATIO = 0.60  # the issue's aim: sender.list at 60% of the bare endpoint or better
 
 # Registered before the run so sender.list returns a realistic, non-empty list.
@@ -79,50 +85,64 @@ LABELS = {
 # --------------------------------------------------------------------------------------------------
 
 
-def serve_main(argv: Sequence[str]) -> None:
-    """Run the real `messageservice serve ARGV` with `/bench/bare` added to the app it builds.
-
-    `serve` imports `create_app` from `messageservice.app` when it runs, so replacing the module
-    attribute first is enough: no file in src/ changes, and uvicorn gets exactly the options the CLI
-    gives it (one worker, default loop and HTTP implementation, the log level passed in ARGV).
-    """
-    from starlette.applications import Starlette
+def with_bare_route(app: Starlette) -> Starlette:
+    """`app` with `/bench/bare` first in its routes: an answer like a real sender.list one (same codes, full
+    time block), encoded once, so that the baseline pays for the HTTP stack and the Response only."""
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
-    import messageservice.app as app_module
-    from messageservice.cli import cli
-    from messageservice.config import Settings
     from messageservice.rest.endpoint import COMMON_HEADERS, JSON_TYPE
     from messageservice.rest.envelope import Timing, php_json, success_body
 
-    # A body like a real sender.list answer (same codes, full time block), encoded once at startup:
-    # the baseline pays for the HTTP stack and the Response, not for building or encoding JSON.
-    now = time.time()
+    # One time for every API process (the orchestrator sets it), so that each answers the same bytes.
+    now = float(os.environ.get(BARE_TIME_VARIABLE) or time.time())
     body = php_json(success_body(list(SENDER_CODES), Timing(now, now + 0.0004, 0.0003).block(0.0003, int(now) + 600)))
 
     async def bare(request: Request) -> Response:
         await request.body()  # the REST endpoint reads its body too; parsing it is the endpoint's work
         return Response(body, 200, headers=COMMON_HEADERS, media_type=JSON_TYPE)
 
+    # First in the table: the REST route is first too, so neither pays for matching the others.
+    app.router.routes.insert(0, Route(BARE_PATH, bare, methods=["GET", "POST"]))
+    return app
+
+
+def child_app_with_bare(settings: Settings, host: str, own_level: str) -> Starlette:
+    """One `serve --workers N` child's app, with the bare route (a module-level function: the children are
+    spawned interpreters, which find it here by name)."""
+    from messageservice.cli.serve_processes import child_app
+
+    return with_bare_route(child_app(settings, host, own_level))
+
+
+def serve_main(argv: Sequence[str]) -> None:
+    """Run the real `messageservice serve ARGV` with `/bench/bare` added to the app(s) it builds.
+
+    `serve` imports `create_app` from `messageservice.app` when it runs (and `serve --workers N` builds
+    each child's app with `serve_processes.child_app`), so replacing those module attributes first is
+    enough: no file in src/ changes, and uvicorn gets exactly the options the CLI gives it.
+    """
+    import messageservice.app as app_module
+    import messageservice.cli.serve_processes as processes_module
+    from messageservice.cli import cli
+
     original = app_module.create_app
     patched: list[Starlette] = []
 
     def create_app_with_bare(settings: Settings | None = None, **options: Any) -> Starlette:
-        app: Starlette = original(settings, **options)
-        # First in the table: the REST route is first too, so neither pays for matching the others.
-        app.router.routes.insert(0, Route(BARE_PATH, bare, methods=["GET", "POST"]))
+        app = with_bare_route(original(settings, **options))
         patched.append(app)
         return app
 
     app_module.create_app = create_app_with_bare
+    processes_module.child_app = child_app_with_bare  # type: ignore[assignment]
     try:
         cli(["serve", *argv], prog_name="messageservice")
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
-    if not patched:
+    if not patched and "--workers" not in argv:
         # `serve` no longer builds its app through messageservice.app.create_app: fix this wrapper.
         sys.exit("rest_bench: `messageservice serve` did not call messageservice.app.create_app")
 
@@ -172,6 +192,33 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces; it ends at the last ')'
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The process's children, their children, ... (from /proc: `serve --workers N` runs N children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of a process and every descendant still running."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(process_cpu_seconds(child) or 0.0 for child in descendants(pid))
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -311,14 +358,14 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             warm_until = time.perf_counter() + spec.warmup
             await asyncio.gather(*(worker(call, warm_until, False) for call in calls))
 
-        server_cpu_0 = process_cpu_seconds(spec.server_pid) if spec.server_pid else None
+        server_cpu_0 = tree_cpu_seconds(spec.server_pid) if spec.server_pid else None
         client_cpu_0 = time.process_time()
         window_start = time.perf_counter()
         stop_at = window_start + spec.seconds
         await asyncio.gather(*(worker(call, stop_at, True) for call in calls))
         elapsed = time.perf_counter() - window_start
         client_cpu = (time.process_time() - client_cpu_0) / elapsed
-        server_cpu_1 = process_cpu_seconds(spec.server_pid) if spec.server_pid else None
+        server_cpu_1 = tree_cpu_seconds(spec.server_pid) if spec.server_pid else None
 
     latencies.sort()
     count = len(latencies)
@@ -437,7 +484,7 @@ def database(use_postgres: bool, folder: Path, unsafe: bool = False) -> Iterator
 
 
 @contextlib.contextmanager
-def running_portal(database_url: str, backend: str, folder: Path) -> Iterator[Portal]:
+def running_portal(database_url: str, backend: str, folder: Path, api_processes: int = 1) -> Iterator[Portal]:
     env = {
         **os.environ,
         "MESSAGESERVICE_DATABASE_URL": database_url,
@@ -451,6 +498,7 @@ def running_portal(database_url: str, backend: str, folder: Path) -> Iterator[Po
         "MESSAGESERVICE_RATE_LIMIT_PER_SECOND": "100000000",
     }
     env.pop("MESSAGESERVICE_PUBLIC_URL", None)
+    env[BARE_TIME_VARIABLE] = repr(time.time())
     # cwd is the temp folder so that no .env file of the work tree leaks into the settings.
     cli_json(env, folder, "init", "--domain", "bench.local")
     app = cli_json(
@@ -463,7 +511,16 @@ def running_portal(database_url: str, backend: str, folder: Path) -> Iterator[Po
     port = free_port()
     log = (folder / "server.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "_serve", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *(["--workers", str(api_processes)] if api_processes > 1 else []),
+        ],
         env=env,
         cwd=folder,
         stdout=log,
@@ -609,7 +666,8 @@ def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> 
     lines = [
         f"messageservice REST benchmark: {backend}"
         f"{' (fsync, synchronous_commit and full_page_writes off: not durable)' if args.unsafe_postgres else ''}"
-        f", 1 uvicorn worker, {args.client} client, "
+        f", {args.api_processes} API process{'es (serve --workers)' if args.api_processes > 1 else ''}, "
+        f"{args.client} client, "
         f"concurrency {args.concurrency}, {args.rounds} rounds x {args.seconds:g} s (+{args.warmup:g} s warm-up), "
         "medians over rounds",
         "",
@@ -666,10 +724,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="PostgreSQL with fsync, synchronous_commit and full_page_writes off (older runs' setting; not durable)",
     )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --postgres: `serve --workers N`, N API processes on one port (each with the bare route)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (server log, SQLite file)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--seconds, --rounds and --concurrency must be positive, --warmup not negative")
+    if args.api_processes < 1 or (args.api_processes > 1 and not args.postgres):
+        parser.error("--api-processes: at least 1, and more than 1 only with --postgres (serve --workers)")
     return args
 
 
@@ -683,10 +750,13 @@ def main(argv: Sequence[str]) -> int:
     try:
         with (
             database(args.postgres, folder, args.unsafe_postgres) as url,
-            running_portal(url, backend, folder) as portal,
+            running_portal(url, backend, folder, args.api_processes) as portal,
         ):
             specs = scenario_specs(portal, args)
-            print(f"server pid {portal.server.pid} at {portal.base_url} ({backend}); measuring...", flush=True)
+            processes = f", {args.api_processes} API processes (serve --workers)" if args.api_processes > 1 else ""
+            print(
+                f"server pid {portal.server.pid} at {portal.base_url} ({backend}{processes}); measuring...", flush=True
+            )
             for round_no in range(args.rounds):
                 shift = round_no % len(SCENARIOS)
                 for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:

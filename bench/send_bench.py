@@ -69,7 +69,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rest_bench import cli_json, free_port, git_revision, http_post, percentile, process_cpu_seconds
+from rest_bench import cli_json, free_port, git_revision, http_post, percentile, process_cpu_seconds, tree_cpu_seconds
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -562,6 +562,51 @@ def cpu_of(pids: Sequence[int]) -> float:
     return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
 
 
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory now, in MB (Linux /proc)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def sampling_rss(pids: Sequence[int], every: float = 1.0) -> Iterator[list[list[float]]]:
+    """Each process's RSS (MB) at the start, every `every` seconds, and at the end: one list per process."""
+    samples: list[list[float]] = [[] for _ in pids]
+    stop = threading.Event()
+
+    def sample() -> None:
+        for taken, pid in zip(samples, pids, strict=True):
+            value = rss_mb(pid)
+            if value is not None:
+                taken.append(value)
+
+    def loop() -> None:
+        while not stop.wait(every):
+            sample()
+
+    sample()
+    thread = threading.Thread(target=loop, name="rss", daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        sample()
+
+
+def rss_points(samples: list[float]) -> list[float]:
+    """[start, middle, end, max] of one process's RSS samples."""
+    if not samples:
+        return []
+    return [samples[0], samples[len(samples) // 2], samples[-1], max(samples)]
+
+
 def ms_command() -> list[str]:
     exe = Path(sys.executable).with_name("messageservice")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "messageservice.cli"]
@@ -657,13 +702,100 @@ def wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], secon
         time.sleep(0.1)
 
 
+PREFILL_AGE_DAYS = 2.0  # older than the 1-day retention --purge gives the servers
+
+
+def prefill_database(database_url: str, folder: Path, client_id: str, count: int) -> None:
+    """--prefill: `count` finished messages PREFILL_AGE_DAYS old in the portal's database (bench/prefill.py)."""
+    from prefill import prefill
+    from sqlalchemy import select
+
+    from messageservice.config import Settings
+    from messageservice.core.context import Core
+    from messageservice.store.tables import apps
+
+    async def fill() -> None:
+        core = Core.open(Settings(database_url=database_url, data_dir=str(folder / "data")))
+        try:
+            async with core.store.connection() as conn:
+                app_id = (await conn.execute(select(apps.c.id).where(apps.c.client_id == client_id))).scalar_one()
+            created_at = time.time() - PREFILL_AGE_DAYS * 86400
+            message_from = f"{client_id}|{SENDER_CODE}"
+            await prefill(core, count, app_id=app_id, message_from=message_from, created_at=created_at)
+        finally:
+            await core.close()
+
+    began = time.monotonic()
+    asyncio.run(fill())
+    print(f"  prefilled {count:,} finished messages in {time.monotonic() - began:.1f} s", flush=True)
+
+
+class PurgeWatch:
+    """With --prefill: how many prefilled messages are left, and when the servers' retention purge (at their
+    start, with --purge) removed the last of them. Polls a cheap EXISTS on the created_at index."""
+
+    def __init__(self, database_url: str, folder: Path) -> None:
+        self.database_url, self.folder = database_url, folder
+        self.began = time.monotonic()
+        self.done_after: float | None = None
+        self.left: list[int] = []  # at the start, and at the end
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), name="purge-watch", daemon=True)
+        self._thread.start()
+
+    async def _watch(self) -> None:
+        from sqlalchemy import exists, func, select
+
+        from messageservice.config import Settings
+        from messageservice.core.context import Core
+        from messageservice.store.tables import messages
+
+        old = messages.c.created_at < time.time() - (PREFILL_AGE_DAYS - 0.5) * 86400
+        core = Core.open(Settings(database_url=self.database_url, data_dir=str(self.folder / "data")))
+        try:
+            async with core.store.connection() as conn:
+                self.left.append(int((await conn.execute(select(func.count()).where(old))).scalar_one()))
+            while not self._stop.is_set():
+                async with core.store.connection() as conn:
+                    any_left = (await conn.execute(select(exists().where(old)))).scalar_one()
+                if not any_left:
+                    self.done_after = time.monotonic() - self.began
+                    break
+                await asyncio.sleep(0.5)
+            async with core.store.connection() as conn:
+                self.left.append(int((await conn.execute(select(func.count()).where(old))).scalar_one()))
+        finally:
+            await core.close()
+
+    def report(self) -> str:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        first = self.left[0] if self.left else 0
+        if self.done_after is not None:
+            rate = first / self.done_after if self.done_after else 0.0
+            return (
+                f"  purge: {first:,} prefilled messages gone {self.done_after:.1f} s after the servers were up "
+                f"({rate:,.0f} messages/s)"
+            )
+        last = self.left[-1] if len(self.left) > 1 else first
+        return f"  purge: {last:,} of {first:,} prefilled messages left at the end"
+
+
 @contextlib.contextmanager
 def running_servers(
-    database_url: str, folder: Path, serves: int, workers: int, handler: Handler, api_only: bool = False
+    database_url: str,
+    folder: Path,
+    serves: int,
+    workers: int,
+    handler: Handler,
+    api_only: bool = False,
+    prefill: int = 0,
+    api_processes: int = 1,
 ) -> Iterator[Servers]:
     """A fresh portal, one sender whose HANDLER is `handler`, `serves` x `serve` and `workers` x `worker`.
 
-    `api_only`: the `serve`s do not deliver (`serve --no-dispatch`); the workers do.
+    `api_only`: the `serve`s do not deliver (`serve --no-dispatch`); the workers do. `prefill`: that many
+    finished messages in the database before the servers start. `api_processes`: `serve --workers N`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     env = portal_env(database_url, folder)
@@ -674,6 +806,8 @@ def running_servers(
     client_id = str(app["client_id"])
     cli_json(env, folder, "app", "install", client_id)
     token = str(cli_json(env, folder, "token", client_id, "--user", "1")["access_token"])
+    if prefill:
+        prefill_database(database_url, folder, client_id, prefill)
 
     processes: list[subprocess.Popen[bytes]] = []
     logs = []
@@ -690,6 +824,8 @@ def running_servers(
                 args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
                 if api_only:
                     args.append("--no-dispatch")
+                if api_processes > 1:
+                    args += ["--workers", str(api_processes)]
             else:
                 args = ["worker", "--log-level", "warning"]
                 if metrics_on():
@@ -757,6 +893,7 @@ class Run:
     client_late_p99_ms: float
     failed_sample: str | None = None
     profiles: list[str] = field(default_factory=list)
+    rss_mb: list[list[float]] = field(default_factory=list)  # per server process: start, middle, end, max
 
 
 def start_load(kind: str, spec: Any) -> subprocess.Popen[str]:
@@ -839,26 +976,27 @@ def measure(
     loads = [start_load("_send" if kind == "server" else "_baseline", spec) for spec in specs]
     profilers = start_profilers(py_spy, server_pids, profile_stem) if profile_stem is not None else []
     pg_pids = postgres_pids(pg_data)
-    each_before = [cpu_of([pid]) for pid in server_pids]
+    each_before = [tree_cpu_seconds(pid) or 0.0 for pid in server_pids]
     cpu_before = (sum(each_before), cpu_of([handler.process.pid]), cpu_of(pg_pids))
-    for load in loads:
-        assert load.stdin is not None
-        load.stdin.write("go\n")
-        load.stdin.flush()
-    outcomes = []
-    for load in loads:
-        stdout, _ = load.communicate(timeout=3600)
-        if load.returncode != 0:
-            raise RuntimeError(f"{kind} load process failed with {load.returncode}")
-        outcomes.append(LoadOutcome(**json.loads(stdout.strip().splitlines()[-1])))
-    records: list[list[Any]] = []
-    for spec in specs:
-        records += json.loads(Path(spec.out).read_text())
-        Path(spec.out).unlink()
-    # Longer than a claim's lease: a message claimed by a dispatcher that never posted it is claimed and
-    # sent again when the lease runs out; it is late then, not lost.
-    handler.wait_for(len({r[0] for r in records}), stall_seconds=STALL_SECONDS)
-    each_after = [cpu_of([pid]) for pid in server_pids]
+    with sampling_rss(server_pids if kind == "server" else []) as rss:
+        for load in loads:
+            assert load.stdin is not None
+            load.stdin.write("go\n")
+            load.stdin.flush()
+        outcomes = []
+        for load in loads:
+            stdout, _ = load.communicate(timeout=3600)
+            if load.returncode != 0:
+                raise RuntimeError(f"{kind} load process failed with {load.returncode}")
+            outcomes.append(LoadOutcome(**json.loads(stdout.strip().splitlines()[-1])))
+        records: list[list[Any]] = []
+        for spec in specs:
+            records += json.loads(Path(spec.out).read_text())
+            Path(spec.out).unlink()
+        # Longer than a claim's lease: a message claimed by a dispatcher that never posted it is claimed and
+        # sent again when the lease runs out; it is late then, not lost.
+        handler.wait_for(len({r[0] for r in records}), stall_seconds=STALL_SECONDS)
+    each_after = [tree_cpu_seconds(pid) or 0.0 for pid in server_pids]
     cpu_after = (sum(each_after), cpu_of([handler.process.pid]), cpu_of(pg_pids))
     profiles = stop_profilers(profilers)
     dump = handler.dump()
@@ -908,6 +1046,7 @@ def measure(
         client_late_p99_ms=max(o.late_ms_p99 for o in outcomes),
         failed_sample=next((o.failed_sample for o in outcomes if o.failed_sample), None),
         profiles=profiles,
+        rss_mb=[rss_points(taken) for taken in rss],
     )
 
 
@@ -1037,6 +1176,9 @@ def progress(run: Run) -> None:
         f"  p50 {run.p50_ms:8.1f} ms  p99 {run.p99_ms:8.1f} ms{done}{cpu}{pg}",
         flush=True,
     )
+    if run.rss_mb:
+        each = "; ".join("/".join(f"{v:.0f}" for v in points) for points in run.rss_mb if points)
+        print(f"    RSS MB per server process (start/middle/end/max): {each}", flush=True)
 
 
 @dataclass
@@ -1123,6 +1265,7 @@ def fmt(value: float | None, pattern: str) -> str:
 
 def report(summaries: list[Summary], args: argparse.Namespace, backend: str) -> str:
     processes = f"{args.serves} serve" + (" (API only)" if args.api_serve else "")
+    processes += f" in {args.api_processes} processes (serve --workers)" if args.api_processes > 1 else ""
     processes += f" + {args.worker_processes} worker" if args.worker_processes else ""
     paced = "single message.send calls" if args.paced_batch == 1 else f"batches of {args.paced_batch}"
     lines = [
@@ -1373,6 +1516,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="with metrics on, read every process's /metrics this often, as Prometheus would (0: never)",
     )
     parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --postgres: the API `serve` runs N processes on its port (`serve --workers N`)",
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N finished messages, two days old, in each database before its servers start (a big table)",
+    )
+    parser.add_argument(
+        "--purge",
+        action="store_true",
+        help="with --prefill: the servers keep messages 1 day (MESSAGESERVICE_RETENTION_DAYS=1), so their "
+        "retention purge deletes the prefilled ones beside the measured sends; prints when it finished",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="PATH",
         help="profile every dispatcher process during server runs with this py-spy (implies --keep); "
@@ -1399,8 +1562,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         or args.paced_rate <= 0
         or args.paced_rounds < 1
         or not 1 <= args.paced_batch <= 50
+        or args.prefill < 0
+        or args.api_processes < 1
+        or (args.api_processes > 1 and not (args.postgres and args.api_serve))
+        or (args.purge and not args.prefill)
     ):
-        parser.error("sizes, workers, rounds and rates must be positive; batch sizes 1..50")
+        parser.error(
+            "sizes, workers, rounds and rates must be positive; batch sizes 1..50; --purge needs --prefill; "
+            "--api-processes needs --postgres"
+        )
     return args
 
 
@@ -1408,6 +1578,8 @@ def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     if args.metrics_off:
         SERVER_ENV["MESSAGESERVICE_METRICS"] = "off"
+    if args.purge:
+        SERVER_ENV["MESSAGESERVICE_RETENTION_DAYS"] = "1"
     SCRAPE["seconds"] = args.scrape_seconds
     backend = "postgres" if args.postgres else "sqlite"
     folder = Path(tempfile.mkdtemp(prefix="messageservice-send-bench-"))
@@ -1440,7 +1612,8 @@ def main(argv: Sequence[str]) -> int:
             handler = Handler(folder)
             bench = Bench(args, folder, handler, pg)
             print(
-                f"{backend}: {args.serves} serve{' (API only)' if args.api_serve else ''} + "
+                f"{backend}: {args.serves} serve{' (API only)' if args.api_serve else ''}"
+                f"{f' in {args.api_processes} processes' if args.api_processes > 1 else ''} + "
                 f"{args.worker_processes} worker process(es); handler at "
                 f"{handler.url}; bare client(s): {args.post_concurrency} in flight ({args.concurrency_source})",
                 flush=True,
@@ -1453,9 +1626,19 @@ def main(argv: Sequence[str]) -> int:
                     continue
                 # A fresh database for every size, so each size starts from an empty queue and empty tables.
                 url, place = bench.new_portal()
+                watch: PurgeWatch | None = None
                 with running_servers(
-                    url, place, args.serves, args.worker_processes, handler, api_only=args.api_serve
+                    url,
+                    place,
+                    args.serves,
+                    args.worker_processes,
+                    handler,
+                    args.api_serve,
+                    args.prefill,
+                    args.api_processes,
                 ) as servers:
+                    if args.prefill:
+                        watch = PurgeWatch(url, place)
                     servers.pg_data = pg.data if pg is not None else None
                     servers.database_url = url if pg is not None else ""
                     bench.warm_up(servers)
@@ -1468,6 +1651,8 @@ def main(argv: Sequence[str]) -> int:
                             progress(run)
                             check(run)
                             runs.append(run)
+                    if watch is not None:
+                        print(watch.report(), flush=True)
                 found = log_errors(place)
                 if found:
                     errors[f"{mode} {size}"] = found

@@ -1,12 +1,12 @@
-"""Housekeeping's clean-up of shared delivery state: breaker rows closed for a day, or of apps that are gone."""
+"""Housekeeping's clean-up: breaker rows closed for a day, or of apps that are gone; messages past retention."""
 
 from __future__ import annotations
 
 from sqlalchemy import insert, select
 
 from messageservice.core.context import Core
-from messageservice.housekeeping import CLOSED_BREAKER_SECONDS, purge_once
-from messageservice.store.tables import apps, delivery_breakers
+from messageservice.housekeeping import CLOSED_BREAKER_SECONDS, purge_messages, purge_once
+from messageservice.store.tables import apps, deliveries, delivery_breakers, messages
 from tests.portal import LivePortal
 
 
@@ -35,3 +35,45 @@ def test_closed_breakers_and_those_of_gone_apps_are_forgotten(local_fresh_portal
             return {(row.app_id - app_id, row.origin) for row in kept}
 
     assert local_fresh_portal.run(work) == {(0, "http://closed-just-now:80"), (0, "http://failing-long:80")}
+
+
+def test_the_retention_purge_goes_in_chunks_oldest_first_and_keeps_what_is_pending(
+    local_fresh_portal: LivePortal,
+) -> None:
+    app = local_fresh_portal.add_app()
+
+    async def work(core: Core) -> tuple[int, list[str]]:
+        now = core.clock()
+        async with core.store.connection() as conn:
+            app_id = (await conn.execute(select(apps.c.id).where(apps.c.client_id == app.client_id))).scalar_one()
+        # name, age in days, delivery state
+        made = [(f"old-{n}", 20 + n, "done") for n in range(5)]
+        made += [("old-dead", 30, "dead"), ("old-pending", 40, "pending"), ("young", 1, "done")]
+        async with core.store.transaction() as conn:
+            for name, days, state in made:
+                row = {
+                    "message_id": name,
+                    "app_id": app_id,
+                    "sender_code": "sms",
+                    "message_from": f"{app.client_id}|sms",
+                    "author_id": 1,
+                    "module_id": "crm",
+                    "headers": "{}",
+                    "message_to": "+15550001234",
+                    "message_body": "hello",
+                    "status_id": 14,
+                    "created_at": now - days * 86400,
+                    "updated_at": now,
+                }
+                message_id = (await conn.execute(insert(messages).values(row).returning(messages.c.id))).scalar_one()
+                await conn.execute(
+                    insert(deliveries).values(
+                        message_id=message_id, state=state, attempts=1, next_attempt_at=now, created_at=now
+                    )
+                )
+        purged = await purge_messages(core, now - 14 * 86400, chunk=2)
+        async with core.store.connection() as conn:
+            left = (await conn.execute(select(messages.c.message_id).order_by(messages.c.message_id))).scalars()
+            return purged, list(left)
+
+    assert local_fresh_portal.run(work) == (6, ["old-pending", "young"])
