@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from messageservice.background import BackgroundLoop
 from messageservice.core.context import Core
@@ -42,6 +42,18 @@ async def purge_once(core: Core) -> None:
         await purge_messages(core, now - days * 86400)
 
 
+# The created_at index finds the oldest; the join leaves out the messages still pending. Every process
+# purges: on PostgreSQL each takes rows no other purge holds, and none waits for another.
+OLDEST_FINISHED = (
+    select(messages.c.id)
+    .join(deliveries, deliveries.c.message_id == messages.c.id)
+    .where(messages.c.created_at < bindparam("before"), deliveries.c.state != "pending")
+    .order_by(messages.c.created_at)
+    .limit(bindparam("chunk"))
+    .with_for_update(of=messages, skip_locked=True)
+)
+
+
 async def purge_messages(core: Core, created_before: float, chunk: int = PURGE_CHUNK) -> int:
     """Delete the finished messages created before `created_before` (their delivery, attempts and history
     go with them by cascade), oldest first, `chunk` per transaction; returns how many went.
@@ -49,22 +61,12 @@ async def purge_messages(core: Core, created_before: float, chunk: int = PURGE_C
     A message still being delivered is kept whatever its age. Between chunks the purge pauses as long as
     the last chunk took, so that it takes at most about half of the database's time from live traffic,
     however many messages are due to go (a million after a long retention change)."""
-    # The created_at index finds the oldest; the join leaves out the messages still pending.
-    oldest = (
-        select(messages.c.id)
-        .join(deliveries, deliveries.c.message_id == messages.c.id)
-        .where(messages.c.created_at < created_before, deliveries.c.state != "pending")
-        .order_by(messages.c.created_at)
-        .limit(chunk)
-        # Every process purges: on PostgreSQL each takes rows no other purge holds, none waits for another.
-        .with_for_update(of=messages, skip_locked=True)
-    )
     purged = 0
     started = time.monotonic()
     while True:
         began = time.monotonic()
         async with core.store.transaction() as conn:
-            ids = (await conn.execute(oldest)).scalars().all()
+            ids = (await conn.execute(OLDEST_FINISHED, {"before": created_before, "chunk": chunk})).scalars().all()
             if ids:
                 await conn.execute(delete(messages).where(messages.c.id.in_(ids)))
         purged += len(ids)
