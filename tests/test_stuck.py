@@ -18,7 +18,13 @@ from sqlalchemy import update
 
 from messageservice.config import Settings, SettingsError
 from messageservice.core.context import Core
-from messageservice.core.stuck import set_stuck_after, stuck_counts, stuck_per_sender, stuck_per_sender_id
+from messageservice.core.stuck import (
+    set_stuck_after,
+    shortest_after,
+    stuck_counts,
+    stuck_per_sender,
+    stuck_per_sender_id,
+)
 from messageservice.store.tables import deliveries, messages, senders
 from tests.console_helpers import ConsoleClient, add_admin
 from tests.portal import AppCredentials, LivePortal
@@ -327,3 +333,19 @@ def test_the_rule_case_by_case() -> None:
     assert stuck_ids(rows, now=200.0, default_after=50.0) == {1, 11, 13}
     assert stuck_ids(rows, now=149.0, default_after=50.0) == set()  # 49 s after: not yet
     assert stuck_ids(rows, now=200.0, default_after=0.0) == {11}  # the setting off; a sender's own time still counts
+
+
+@pytest.mark.parametrize(
+    ("shortest_own", "default_after", "expected"),
+    [
+        (None, 3600.0, 3600.0),  # no sender has its own time: the default
+        (600.0, 3600.0, 600.0),  # a sender's own, shorter time
+        (7200.0, 3600.0, 3600.0),  # the default is shorter (senders without their own use it)
+        (600.0, 0.0, 600.0),  # the default is off: only that sender's messages can be stuck
+        (None, 0.0, None),  # nobody's messages can be stuck: nothing to read
+    ],
+)
+def test_only_messages_sent_longer_ago_than_the_shortest_stuck_time_are_read(
+    shortest_own: float | None, default_after: float, expected: float | None
+) -> None:
+    assert shortest_after(shortest_own, default_after) == expected

@@ -31,8 +31,21 @@ from messageservice.store.tables import apps, deliveries, messages, senders
 _SENT = literal_column(str(statuses.SENT.id))
 
 
-def condition(now: float, default_after: float) -> ColumnElement[bool]:
-    """True for the stuck rows of `messages` at `now` (add it to any query over that table)."""
+# The shortest stuck time a sender has of its own (0 and unset do not count).
+SHORTEST_OWN = select(func.min(senders.c.stuck_after_seconds)).where(senders.c.stuck_after_seconds > 0)
+
+
+def shortest_after(shortest_own: float | None, default_after: float) -> float | None:
+    """The shortest stuck time of any sender (its own, or the default that deleted senders' messages and
+    senders without one take); None when no message can be stuck. Nothing sent more recently is stuck."""
+    times = [t for t in (shortest_own, default_after) if t is not None and t > 0]
+    return min(times) if times else None
+
+
+def condition(now: float, default_after: float, shortest: float = 0.0) -> ColumnElement[bool]:
+    """True for the stuck rows of `messages` at `now` (add it to any query over that table). `shortest`
+    (`shortest_after`) bounds the index range to what is old enough to be stuck for some sender: a
+    provider that reports late leaves many messages `sent` for a while, and those are not read."""
     # Aliases, correlated to `messages` only: the query this joins may join deliveries or senders itself.
     sender, delivery = senders.alias("stuck_sender"), deliveries.alias("stuck_delivery")
     own = (
@@ -52,10 +65,10 @@ def condition(now: float, default_after: float) -> ColumnElement[bool]:
         )
         .correlate(messages)
     )
-    # `updated_at <= now` is implied by the cutoff; said with a constant bound, it lets the index be ranged.
+    # Implied by the cutoff; said with a constant bound, it lets the index be ranged.
     return and_(
         messages.c.status_id == _SENT,
-        messages.c.updated_at <= now,
+        messages.c.updated_at <= now - shortest,
         messages.c.updated_at <= cutoff,
         after > 0,
         accepted,
@@ -73,19 +86,23 @@ class StuckCount:
     count: int
 
 
-def count_query(now: float, default_after: float) -> Select[Any]:
+def count_query(now: float, default_after: float, shortest: float = 0.0) -> Select[Any]:
     """Stuck messages per sender: rows (sender_id, message_from, n), for a caller that reads in its own snapshot."""
     return (
         select(messages.c.sender_id, messages.c.message_from, func.count().label("n"))
-        .where(condition(now, default_after))
+        .where(condition(now, default_after, shortest))
         .group_by(messages.c.sender_id, messages.c.message_from)
     )
 
 
 async def stuck_counts(core: Core, now: float | None = None) -> list[StuckCount]:
     """How many messages are stuck now, per sender; senders with none are left out."""
-    query = count_query(core.clock() if now is None else now, core.settings.stuck_after_seconds)
+    default_after = core.settings.stuck_after_seconds
     async with core.store.connection() as conn:
+        shortest = shortest_after((await conn.execute(SHORTEST_OWN)).scalar(), default_after)
+        if shortest is None:
+            return []
+        query = count_query(core.clock() if now is None else now, default_after, shortest)
         rows = (await conn.execute(query)).all()
     return [StuckCount(r.sender_id, r.message_from, int(r.n)) for r in rows]
 

@@ -1,7 +1,7 @@
 """The installation's state, read from the database when /metrics is scraped: the same numbers from every
 process, and nothing lost by a restart. One read snapshot per scrape, a few aggregate statements, each
-over an index whose size follows the queue, the dead letters or the stuck messages, never the whole
-messages table (a scrape must cost the same at a million stored messages as at a thousand)."""
+over an index whose size follows the queue, the dead letters or the messages old enough to be stuck,
+never the whole messages table (a scrape must cost the same at a million stored messages as at a thousand)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Select, case, func, select
 
 from messageservice.core.context import Core
+from messageservice.core.stuck import SHORTEST_OWN, shortest_after
 from messageservice.core.stuck import count_query as stuck_query
 from messageservice.delivery.breaker import breaker_state
 from messageservice.store.tables import deliveries, delivery_breakers
@@ -50,8 +51,10 @@ def _read(conn: Connection, now: float, breaker_failures: int, stuck_after: floa
         tripped = breaker_state(failures, open_until, breaker_failures, now) != "closed"
         breakers[origin] = max(breakers.get(origin, 0), int(tripped))  # open for any app: open
     stuck: dict[str, int] = {}
-    for _sender_id, sender, count in conn.execute(stuck_query(now, stuck_after)):
-        stuck[sender] = stuck.get(sender, 0) + int(count)
+    shortest = shortest_after(conn.execute(SHORTEST_OWN).scalar(), stuck_after)
+    if shortest is not None:
+        for _sender_id, sender, count in conn.execute(stuck_query(now, stuck_after, shortest)):
+            stuck[sender] = stuck.get(sender, 0) + int(count)
     return State(
         due=int(due),
         oldest_due_age=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
