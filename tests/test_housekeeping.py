@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 
 from messageservice.core.context import Core
-from messageservice.housekeeping import CLOSED_BREAKER_SECONDS, purge_messages, purge_once
+from messageservice.housekeeping import CLOSED_BREAKER_SECONDS, OLDEST_FINISHED, purge_messages, purge_once
 from messageservice.store.tables import apps, deliveries, delivery_breakers, messages
 from tests.portal import LivePortal
 
@@ -42,7 +42,7 @@ def test_the_retention_purge_goes_in_chunks_oldest_first_and_keeps_what_is_pendi
 ) -> None:
     app = local_fresh_portal.add_app()
 
-    async def work(core: Core) -> tuple[int, list[str]]:
+    async def work(core: Core) -> tuple[list[str], int, list[str]]:
         now = core.clock()
         async with core.store.connection() as conn:
             app_id = (await conn.execute(select(apps.c.id).where(apps.c.client_id == app.client_id))).scalar_one()
@@ -71,9 +71,15 @@ def test_the_retention_purge_goes_in_chunks_oldest_first_and_keeps_what_is_pendi
                         message_id=message_id, state=state, attempts=1, next_attempt_at=now, created_at=now
                     )
                 )
-        purged = await purge_messages(core, now - 14 * 86400, chunk=2)
+        before = now - 14 * 86400
+        async with core.store.connection() as conn:
+            # One chunk: the two oldest finished messages (the older pending one is not among them).
+            first = (await conn.execute(OLDEST_FINISHED, {"before": before, "chunk": 2})).scalars().all()
+            names = select(messages.c.message_id).where(messages.c.id.in_(first))
+            first_chunk = sorted((await conn.execute(names)).scalars())
+        purged = await purge_messages(core, before, chunk=2)
         async with core.store.connection() as conn:
             left = (await conn.execute(select(messages.c.message_id).order_by(messages.c.message_id))).scalars()
-            return purged, list(left)
+            return first_chunk, purged, list(left)
 
-    assert local_fresh_portal.run(work) == (6, ["old-pending", "young"])
+    assert local_fresh_portal.run(work) == (["old-4", "old-dead"], 6, ["old-pending", "young"])
