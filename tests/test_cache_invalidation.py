@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,6 +35,7 @@ from messageservice.core.secrets import hash_secret
 from messageservice.core.tokens import OAuthError, TokenAuth, refresh
 from messageservice.delivery.wakeups import QueueListener
 from messageservice.rest.auth import token_caller
+from messageservice.store.change_signal import ChangeSignal, signal_path
 from messageservice.store.errors import StoreError
 from messageservice.store.features import POSTGRESQL, SQLITE
 from messageservice.store.tables import webhooks
@@ -110,13 +112,15 @@ def test_the_oldest_entry_goes_when_full() -> None:
 
 
 class FakeSqliteStore:
-    """`fetch` of the counter row, as the read connection answers it."""
+    """`fetch` of the counter row, as the read connection answers it; with `signal`, the shared counter
+    beside the file (without, as where it cannot be mapped: the row is read at every request)."""
 
     features = SQLITE
 
-    def __init__(self) -> None:
+    def __init__(self, signal: ChangeSignal | None = None) -> None:
         self.counter = 0
         self.counter_reads = 0
+        self.change_signal = signal
 
     async def fetch(self, statement: Any, params: Any) -> Sequence[Any]:
         assert "cache_generations" in str(statement), statement
@@ -155,6 +159,52 @@ async def sqlite_counter_is_read_once_per_request() -> None:
 
 def test_sqlite_counter_is_read_once_per_request() -> None:
     asyncio.run(sqlite_counter_is_read_once_per_request())
+
+
+async def shared_signal_replaces_the_counter_read(path: Path) -> None:
+    store = FakeSqliteStore(ChangeSignal(path))
+    core = fake_core(store)
+    other_process = ChangeSignal(path)  # another process's mapping of the same file
+    first = await current_generation(core)
+    core.cache.put("a", 1, first)
+    assert store.counter_reads == 1  # the first look reads the row as well
+    for _ in range(5):
+        with RequestScope():
+            assert await current_generation(core) == first and core.cache.get("a") == 1
+    assert store.counter_reads == 1  # within the backstop's second, the shared counter alone
+    other_process.move()
+    moved = await current_generation(core)
+    assert moved not in (None, first) and core.cache.get("a") is None
+    assert store.counter_reads == 1
+    core.cache.put("a", 2, moved)
+    # A writer that died between its COMMIT and its move: only the row says so, read once the second is up.
+    store.counter += 1
+    assert await current_generation(core) == moved and core.cache.get("a") == 2
+    core.cache.row_read_due = 0.0
+    assert await current_generation(core) not in (None, moved) and core.cache.get("a") is None
+    assert store.counter_reads == 2
+
+
+def test_sqlite_shared_signal_replaces_the_counter_read(tmp_path: Path) -> None:
+    asyncio.run(shared_signal_replaces_the_counter_read(tmp_path / "messageservice.db-changes"))
+
+
+def test_the_shared_signal_is_one_counter_for_every_mapping(tmp_path: Path) -> None:
+    database = tmp_path / "messageservice.db"
+    first = ChangeSignal.beside(database)
+    second = ChangeSignal.beside(database)
+    assert first is not None and second is not None
+    assert first.read() == second.read() == 0
+    first.move()
+    second.move()
+    assert first.read() == second.read() == 2
+    assert signal_path(database).stat().st_mode & 0o777 == 0o600
+    first.close()
+    assert ChangeSignal.beside(database).read() == 2  # type: ignore[union-attr]  # kept in the file
+
+
+def test_no_shared_signal_where_its_file_cannot_be_made(tmp_path: Path) -> None:
+    assert ChangeSignal.beside(tmp_path / "missing-folder" / "messageservice.db") is None
 
 
 class NoCounterStore(FakeSqliteStore):
@@ -259,21 +309,25 @@ class FakeConnection:
 
 
 class FakeTransactionStore:
-    def __init__(self, features: Any, cache: RestCache) -> None:
+    def __init__(self, features: Any, cache: RestCache, signal: ChangeSignal | None = None) -> None:
         self.features = features
         self.cache = cache
         self.conn = FakeConnection(features)
         self.held_inside: bool | None = None
+        self.change_signal = signal
+        self.signal_at_commit: list[int] = []
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeConnection]:
         yield self.conn
         self.held_inside = self.cache.generation() is None  # at commit: still held
+        if self.change_signal is not None:
+            self.signal_at_commit.append(self.change_signal.read())
 
 
-async def a_change_announces_itself(features: Any) -> list[str]:
+async def a_change_announces_itself(features: Any, signal: ChangeSignal | None = None) -> list[str]:
     cache = RestCache()
-    store = FakeTransactionStore(features, cache)
+    store = FakeTransactionStore(features, cache, signal)
     core: Any = SimpleNamespace(store=store, cache=cache)
     before = cache.generation()
     async with changing(core) as conn:
@@ -285,13 +339,17 @@ async def a_change_announces_itself(features: Any) -> list[str]:
         async with changing(core):
             raise RuntimeError("rolled back")
     assert cache.generation() is not None  # released after a failure too
+    if signal is not None:
+        # Moved before each transaction and after each one ended (the failed one has no commit).
+        assert store.signal_at_commit == [1] and signal.read() == 4
     return store.conn.executed
 
 
-def test_a_change_announces_itself_in_its_transaction() -> None:
+def test_a_change_announces_itself_in_its_transaction(tmp_path: Path) -> None:
     assert asyncio.run(a_change_announces_itself(POSTGRESQL)) == [f"NOTIFY {CHANNEL}"] * 2
-    bumps = asyncio.run(a_change_announces_itself(SQLITE))
-    assert len(bumps) == 2 and all("cache_generations" in sql and "generation + 1" in sql for sql in bumps)
+    for signal in (None, ChangeSignal(tmp_path / "db-changes")):
+        bumps = asyncio.run(a_change_announces_itself(SQLITE, signal))
+        assert len(bumps) == 2 and all("cache_generations" in sql and "generation + 1" in sql for sql in bumps)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:

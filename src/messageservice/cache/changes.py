@@ -5,8 +5,10 @@ flags), webhooks (with their user's) and each app's sender codes. So `changing(c
 transaction of anything that deletes or changes access or refresh tokens, apps, senders and their
 languages, webhooks, or users' flags:
 
-- SQLite: the `cache_generations` counter moves in the same transaction, so it moves exactly when the
-  change commits; every process compares it before using its cache (freshness.py);
+- SQLite: the shared-memory counter beside the database file (store/change_signal.py) moves before the
+  transaction and again after it commits; every process compares it before using its cache
+  (freshness.py). The `cache_generations` row moves in the transaction too, so a change is seen (within
+  a second) even when the second move never happens: a process killed right after its COMMIT;
 - PostgreSQL: a NOTIFY on `CHANNEL`, delivered to every process's listener when the change commits
   (delivery/wakeups.py), which drops that process's cache;
 - and in this process, at once: the cache is held (bypassed) while the transaction is open and dropped
@@ -46,10 +48,16 @@ async def announce_change(conn: StoreConnection) -> None:
 @contextlib.asynccontextmanager
 async def changing(core: Core) -> AsyncIterator[StoreConnection]:
     """`core.store.transaction()` for a change to cached objects (see the module's docstring)."""
+    signal = core.store.change_signal
     core.cache.hold()
     try:
+        if signal is not None:
+            signal.move()
         async with core.store.transaction() as conn:
             await announce_change(conn)
             yield conn
     finally:
+        # After the COMMIT: a process that sees this move and reads again reads the change.
+        if signal is not None:
+            signal.move()
         core.cache.release()

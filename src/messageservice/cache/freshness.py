@@ -2,18 +2,21 @@
 
 - PostgreSQL: nothing to ask per request: other processes' changes arrive as notices on the listener's
   connection (cache/changes.py), and while it is down the cache is bypassed.
-- SQLite: the `cache_generations` counter row, read on the read connection; moved since the last look,
-  the cache is dropped. Once per REST request (`RequestScope`): a change committed before a request
-  began is seen by all of it, and one read replaces the two or three the request would make.
+- SQLite: the shared-memory change counter beside the database file (store/change_signal.py), read at
+  every look: moved since the last look, the cache is dropped. It costs a memory load, where reading
+  the database's counter row cost a read transaction, as much as the read the cache saves.
+- SQLite, as a backstop: the `cache_generations` counter row, read on the read connection at most once
+  a second (and at every request where the shared counter cannot be mapped), so a change whose writer
+  died before moving the shared counter is still seen. At most once per REST request (`RequestScope`):
+  a change committed before a request began is seen by all of it.
 
-Why the counter alone and not `PRAGMA data_version` first: both cost one read transaction on the read
-connection (measured alike, about 18 us each on a loaded 2-core box, where `SELECT 1` costs 2 us), and
-data_version moves on every unrelated commit (every send, every limit settle), which would then cost a
-second read.
+Why the counter row and not `PRAGMA data_version`: both cost one read transaction, and data_version
+moves on every unrelated commit (every send, every limit settle), which would then cost a second read.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, TypeVar
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _COUNTER = text("SELECT generation FROM cache_generations WHERE id = 1")
+# How long the shared counter alone is trusted before the database's counter row is read as well.
+BACKSTOP_SECONDS = 1.0
 
 
 class _Checked:
@@ -63,6 +68,11 @@ async def current_generation(core: Core) -> int | None:
     cache, store = core.cache, core.store
     if store.features.listen_notify:
         return cache.generation(needs_listener=True)
+    signal = store.change_signal
+    if signal is not None:
+        cache.saw_signal(signal.read())
+        if time.monotonic() < cache.row_read_due:
+            return cache.generation()
     checked = _REQUEST.get()
     if checked is not None and checked.open and checked.epoch == cache.epoch:
         return cache.generation()  # looked once in this request, and this process changed nothing since
@@ -73,6 +83,7 @@ async def current_generation(core: Core) -> int | None:
     if not rows:
         return None  # no counter row: a change could go unseen
     counter = rows[0][0]
+    cache.row_read_due = time.monotonic() + BACKSTOP_SECONDS
     if counter != cache.counter:
         cache.counter = counter
         cache.invalidate()

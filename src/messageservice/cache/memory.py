@@ -9,7 +9,7 @@ When it may be used (`generation()` is not None):
   read during one may see the state before it, and must not be kept;
 - on PostgreSQL, only while the LISTEN connection is up (`listening`): without it, other processes'
   changes would go unseen, so every read goes to the database;
-- on SQLite, whenever: freshness.py compares the database's change counter first (once per request).
+- on SQLite, whenever: freshness.py compares the shared change counter first (at every look).
 
 A value read from the database is kept only under the generation taken before the read (`put`): a
 change that lands between the two moves the generation and the value is dropped, not kept stale.
@@ -34,8 +34,11 @@ class RestCache:
         self._holds = 0
         # PostgreSQL: set by the listener while its LISTEN is up.
         self._listening = False
-        # SQLite: the last change counter read from the database (freshness.py).
+        # SQLite: the last change counter read from the database, the last value of the shared counter,
+        # and when the database's counter is to be read again (freshness.py).
         self.counter: int | None = None
+        self._signal: int | None = None
+        self.row_read_due = 0.0
 
     def generation(self, *, needs_listener: bool = False) -> int | None:
         """The generation a read may be kept under; None: bypass the cache (read, do not keep).
@@ -70,6 +73,12 @@ class RestCache:
         """That transaction ended (committed or not): what is read from now on is the new state."""
         self._holds -= 1
         self.invalidate()
+
+    def saw_signal(self, value: int) -> None:
+        """SQLite: the shared change counter reads `value`; moved since the last look, drop everything."""
+        if value != self._signal:
+            self._signal = value
+            self.invalidate()
 
     def listening(self, up: bool) -> None:
         """PostgreSQL's listener connected (up) or lost: either way what is held may have missed a notice."""

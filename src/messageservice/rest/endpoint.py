@@ -26,6 +26,7 @@ from messageservice.rest.envelope import Timing, error_body, php_json, success_b
 from messageservice.rest.limiter import LimitSettler, OperatingMeter, SharedBucket
 from messageservice.rest.params import (
     BIG_BODIES_AT_ONCE,
+    RequestHead,
     bearer_token,
     big_body,
     off_loop,
@@ -153,14 +154,16 @@ class RestEndpoint:
             raise errors.method_not_found()
         # Credentials first, from the header, the URL or a cheap pass over the body's pairs: a caller
         # without valid ones (or over its limit) never gets the nested parameters built (issue 9.1).
-        if big_body(request):
+        head = RequestHead.of(request)
+        limit = self.core.settings.max_body_bytes
+        if big_body(head):
             async with self._big_bodies:  # a few at a time (rest/params.py BIG_BODIES_AT_ONCE)
-                raw_body = await read_body(request, self.core.settings.max_body_bytes)
-                raw = await read_params(request, raw_body)
+                raw_body = await read_body(request, limit, head.content_length)
+                raw = await read_params(request, head, raw_body)
         else:
-            raw_body = await read_body(request, self.core.settings.max_body_bytes)
-            raw = await read_params(request, raw_body)
-        token = bearer_token(request.headers.get("authorization")) or raw.credential()
+            raw_body = await read_body(request, limit, head.content_length)
+            raw = await read_params(request, head, raw_body)
+        token = bearer_token(head.authorization) or raw.credential()
         caller = await self._authenticate(request, route, token)
         note_app(caller.client_id or f"webhook:{caller.webhook_id}")
         if not await self.bucket.admit(caller.limiter_key):

@@ -23,8 +23,36 @@ AUTH_KEYS = ("auth", "access_token")  # in order: `auth` wins
 RESERVED_KEYS = ("auth", "access_token", "auth_connector", "aplogin", "ap", "state", "start")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+@dataclass(slots=True)
+class RequestHead:
+    """The headers the REST endpoint reads, taken in one pass over the request's (the first of each
+    wins, as in Starlette's `headers.get`): asking Starlette for each, several times a request, cost more."""
+
+    method: str
+    content_type: str  # media type only, lower case ("" when absent)
+    content_length: str | None
+    authorization: str | None
+
+    @classmethod
+    def of(cls, request: Request) -> RequestHead:
+        content_type = content_length = authorization = None
+        for name, value in request.scope["headers"]:
+            if name == b"content-type":
+                if content_type is None:
+                    content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                if content_length is None:
+                    content_length = value.decode("latin-1")
+            elif name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+        return cls(request.method, media_type, content_length, authorization)
+
+
+async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
+    """The whole body, refused past `limit` bytes; `declared`: its Content-Length, when already read."""
+    if declared is None:
+        declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise errors.body_too_large(limit)
     chunks: list[bytes] = []
@@ -87,10 +115,6 @@ def check_text(value: Any, depth: int = 0) -> None:
             check_text(item, depth + 1)
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
 @dataclass
 class RawParams:
     """A request's parameters split into decoded pairs (or a JSON object): linear work. Building the
@@ -107,7 +131,7 @@ class RawParams:
 
     def credential(self) -> str | None:
         """The `auth`/`access_token` param the built parameters will hold (the body wins key by key)."""
-        found: dict[str, Any] = dict(scalar_params(self.query, AUTH_KEYS))
+        found: dict[str, Any] = dict(scalar_params(self.query, AUTH_KEYS)) if self.query else {}
         if self.body_json is not None:
             found.update({key: self.body_json[key] for key in AUTH_KEYS if key in self.body_json})
         elif self.body_pairs is not None:
@@ -120,7 +144,9 @@ class RawParams:
 
     def check(self) -> None:
         """Unstorable text is refused before credentials are looked at (a linear pass, in C for pairs)."""
-        for pairs in (self.query, self.body_pairs or []):
+        for pairs in (self.query, self.body_pairs):
+            if not pairs:
+                continue
             text = "".join(chain.from_iterable(pairs))
             if "\x00" in text:
                 raise errors.wrong_encoding()
@@ -133,7 +159,7 @@ class RawParams:
 
     def build(self) -> dict[str, Any]:
         """Query string, then the body on top of it (array_replace: the body wins key by key)."""
-        params = parse_pairs(self.query)
+        params = parse_pairs(self.query) if self.query else {}
         if self.body_json is not None:
             params.update(self.body_json)
         elif self.body_pairs is not None:
@@ -152,12 +178,13 @@ def _form_without_credentials(body: bytes) -> bool:
     return _strict_utf8(body)
 
 
-def split_params(request: Request, body: bytes) -> RawParams:
+def split_params(request: Request, head: RequestHead, body: bytes) -> RawParams:
     """The pairs of the query string and of a form or raw body (not multipart: see `read_params`)."""
     try:
-        raw = RawParams(split_pairs(request.scope.get("query_string", b"")))
-        if request.method == "POST" and body:
-            if _content_type(request) == "application/json":
+        query = request.scope.get("query_string", b"")
+        raw = RawParams(split_pairs(query) if query else [])
+        if head.method == "POST" and body:
+            if head.content_type == "application/json":
                 raw.body_json = _json_object(body)
                 raw._plain_json = _plain_json(body)
             elif _form_without_credentials(body):
@@ -170,27 +197,21 @@ def split_params(request: Request, body: bytes) -> RawParams:
     return raw
 
 
-async def read_params(request: Request, body: bytes) -> RawParams:
+async def read_params(request: Request, head: RequestHead, body: bytes) -> RawParams:
     """`split_params`, with big bodies split off the event loop, and multipart forms read as pairs."""
-    if request.method == "POST" and body and _content_type(request) == "multipart/form-data":
-        raw = split_params(request, b"")
+    posted = head.method == "POST" and body
+    if posted and head.content_type == "multipart/form-data":
+        raw = split_params(request, head, b"")
         raw.body_pairs = await _multipart(request, body)
         raw.check()
         return raw
-    form = request.method == "POST" and body and _content_type(request) != "application/json"
-    if form and _form_without_credentials(body):
+    if posted and head.content_type != "application/json" and _form_without_credentials(body):
         # Those passes run in C at memory speed, cheaper than a hand-off to the parser thread: a flood
         # of big bodies without credentials stays on the event loop and is refused from there.
-        raw = split_params(request, b"")
+        raw = split_params(request, head, b"")
         raw.body_form = body
         return raw
-    return await off_loop(len(body), split_params, request, body)
-
-
-async def request_params(request: Request, body: bytes) -> dict[str, Any]:
-    """All parameters at once, for callers that need no credentials first."""
-    raw = await read_params(request, body)
-    return await off_loop(len(body), raw.build)
+    return await off_loop(len(body), split_params, request, head, body)
 
 
 # How many request bodies over OFF_LOOP_BYTES one process reads at once. Credentials may sit inside such
@@ -200,11 +221,11 @@ async def request_params(request: Request, body: bytes) -> dict[str, Any]:
 BIG_BODIES_AT_ONCE = 4
 
 
-def big_body(request: Request) -> bool:
+def big_body(head: RequestHead) -> bool:
     """A POST whose body is over OFF_LOOP_BYTES by its Content-Length, or of unknown length."""
-    if request.method != "POST":
+    if head.method != "POST":
         return False
-    declared = request.headers.get("content-length")
+    declared = head.content_length
     return not (declared is not None and declared.isdigit() and int(declared) <= OFF_LOOP_BYTES)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.sql import Select
 from messageservice.config import normalize_database_url
 from messageservice.store import sends, writebacks
 from messageservice.store.budget import Budget, split
+from messageservice.store.change_signal import ChangeSignal
 from messageservice.store.connection import StoreConnection
 from messageservice.store.failures import store_errors
 from messageservice.store.features import Features, features_for
@@ -49,12 +50,15 @@ class Store:
         )
         self._writer: SqliteWriter | None = None
         self._fast: PostgresReads | SqliteReads
+        # SQLite: the REST cache's change counter in shared memory (store/change_signal.py).
+        self.change_signal: ChangeSignal | None = None
         if path is not None:
             with store_errors():
                 prepare_file(path)
             configure(self._engine.sync_engine, writer=False)
             self._writer = SqliteWriter(path)
             self._fast = SqliteReads(path)
+            self.change_signal = ChangeSignal.beside(path)
         else:
             self._fast = PostgresReads(url, self.budget.fast)
         self.engine = EngineFacade(self)
@@ -137,6 +141,9 @@ class Store:
             await self._writer.close()
         await self._fast.close()
         await self._engine.dispose()
+        if self.change_signal is not None:
+            self.change_signal.close()
+            self.change_signal = None
 
     # Compatible accessors for code written against the older Core attributes.
 
