@@ -51,6 +51,28 @@ JSON_TYPE = "application/json; charset=utf-8"
 XML_TYPE = "text/xml; charset=utf-8"
 
 
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+_COMMON_RAW = _encoded(COMMON_HEADERS)
+
+
+class RestResponse(Response):
+    """Starlette's Response with the same headers in the same order, the fixed ones encoded once:
+    Starlette encodes every header anew for each response."""
+
+    def __init__(self, content: bytes, status: int, media_type: str, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = content
+        self.raw_headers = [
+            *headers,
+            (b"content-length", str(len(content)).encode("latin-1")),
+            (b"content-type", media_type.encode("latin-1")),
+        ]
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -139,13 +161,14 @@ class RestEndpoint:
     def _respond(
         self, body: dict[str, Any], status: int, transport: str, headers: dict[str, str] = COMMON_HEADERS
     ) -> Response:
+        raw_headers = _COMMON_RAW if headers is COMMON_HEADERS else _encoded(headers)
         if transport == "xml":
-            return Response(php_xml(body), status, headers=headers, media_type=XML_TYPE)
+            return RestResponse(php_xml(body), status, XML_TYPE, raw_headers)
         try:
             content = php_json(body)
         except (ValueError, TypeError):
             content = php_json(error_body("WRONG_ENCODING", "Wrong request encoding"))
-        return Response(content, status, headers=headers, media_type=JSON_TYPE)
+        return RestResponse(content, status, JSON_TYPE, raw_headers)
 
     async def _handle(self, request: Request, route: Route | None, started: float) -> tuple[dict[str, Any], int]:
         # The method must exist before anything else is looked at, even auth (spec 3.1).
