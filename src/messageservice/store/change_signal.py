@@ -4,8 +4,9 @@ The REST cache must drop what it holds as soon as any process changes a token, a
 webhook. Reading the database's own counter row for that cost one read transaction per REST request,
 as much as the token read the cache saves. This counter lives in a small file (`<database>-changes`)
 that every process maps into memory: reading it is a memory load, and moving it a few microseconds
-under a file lock. It needs what SQLite's WAL mode already needs, every process on one host (WAL's
-`-shm` index is shared memory too).
+under a file lock. The file is ours alone: SQLite never opens it, so opening and closing it cannot drop
+SQLite's POSIX locks on its own files (which any close of a descriptor of those files would). It needs
+what SQLite's WAL mode already needs, every process on one host (WAL's `-shm` index is shared memory too).
 
 Writers move it before their transaction begins and again after it commits (cache/changes.py), so a
 reader that sees the second move reads the committed state. If a process dies between its COMMIT and
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import mmap
 import os
 import struct
 from pathlib import Path
+
+log = logging.getLogger("messageservice.store")
 
 _VALUE = struct.Struct("<Q")
 FILE_MODE = 0o600
@@ -48,9 +52,11 @@ class ChangeSignal:
     def beside(cls, database: Path) -> ChangeSignal | None:
         """The signal of the database at `database`; None where it cannot be made (the file's folder is
         read-only, say): then every request reads the database's counter row instead."""
+        path = signal_path(database)
         try:
-            return cls(signal_path(database))
-        except (OSError, ValueError):
+            return cls(path)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot map %s (%s): every REST request reads the change counter from the database", path, exc)
             return None
 
     def read(self) -> int:
