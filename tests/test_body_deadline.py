@@ -95,3 +95,18 @@ def test_a_request_without_a_body_is_left_alone() -> None:
     scope = {"type": "http", "headers": []}
     run(BodyDeadline(reading_app, 0.0)(scope, client.receive, client.send))
     assert client.status == 200
+
+
+def test_an_answer_before_the_body_is_sent_at_once_and_closes() -> None:
+    """An app may refuse a request from its headers alone (a declared body over the limit, an unknown
+    method): it answers at once, though the body never comes, and the connection is closed."""
+
+    async def refusing_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"too large"})
+
+    client = Client([], finishes=False)
+    run(asyncio.wait_for(BodyDeadline(refusing_app, 30.0)(SCOPE, client.receive, client.send), 5))
+    assert client.status == 413
+    start = next(m for m in client.sent if m["type"] == "http.response.start")
+    assert (b"connection", b"close") in start["headers"]

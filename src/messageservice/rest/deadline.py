@@ -138,37 +138,13 @@ class BodyDeadline:
             await send(message)
 
         try:
-            # Most bodies arrive whole with their headers: the first message is read here, and when it
-            # holds the whole body the app gets it and then the plain channel, with nothing left to guard
-            # (each wrapped receive or send is one more coroutine per call, on every request).
-            first = await timed_receive()
-            if request.complete and not request.timed_out:
-                await self.app(scope, _Replay(first, receive), send)
-            else:
-                await self.app(scope, _Replay(first, timed_receive), guarded_send)
+            await self.app(scope, timed_receive, guarded_send)
         except Exception:
             if not request.timed_out:
                 raise
             # The app's own reaction to the disconnect it was handed; the client already has its 408.
         finally:
             sweep.reading.discard(request)
-
-
-class _Replay:
-    """A receive channel that answers `first` once, then what `receive` answers."""
-
-    __slots__ = ("first", "receive")
-
-    def __init__(self, first: Message, receive: Receive) -> None:
-        self.first: Message | None = first
-        self.receive = receive
-
-    async def __call__(self) -> Message:
-        first = self.first
-        if first is None:
-            return await self.receive()
-        self.first = None
-        return first
 
 
 async def _send_timeout(send: Send) -> None:

@@ -94,6 +94,9 @@ def parse_route(path: str) -> Route | None:
     return Route(name.lower(), transport, webhook)
 
 
+ROUTES_REMEMBERED = 4096
+
+
 class RestEndpoint:
     """The /rest/ endpoint as a plain ASGI app, so the router passes it every HTTP method (Bitrix
     reads GET and POST alike; other verbs act like GET)."""
@@ -112,6 +115,7 @@ class RestEndpoint:
         # The app runs it with the other background loops: it settles this process's limits with the shared ones.
         self.settler = LimitSettler(core, self.bucket, self.meter)
         self._big_bodies = asyncio.Semaphore(BIG_BODIES_AT_ONCE)
+        self._routes: dict[str, Route | None] = {}
         self.metrics = metrics_for(core)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,8 +124,18 @@ class RestEndpoint:
         await response(scope, receive, send)
         self.metrics.rest_call(scope.get(REST_METHOD, OTHER), response.status_code, time.perf_counter() - started)
 
+    def _route(self, path: str) -> Route | None:
+        # The same few paths come again and again; a flood of new ones stops being remembered when full.
+        try:
+            return self._routes[path]
+        except KeyError:
+            route = parse_route(path)
+            if len(self._routes) < ROUTES_REMEMBERED:
+                self._routes[path] = route
+            return route
+
     async def handle(self, request: Request) -> Response:
-        route = parse_route(request.path_params.get("path", ""))
+        route = self._route(request.path_params.get("path", ""))
         # The metrics' and the access line's label: a method of ours, or "other" (a bounded set).
         request.scope[REST_METHOD] = (
             route.method if route is not None and route.method in self.registry.methods else OTHER
