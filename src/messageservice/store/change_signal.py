@@ -63,6 +63,8 @@ class ChangeSignal:
         return int(_VALUE.unpack_from(self._map)[0])
 
     def move(self) -> None:
+        if self._map.closed:
+            return  # the store closed under a change still ending (a stop): nothing reads it here any more
         # Locked: two processes moving it at once must not both write the same next value.
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
