@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from messageservice.delivery.retry import Outcome, Verdict, backoff
+from messageservice.delivery.retry import Outcome, Verdict, backoff, draw_jitter
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def decide(
     policy: RetryPolicy,
     now: float,
     gone: str | None = None,
-    jitter: Callable[[float, float], float] = random.uniform,
+    jitter: Callable[[float, float], float] = draw_jitter,
 ) -> Decision:
     """`gone`: the job has nowhere to go any more (its sender or app was removed): why."""
     if gone is not None:

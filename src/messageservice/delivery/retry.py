@@ -68,14 +68,15 @@ def parse_retry_after(value: str | None, cap: float, now: float | None = None) -
 
 
 JITTER = 0.2
+# Our own generator: the process-wide `random` state stays the embedding program's (a test seeding it,
+# Hypothesis checking that nothing else draws from it while a server runs in one of its threads).
+draw_jitter = random.Random().uniform
 
 
-def backoff(
-    attempt: int, delays: list[float], jitter: Callable[[float, float], float] = random.uniform
-) -> float | None:
+def backoff(attempt: int, delays: list[float], jitter: Callable[[float, float], float] = draw_jitter) -> float | None:
     """The wait after failed attempt number `attempt` (1-based), with +-20% jitter; None when out of tries.
 
-    `jitter(a, b)` draws the factor's offset (random.uniform; tests pass a fixed one)."""
+    `jitter(a, b)` draws the factor's offset (uniformly; tests pass a fixed one)."""
     if attempt < 1 or attempt > len(delays):
         return None
     base = delays[attempt - 1]
