@@ -103,6 +103,8 @@ def test_two_api_processes_answer_on_one_port_and_stop_on_sigterm(postgres_topol
         assert time.time() < deadline, f"two API processes expected, found {pids}"
         time.sleep(0.2)
     assert len(pids) == 2
+    # libuv in each child accepts one connection at a time, so connections opened together spread.
+    assert all(b"UV_TCP_SINGLE_ACCEPT=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in pids)
 
     # Each process answers alone while the other is frozen: both serve the port.
     for frozen, other in ((pids[0], pids[1]), (pids[1], pids[0])):

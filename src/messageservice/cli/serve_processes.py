@@ -1,9 +1,10 @@
 """`serve --workers N`: N API processes answering on one port, for more than one core (PostgreSQL only).
 
 The parent binds the socket once and hands it to N children (uvicorn's process supervisor): the
-kernel spreads the connections over them. It restarts a child that dies and forwards SIGTERM/SIGINT
-to every child, each of which stops as a single `serve` does (requests under way finish, delivery
-under way finishes within MESSAGESERVICE_SHUTDOWN_GRACE_SECONDS); the parent exits once all have.
+kernel spreads the connections over them, each child accepting one at a time (`SINGLE_ACCEPT`). It
+restarts a child that dies and forwards SIGTERM/SIGINT to every child, each of which stops as a single
+`serve` does (requests under way finish, delivery under way finishes within
+MESSAGESERVICE_SHUTDOWN_GRACE_SECONDS); the parent exits once all have.
 
 What the processes share lives in the database: the rate limits (store/limits.py), the outbox (claims
 with SKIP LOCKED), breakers and each handler's concurrency. SQLite has a single writer for all of them:
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from messageservice.cli.errors import InputError
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from messageservice.config import Settings
+
+SINGLE_ACCEPT = "UV_TCP_SINGLE_ACCEPT"
 
 
 def check_workers(settings: Settings, workers: int) -> None:
@@ -65,4 +69,9 @@ def run_processes(settings: Settings, host: str, port: int, workers: int, own_le
     # Listening from now on: connections wait in the backlog while a child starts (or restarts) rather
     # than being refused.
     sock.listen(config.backlog)
+    # The children share one listening socket, and libuv (uvloop) accepts every waiting connection in
+    # one go: clients that connect at once (a pool opening, a proxy's first connections) all went to
+    # the child that woke first. With this, libuv yields after each accept, so the other children take
+    # their share. Spawned children inherit it; an operator's own value is kept.
+    os.environ.setdefault(SINGLE_ACCEPT, "1")
     Multiprocess(config, sockets=[sock]).run()
