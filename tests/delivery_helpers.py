@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,14 +15,7 @@ from sqlalchemy import select
 
 from messageservice.core.context import Core
 from messageservice.store.tables import delivery_breakers
-
-
-def serve_in_background(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-    """A threading HTTP server on a free loopback port, serving from a daemon thread until shutdown()."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+from tests.loopback_http import serve_in_background
 
 
 @dataclass

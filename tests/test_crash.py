@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from messageservice.config import normalize_database_url
 from messageservice.core import statuses
 from messageservice.store.tables import attempts, deliveries, messages
+from tests.loopback_http import serve_in_background
 from tests.postgres import TempPostgres, free_port
 from tests.test_cli import invoke
 
@@ -90,10 +91,6 @@ class Handler:
     def start(self) -> Handler:
         owner = self
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 512  # the dispatcher opens up to 64 connections at once
-
         class Request(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -120,9 +117,8 @@ class Handler:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = Server(("127.0.0.1", 0), Request)
+        self.httpd = serve_in_background(Request)
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
     def snapshot(self) -> tuple[collections.Counter[str], int]:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +26,7 @@ import requests
 from b24pysdk import BitrixAppLocal, BitrixTokenLocal, Client
 from b24pysdk.api.requesters.bitrix_oauth_requester import BitrixOAuthRequester
 
+from tests.loopback_http import serve_in_background
 from tests.portal import AppCredentials, LivePortal
 
 HTTP_TIMEOUT = 10.0
@@ -78,9 +79,8 @@ class SdkProvider:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = serve_in_background(Handler)
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
     @property

@@ -33,6 +33,11 @@ CODE = "kit_sms"
 ATTEMPTS = 3
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the portal opens many connections at once; 5 (the default) drops some
+
+
 class KitProvider:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.application_token: str | None = None
@@ -53,8 +58,7 @@ class KitProvider:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), Handler)
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
 
     def start(self) -> KitProvider:
