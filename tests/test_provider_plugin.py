@@ -18,7 +18,7 @@ import pytest
 PROVIDER_TESTS = '''
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -50,8 +50,9 @@ class TinyProvider:
             def log_message(self, *args):
                 pass
 
-        self.httpd = serve_in_background(Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def handle(self, path, body):
         try:
@@ -113,7 +114,6 @@ CONFTEST = """
 import os
 
 import pytest
-from tests.loopback_http import serve_in_background
 
 
 @pytest.fixture
