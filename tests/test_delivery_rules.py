@@ -173,9 +173,25 @@ def test_a_gate_admits_up_to_its_limit() -> None:
     gate = HandlerGate(limit=2, failures_to_open=3, cooldown=30.0)
     assert gate.admit(NOW) is None and gate.admit(NOW) is None
     assert gate.admit(NOW) == pytest.approx(NOW + 0.2)
-    assert gate.blocked(NOW) and gate.may_wait(NOW)
+    assert gate.may_wait(NOW)
     gate.release(NOW, handler_failed=False)
-    assert not gate.blocked(NOW) and gate.admit(NOW) is None
+    assert gate.admit(NOW) is None
+
+
+def test_a_claim_leaves_a_gate_alone_once_it_holds_more_jobs_than_call_slots() -> None:
+    """Held from the claim on, before any of them asks for a slot: the next claim sees them."""
+    gate = HandlerGate(limit=2, failures_to_open=3, cooldown=30.0)
+    gate.hold()
+    gate.hold()
+    assert not gate.blocked(NOW)  # a claim of up to 2 more fills the calls and the waiting room
+    gate.hold()
+    assert gate.blocked(NOW)
+    gate.let_go()
+    assert not gate.blocked(NOW)
+    gate.let_go()
+    gate.let_go()
+    gate.let_go()  # never below nothing
+    assert gate.held == 0
 
 
 def test_a_breaker_opens_half_opens_with_one_probe_and_closes() -> None:

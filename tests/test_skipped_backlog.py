@@ -12,13 +12,15 @@ from sqlalchemy import select
 
 from messageservice.background import stop_loops
 from messageservice.core.context import Core
+from messageservice.delivery.decision import Decision, Defer, Done
 from messageservice.delivery.dispatcher import Dispatcher
-from messageservice.delivery.jobs import Job
+from messageservice.delivery.jobs import Job, Result
 from messageservice.delivery.queue import HandlerOutbox
 from messageservice.delivery.skipped import SkippedBacklog
 from messageservice.store.sends import MAX_NAMED, wake_payload, woken_work
 from messageservice.store.tables import deliveries
 from tests.portal import LivePortal
+from tests.receiver import Receiver, Reply
 from tests.test_messages import send
 
 # -- the rule -----------------------------------------------------------------------------------------
@@ -155,3 +157,65 @@ def test_a_dead_handlers_backlog_is_not_claimed_over_and_over(local_fresh_portal
     # Nothing lost: one attempt failed (and opened the breaker), the rest wait for it to close.
     assert len(states) == 30 and {s.state for s in states} == {"pending"}
     assert sum(s.attempts for s in states) >= 1, (states, claims, claims_before)
+
+
+class RecordingOutbox(CountingOutbox):
+    """The real handler queue, keeping every decision it writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decisions: list[Decision] = []
+
+    async def record(self, core: Core, results: list[Result], decisions: dict[int, Decision]) -> None:
+        self.decisions.extend(decisions.values())
+        await super().record(core, results, decisions)
+
+
+BUSY_HANDLER = {
+    "serve_dispatch": False,
+    "allowed_handler_networks": "127.0.0.0/8",
+    "handler_concurrency": 2,
+    "dispatch_concurrency": 64,
+}
+
+
+@pytest.mark.parametrize("local_fresh_portal", [BUSY_HANDLER], indirect=True)
+def test_a_busy_handlers_backlog_is_claimed_as_it_can_take_it_and_never_deferred(
+    local_fresh_portal: LivePortal,
+) -> None:
+    """40 jobs for a handler of 2 call slots that answers in 30 ms: a claim takes no more than the
+    handler's calls and waiting room can hold. Before, a claim right after another one did not see the
+    first one's jobs (they had not asked for a slot yet), took more, and deferred them: each a
+    write-back and a claim for nothing."""
+    portal = local_fresh_portal
+    handler = Receiver(script=[Reply(200, delay=0.03)] * 40).start()
+    try:
+        app = portal.add_app(url="http://127.0.0.1:7/")
+        code = "b" + uuid.uuid4().hex[:8]
+        added = portal.call(
+            "messageservice.sender.add",
+            {"CODE": code, "TYPE": "SMS", "HANDLER": handler.url + "h", "NAME": "Busy"},
+            token=app.access_token,
+        )
+        assert added.status_code == 200, added.text
+        for _ in range(40):
+            send(portal, app.access_token, f"{app.client_id}|{code}")
+
+        async def run(core: Core) -> RecordingOutbox:
+            outbox = RecordingOutbox()
+            dispatcher = Dispatcher(core, outbox)
+            dispatcher.start()
+            try:
+                async with asyncio.timeout(20):
+                    while sum(isinstance(d, Done) for d in outbox.decisions) < 40:
+                        await asyncio.sleep(0.02)
+            finally:
+                await stop_loops([dispatcher], 1.0)
+            return outbox
+
+        outbox = portal.run(run)
+        assert len(handler.requests) == 40
+        deferred = [d for d in outbox.decisions if isinstance(d, Defer)]
+        assert not deferred, f"{len(deferred)} deferred: {deferred[:3]}"
+    finally:
+        handler.stop()

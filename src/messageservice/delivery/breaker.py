@@ -2,7 +2,10 @@
 
 A job whose handler is busy waits for a free call slot, but only as many jobs as the handler has
 slots; beyond that, or while the breaker is open, a job is deferred (not counted as an attempt). So a
-slow or dead provider never holds more of the dispatcher's slots than its own limit allows.
+slow or dead provider never holds more of the dispatcher's slots than its own limit allows. A gate
+counts the jobs the dispatcher holds for it from their claim on (`hold`, `let_go`), not from when they
+first ask for a slot: a claim right after another one sees the first one's jobs, and takes none that
+would only be deferred.
 
 Gates are keyed by app AND origin: app A's handler answering 503 opens A's breaker only, and app B's
 sender on the same host keeps delivering. Several processes share a breaker through the database
@@ -33,6 +36,7 @@ class HandlerGate:
     open_until: float = 0.0
     probing: bool = False
     waiting: int = 0
+    held: int = 0  # jobs claimed for this handler and not yet finished (running, waiting, about to ask)
     freed: asyncio.Event = field(default_factory=asyncio.Event)
     # The breaker opened or closed here and the database does not know yet.
     dirty: bool = False
@@ -55,8 +59,16 @@ class HandlerGate:
             self.waiting -= 1
 
     def blocked(self, now: float) -> bool:
-        """Whether a new call would be turned away now (full, open, or half-open with its probe out)."""
-        return self.in_flight >= self.limit or (self.tripped and (now < self.open_until or self.probing))
+        """Whether a claim should leave this handler's jobs alone: more jobs are held than it has call
+        slots (a claim of up to `limit` more then fills the calls and the waiting room, no further), or
+        the breaker is open (or half-open with its probe out)."""
+        return self.held > self.limit or (self.tripped and (now < self.open_until or self.probing))
+
+    def hold(self) -> None:
+        self.held += 1
+
+    def let_go(self) -> None:
+        self.held = max(0, self.held - 1)
 
     def state(self, now: float) -> str:
         return breaker_state(self.failures, self.open_until, self.failures_to_open, now)

@@ -31,7 +31,7 @@ from sqlalchemy import Table
 from messageservice.background import BackgroundLoop
 from messageservice.config import Settings
 from messageservice.core.context import Core
-from messageservice.delivery.breaker import Gates
+from messageservice.delivery.breaker import Gates, HandlerGate
 from messageservice.delivery.decision import Decision, Defer, Retry, RetryPolicy, decide
 from messageservice.delivery.fairness import apps_at_share, claim_room
 from messageservice.delivery.jobs import Job, Result
@@ -227,10 +227,11 @@ class Dispatcher(BackgroundLoop):
         lease = lease_seconds(self.outbox.timeout(settings), settings.lease_margin_seconds)
         self._backlog = False
         while (free := self.slots - len(self._inflight)) > 0:
-            # No more at a time than one handler can take (its calls plus as many waiting): a claim
-            # for a single busy provider would otherwise be deferred and claimed over and over. And
-            # no more than the app with the least room left may take (fair shares per app).
-            want = min(free, settings.dispatch_batch_size, self.gates.limit * 2, claim_room(self._per_app, self.slots))
+            # No more at a time than one handler has call slots: a claim stops once the handlers it may
+            # take from have their slots spoken for (gates count held jobs), so all of one claim can at
+            # worst wait for a slot, and none is deferred and claimed over and over. And no more than the
+            # app with the least room left may take (fair shares per app).
+            want = min(free, settings.dispatch_batch_size, self.gates.limit, claim_room(self._per_app, self.slots))
             blocked = self.gates.blocked_members(time.time())
             full = apps_at_share(self._per_app, self.slots)
             if self._skipped.covers(full, blocked):
@@ -249,7 +250,8 @@ class Dispatcher(BackgroundLoop):
                 await self._check_statistics()
             for job in jobs:
                 self._per_app[job.app_id] += 1
-                task = asyncio.create_task(self._deliver(poster, job))
+                gate = None if job.url is None or job.error is not None else self._gate(job)
+                task = asyncio.create_task(self._deliver(poster, job, gate))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             # Under a backlog this loop runs on; what finished meanwhile is written now, not after it.
@@ -306,28 +308,35 @@ class Dispatcher(BackgroundLoop):
             due = None
         self._next_due = None if due is None else self._core.clock() + due
 
-    async def _deliver(self, poster: Poster, job: Job) -> None:
+    def _gate(self, job: Job) -> HandlerGate:
+        assert job.url is not None
+        gate = self.gates.for_job(job.app_id, job.url, job.member)
+        gate.hold()
+        return gate
+
+    async def _deliver(self, poster: Poster, job: Job, gate: HandlerGate | None) -> None:
         started = time.time()
         clock = time.perf_counter()
         try:
-            outcome = await self._attempt(poster, job)
+            outcome = await self._attempt(poster, job, gate)
         except Exception as exc:
             # A bug of ours (a gate, a header): still an attempt, recorded, retried, never lost.
             log.exception("delivering %s failed", job.label or job.key)
             outcome = failure(exc)
         finally:
+            if gate is not None:
+                gate.let_go()
             self._per_app[job.app_id] -= 1
             if self._per_app[job.app_id] <= 0:
                 del self._per_app[job.app_id]
         self._finished.append(Result(job, outcome, started, (time.perf_counter() - clock) * 1000))
         self._wakeup.set()
 
-    async def _attempt(self, poster: Poster, job: Job) -> Outcome:
+    async def _attempt(self, poster: Poster, job: Job, gate: HandlerGate | None) -> Outcome:
         if self._draining.is_set():
             return HAND_BACK
-        if job.url is None or job.error is not None:
+        if gate is None:
             return await _send(poster, job)
-        gate = self.gates.for_job(job.app_id, job.url, job.member)
         now = time.time()
         later = gate.admit(now)
         while later is not None and gate.may_wait(time.time()):
