@@ -58,8 +58,25 @@ def test_new_work_for_a_skipped_app_or_sender_changes_nothing_any_other_does() -
     short_claim(skipped, [1], [])
     skipped.queued(None)  # a wake-up that names nothing: anyone may have work
     assert not skipped.known
-    short_claim(skipped, [1], [])
-    skipped.forget()  # a due time passed, or the sweep
+    skipped.claim_started([1], [], now=10.0)
+    skipped.claim_ended(short=True, now=10.001)
+    assert skipped.forget(now=11.0)  # a due time passed, or the sweep
+    assert not skipped.known
+
+
+def test_after_a_due_time_a_costly_look_waits_until_it_takes_a_small_share_of_the_time() -> None:
+    """A claim that skips reads every skipped job: with a large backlog it is slow, and a due time
+    passing (the sweep, each second) must not make it run every time."""
+    skipped = SkippedBacklog()
+    skipped.claim_started([1], [7], now=100.0)
+    skipped.claim_ended(short=True, now=100.1)  # 100 ms: the next look no sooner than 2 s after it
+    assert not skipped.forget(now=101.1) and skipped.known
+    assert not skipped.forget(now=102.0) and skipped.covers([1], [7])
+    assert skipped.forget(now=102.2) and not skipped.known
+    # New work for another app or sender does not wait.
+    skipped.claim_started([1], [7], now=200.0)
+    skipped.claim_ended(short=True, now=200.1)
+    skipped.queued(frozenset({(2, 20)}))
     assert not skipped.known
 
 

@@ -294,8 +294,11 @@ class Dispatcher(BackgroundLoop):
         except TimeoutError:
             if self._core.clock() >= due:
                 # A retry fell due, or the sweep: look for it, and for work queued elsewhere (SQLite).
+                # A look that the skipped backlog puts off is taken at a later sweep.
                 self._work = self._sweeping = True
                 self._sweep_at = None
+                if self._next_due is not None and self._next_due <= self._core.clock():
+                    self._next_due = None
                 self._skipped.forget()
 
     async def _learn_next_due(self) -> None:
