@@ -8,7 +8,8 @@ shares of the call slots per app (`delivery/fairness.py`), one SSRF-guarded send
 It wakes when a send commits (in this process) and when the next retry falls due; while idle it
 looks for work from other processes every sweep. Up to `dispatch_concurrency` calls run at once;
 finished calls are written back in batches, one transaction per batch. Once a second it shares its
-breakers and its heartbeat with the other processes' dispatchers (`delivery/shared.py`).
+breakers and its heartbeat with the other processes' dispatchers (`delivery/shared.py`); while busy on
+PostgreSQL it vacuums the queue table when autovacuum's own rule says it is due (`store/vacuum.py`).
 
 A graceful stop (SIGTERM, `background.stop_loops`) claims nothing more, hands back at once the jobs it
 claimed but did not start (still waiting for a slot of their handler: recorded as not tried, due now,
@@ -44,6 +45,7 @@ from messageservice.observability.attempts import recorded as observed
 from messageservice.store.queues import seconds_until_due
 from messageservice.store.sends import NewWork
 from messageservice.store.statistics import YoungTables
+from messageservice.store.vacuum import QueueVacuum
 
 log = logging.getLogger("messageservice.dispatcher")
 
@@ -154,6 +156,7 @@ class Dispatcher(BackgroundLoop):
         self._sweeping = True
         self._sweep_at: float | None = None  # when the idle loop looks for work queued elsewhere
         self._young_tables = YoungTables()
+        self._queue_vacuum = QueueVacuum()
         self._draining = asyncio.Event()  # a graceful stop: no claims, unstarted jobs handed back
         self._statistics_checked = 0.0
         settings = core.settings
@@ -217,6 +220,7 @@ class Dispatcher(BackgroundLoop):
                 # What finished is written; what was cut off is claimed again when its lease runs out.
                 await asyncio.shield(self._flush())
                 await asyncio.shield(self.shared.leave(self._core))
+                await self._queue_vacuum.stop()
 
     async def _share_state(self) -> None:
         if self.shared.due(self._core.clock()):
@@ -247,6 +251,7 @@ class Dispatcher(BackgroundLoop):
                 return
             self._skipped.claim_ended(short=len(jobs) < want)
             if jobs and self.outbox.kind == "handler":
+                self._queue_vacuum.maybe_start(self._core)
                 await self._check_statistics()
             for job in jobs:
                 self._per_app[job.app_id] += 1

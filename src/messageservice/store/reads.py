@@ -65,6 +65,11 @@ class PostgresReads:
         pool = await self._connections()
         return await pool.fetch(sql, *args)
 
+    async def execute_sql(self, sql: str) -> None:
+        """One statement without parameters, outside any transaction block (VACUUM)."""
+        pool = await self._connections()
+        await pool.execute(sql)
+
     def in_use(self) -> int:
         return 0 if self._pool is None else self._pool.get_size() - self._pool.get_idle_size()
 

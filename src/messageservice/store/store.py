@@ -194,6 +194,10 @@ class DirectStatements:
         with store_errors():
             return await self._fast.fetch_sql(sql, *args)
 
+    async def execute_sql(self, sql: str) -> None:
+        with store_errors():
+            await self._fast.execute_sql(sql)
+
 
 class Writes:
     """`core.writes`: `run(fn)` is one write transaction."""
