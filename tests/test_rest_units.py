@@ -57,3 +57,44 @@ def test_envelopes() -> None:
     assert list(body) == ["result", "next", "total", "time"]
     assert list(success_body(True, {})) == ["result", "time"]
     assert error_body("E", "d") == {"error": "E", "error_description": "d"}
+
+
+def _router_path(path: str, root_path: str = "") -> str | None:
+    """What Starlette's routes for the REST endpoint give for `path` (None: neither matches)."""
+    from starlette.routing import Match
+    from starlette.routing import Route as StarletteRoute
+
+    async def endpoint(*_: object) -> None:
+        pass
+
+    scope = {"type": "http", "path": path, "root_path": root_path, "method": "GET"}
+    for route in (StarletteRoute("/rest/{path:anypath}", endpoint), StarletteRoute("/rest", endpoint)):
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return child["path_params"].get("path", "")
+    return None
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [
+        ("/rest/user.admin", ""),
+        ("/rest/user.admin.json/", ""),
+        ("/rest//user.admin", ""),
+        ("/rest/1/secret/user.admin", ""),
+        ("/rest/a\nb/m", ""),
+        ("/rest/", ""),
+        ("/rest", ""),
+        ("/restx", ""),
+        ("/rest.json", ""),
+        ("/", ""),
+        ("/console/rest/x", ""),
+        ("/ms/rest/user.admin", "/ms"),
+        ("/ms/rest", "/ms"),
+        ("/msx/rest/user.admin", "/ms"),
+    ],
+)
+def test_rest_calls_skip_the_router_exactly_where_its_rest_routes_match(path: str, root_path: str) -> None:
+    from messageservice.rest.mount import rest_path
+
+    assert rest_path({"path": path, "root_path": root_path}) == _router_path(path, root_path)

@@ -32,6 +32,7 @@ from messageservice.observability.exposition import starlette_endpoint as metric
 from messageservice.readiness import readiness
 from messageservice.rest.deadline import BodyDeadline
 from messageservice.rest.endpoint import RestEndpoint
+from messageservice.rest.mount import RestFirst
 
 log = logging.getLogger("messageservice")
 
@@ -124,6 +125,7 @@ def create_app(
         Route("/", index),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.add_middleware(RestFirst, rest=rest)  # innermost: REST calls skip the router (rest/mount.py)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.add_middleware(AccessLog)  # outermost: its line times and names the whole request
     app.state.core = core
