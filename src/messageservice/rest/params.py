@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, TypeVar
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from messageservice.core.errors import CoreError
 from messageservice.phpquery import EncodingError, parse_pairs, scalar_params, split_pairs
@@ -55,18 +55,25 @@ async def read_body(request: Request, limit: int, declared: str | None = None) -
         declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise errors.body_too_large(limit)
+    # Straight from `receive`, as Starlette's `request.stream()` reads it, without its async generator
+    # (a few us a request); nothing reads the body from the request again.
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise errors.body_too_large(limit)
             chunks.append(chunk)
-    except ClientDisconnect:
-        # Gone, or cut off by the body deadline (rest/deadline.py), which has answered already.
-        raise errors.body_timeout() from None
-    return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif kind == "http.disconnect":
+            # Gone, or cut off by the body deadline (rest/deadline.py), which has answered already.
+            raise errors.body_timeout()
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
