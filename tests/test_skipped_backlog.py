@@ -21,7 +21,7 @@ from messageservice.store.sends import MAX_NAMED, wake_payload, woken_work
 from messageservice.store.tables import deliveries
 from tests.portal import LivePortal
 from tests.receiver import Receiver, Reply
-from tests.test_messages import send
+from tests.test_messages import register, send
 
 # -- the rule -----------------------------------------------------------------------------------------
 
@@ -208,15 +208,9 @@ def test_a_busy_handlers_backlog_is_claimed_as_it_can_take_it_and_never_deferred
     handler = Receiver(script=[Reply(200, delay=0.03)] * 40).start()
     try:
         app = portal.add_app(url="http://127.0.0.1:7/")
-        code = "b" + uuid.uuid4().hex[:8]
-        added = portal.call(
-            "messageservice.sender.add",
-            {"CODE": code, "TYPE": "SMS", "HANDLER": handler.url + "h", "NAME": "Busy"},
-            token=app.access_token,
-        )
-        assert added.status_code == 200, added.text
+        message_from = register(portal, app, handler.url + "h")
         for _ in range(40):
-            send(portal, app.access_token, f"{app.client_id}|{code}")
+            send(portal, app.access_token, message_from)
 
         async def run(core: Core) -> RecordingOutbox:
             outbox = RecordingOutbox()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from messageservice.delivery.queue import HandlerOutbox
 from messageservice.store.vacuum import vacuum_if_due
 from tests.portal import LivePortal
 from tests.receiver import Receiver
-from tests.test_messages import send
+from tests.test_messages import register, send
 
 QUIET = {"serve_dispatch": False, "allowed_handler_networks": "127.0.0.0/8"}
 MESSAGES = 30
@@ -45,15 +44,9 @@ async def wait_for_stats(core: Core, ready: Any, timeout: float = 15.0) -> dict[
 
 def queue_messages(portal: LivePortal, url: str) -> None:
     app = portal.add_app(url="http://127.0.0.1:7/")
-    code = "v" + uuid.uuid4().hex[:8]
-    added = portal.call(
-        "messageservice.sender.add",
-        {"CODE": code, "TYPE": "SMS", "HANDLER": url, "NAME": "Vacuum"},
-        token=app.access_token,
-    )
-    assert added.status_code == 200, added.text
+    message_from = register(portal, app, url)
     for _ in range(MESSAGES):
-        send(portal, app.access_token, f"{app.client_id}|{code}")
+        send(portal, app.access_token, message_from)
 
 
 async def churn(core: Core, times: int) -> None:
