@@ -47,8 +47,9 @@ class QueueVacuum:
 
     def maybe_start(self, core: _HasStore, now: float | None = None) -> None:
         """Off the caller's path: the dispatcher's claims never wait for a vacuum."""
+        # Called after every claim that took jobs: the clock first, the store (an object per look) after.
         now = time.monotonic() if now is None else now
-        if core.store.direct is None or now - self._checked_at < CHECK_SECONDS:
+        if now - self._checked_at < CHECK_SECONDS or core.store.direct is None:
             return
         if self._task is not None and not self._task.done():
             return
